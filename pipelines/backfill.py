@@ -1,0 +1,173 @@
+"""Backfill: a file of product events in, corrected predictions and dead letters out.
+
+`build_pipeline` is pure (it only wires transforms); `run` picks the runner, shows
+progress and returns the run's summary. The local runner is Beam's FnApiRunner, named
+explicitly; on Dataflow the same `build_pipeline` runs with `--runner DataflowRunner`.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Callable
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+from transforms.file_io import ReadEvents, WriteDeadLetters, WritePredictions
+from transforms.images import ImageConfig
+from transforms.model_client import InProcessBaseline, ModelClientFactory, check_taxonomy_version
+from transforms.predict import PredictConfig, PredictProducts
+from transforms.progress import ReportProgress, register, unregister
+from transforms.shared import shared_taxonomy
+from transforms.steps import BatchConfig
+
+
+class BackfillOptions(PipelineOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser) -> None:  # type: ignore[no-untyped-def]
+        parser.add_argument("--input", required=True, help="events: .jsonl (glob ok) or .parquet")
+        parser.add_argument("--output", required=True, help="output directory")
+        parser.add_argument("--taxonomy", default=None, help="dist/en directory; default: bundled sample")
+        parser.add_argument("--image_max_side", type=int, default=ImageConfig.max_side)
+        parser.add_argument("--image_max_bytes", type=int, default=ImageConfig.max_bytes)
+        parser.add_argument("--image_timeout_s", type=float, default=ImageConfig.timeout_s)
+        parser.add_argument("--batch_min", type=int, default=BatchConfig.min_size)
+        parser.add_argument("--batch_max", type=int, default=BatchConfig.max_size)
+
+
+# Dead letters at these stages are about a part of a product (one image); the product
+# itself still ends as a prediction, so they do not finish an input.
+_PARTIAL_STAGES = {"prepare_images"}
+
+
+def predict_config(options: BackfillOptions, model: ModelClientFactory) -> PredictConfig:
+    """Validated config; reads the model's metadata once and refuses a taxonomy mismatch."""
+    client = model()
+    metadata = client.metadata()
+    taxonomy_version = shared_taxonomy(options.taxonomy).version
+    check_taxonomy_version(metadata, taxonomy_version)
+    return PredictConfig(
+        model=model,
+        metadata=metadata,
+        taxonomy_path=options.taxonomy,
+        images=ImageConfig(
+            max_side=options.image_max_side,
+            max_bytes=options.image_max_bytes,
+            timeout_s=options.image_timeout_s,
+        ),
+        batching=BatchConfig(min_size=options.batch_min, max_size=options.batch_max),
+        image_base_dir=os.path.dirname(os.path.abspath(options.input)) if "://" not in options.input else None,
+    )
+
+
+def build_pipeline(
+    pipeline: beam.Pipeline, options: BackfillOptions, config: PredictConfig, run_id: str = ""
+) -> dict[str, beam.PCollection]:
+    outputs = pipeline | "ReadEvents" >> ReadEvents(options.input) | "Predict" >> PredictProducts(config)
+    predictions = outputs["predictions"] | "ProgressPredictions" >> beam.ParDo(ReportProgress(run_id))
+    _ = outputs["deletes"] | "ProgressDeletes" >> beam.ParDo(ReportProgress(run_id))
+    letters = outputs["dead_letters"]
+    _ = (
+        letters
+        | "FinalDeadLetters" >> beam.Filter(lambda d: d.stage not in _PARTIAL_STAGES)
+        | "ProgressDeadLetters" >> beam.ParDo(ReportProgress(run_id))
+    )
+    predictions | "WritePredictions" >> WritePredictions(options.output)
+    letters | "WriteDeadLetters" >> WriteDeadLetters(options.output)
+    return {"predictions": predictions, "dead_letters": letters, "deletes": outputs["deletes"]}
+
+
+@dataclass
+class RunSummary:
+    events: int
+    predicted: int
+    corrected: int
+    unresolved: int
+    with_warnings: int
+    deletes: int
+    dead_letters: dict[str, int]
+    seconds: float
+    output: str
+    model_version: str
+    taxonomy_version: str
+
+    @property
+    def dead_letter_total(self) -> int:
+        return sum(self.dead_letters.values())
+
+    @property
+    def products_per_s(self) -> float:
+        return self.predicted / self.seconds if self.seconds else 0.0
+
+    def as_dict(self) -> dict[str, object]:
+        return {**self.__dict__, "dead_letter_total": self.dead_letter_total, "products_per_s": round(self.products_per_s, 2)}
+
+
+def _counter(result: beam.runners.runner.PipelineResult, namespace: str, name: str | None = None) -> dict[str, int]:
+    from apache_beam.metrics.metric import MetricsFilter
+
+    f = MetricsFilter().with_namespace(namespace)
+    if name:
+        f = f.with_name(name)
+    totals: dict[str, int] = {}
+    for c in result.metrics().query(f)["counters"]:
+        totals[c.key.metric.name] = totals.get(c.key.metric.name, 0) + c.committed
+    return totals
+
+
+def count_lines(pattern: str) -> int | None:
+    """Input size for the progress bar (local JSONL only; None when unknown)."""
+    if "://" in pattern or pattern.endswith(".parquet"):
+        return None
+    files = glob.glob(pattern)
+    if not files:
+        return None
+    total = 0
+    for path in files:
+        with open(path, "rb") as fh:
+            total += sum(1 for line in fh if line.strip())
+    return total
+
+
+def run(
+    options: BackfillOptions,
+    model: ModelClientFactory | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> RunSummary:
+    config = predict_config(options, model or InProcessBaseline(options.taxonomy))
+    run_id = uuid.uuid4().hex
+    runner_name = options.view_as(StandardOptions).runner
+    runner = FnApiRunner() if runner_name in (None, "FnApiRunner") else runner_name
+    if "://" not in options.output:
+        os.makedirs(options.output, exist_ok=True)
+    start = time.perf_counter()
+    if on_progress:
+        register(run_id, on_progress)
+    try:
+        pipeline = beam.Pipeline(runner=runner, options=options)
+        build_pipeline(pipeline, options, config, run_id)
+        result = pipeline.run()
+        result.wait_until_finish()
+    finally:
+        unregister(run_id)
+    seconds = time.perf_counter() - start
+    counts = _counter(result, "productlens")
+    return RunSummary(
+        events=counts.get("events", 0),
+        predicted=counts.get("predicted", 0),
+        corrected=counts.get("corrected", 0),
+        unresolved=counts.get("unresolved", 0),
+        with_warnings=counts.get("predictions_with_warnings", 0),
+        deletes=counts.get("deletes", 0),
+        dead_letters=dict(sorted(_counter(result, "dead_letters").items())),
+        seconds=seconds,
+        output=options.output,
+        model_version=config.metadata.model_version,
+        taxonomy_version=config.metadata.taxonomy_version,
+    )
+

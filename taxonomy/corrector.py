@@ -1,0 +1,451 @@
+"""Map a predicted category string onto a real taxonomy category, or refuse to.
+
+A model names a category as a path ("Apparel & Accessories > Clothing > Dresses"); it
+gets the path exactly right most of the time, and when it does not, the error is usually
+structural: a wrong or missing intermediate level, an extra level, a misspelt or
+inflected leaf, a synonym of the leaf. The corrector recovers those and refuses the rest:
+
+1. ``exact_path``  – the raw string is a full path (case/whitespace-insensitive), a GID or
+   a short id. Nothing was corrected.
+2. ``unique_leaf`` – the raw's last segment (or the whole raw) is exactly the name of one
+   category. Names are unique for ~98% of the tree, so an exact, unique leaf is stronger
+   evidence than any intermediate segment the model may have invented around it.
+3. ``fuzzy``       – candidates from the leaf (inflection-insensitive key, synonym lexicon,
+   rapidfuzz over all leaf names), from the raw's own intermediate segments (their
+   subtrees) and, as a last resort, rapidfuzz over full paths; each candidate is scored by
+   how well its leaf name matches the raw's leaf *and* how well its lineage matches the
+   raw's other segments ("path consistency").
+4. ``unresolved``  – the best score is below the threshold, or two different categories
+   score about the same: the prediction goes to review instead of being guessed.
+
+Everything the matcher compares is precomputed once per taxonomy; one correction is a few
+dict lookups plus at most two rapidfuzz scans over ~10k short strings, well under 2 ms on
+the full tree.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Iterable, Literal, Mapping
+
+import numpy as np
+from rapidfuzz import fuzz, process
+from rapidfuzz.distance import OSA
+
+from taxonomy.model import Category, Taxonomy, normalise_key
+
+Method = Literal["exact_path", "unique_leaf", "fuzzy", "unresolved"]
+
+GID_PREFIX = "gid://shopify/TaxonomyCategory/"
+
+# Colloquial or marketplace names a model may use for a leaf, mapped to the taxonomy's own
+# leaf names. Only targets that exist in the loaded taxonomy are used, and a term that is
+# itself a category name is ignored (the exact rules already own it). The lexicon is the
+# only way to bridge words that share no letters ("Couch" -> "Sofas"); fuzzy matching
+# covers spelling, not meaning. Keys and targets are matched inflection-insensitively, so
+# "Tee" also covers "Tees".
+DEFAULT_SYNONYMS: Mapping[str, tuple[str, ...]] = {
+    # apparel & accessories
+    "tee": ("T-Shirts",),
+    "tee shirt": ("T-Shirts",),
+    "jumper": ("Sweaters",),
+    "pullover": ("Sweaters",),
+    "slacks": ("Pants",),
+    "trainer": ("Athletic Shoes",),
+    "running shoe": ("Athletic Shoes",),
+    "flip flop": ("Sandals",),
+    "purse": ("Handbags",),
+    "tote": ("Tote Bags",),
+    "swimsuit": ("One-Piece Swimsuits",),
+    "bathing suit": ("One-Piece Swimsuits",),
+    "sunnies": ("Sunglasses",),
+    "pyjamas": ("Pajamas",),
+    "pjs": ("Pajamas",),
+    "braces": ("Suspenders",),
+    "wristwatch": ("Watches",),
+    "rucksack": ("Backpacks",),
+    "knapsack": ("Backpacks",),
+    "spectacles": ("Eyeglasses",),
+    "glasses": ("Eyeglasses",),
+    "aftershave": ("Colognes",),
+    # electronics
+    "earphone": ("Headphones",),
+    "earbud": ("Headphones",),
+    "cell phone": ("Mobile & Smart Phones",),
+    "cellphone": ("Mobile & Smart Phones",),
+    "smartphone": ("Mobile & Smart Phones",),
+    "mobile phone": ("Mobile & Smart Phones",),
+    "notebook computer": ("Laptops",),
+    "tablet": ("Tablet Computers",),
+    "tv": ("Televisions",),
+    "television set": ("Televisions",),
+    "monitor": ("Computer Monitors",),
+    "thumb drive": ("USB Flash Drives",),
+    "usb stick": ("USB Flash Drives",),
+    "gamepad": ("Game Controllers",),
+    "games console": ("Video Game Consoles",),
+    # home, furniture, garden
+    "couch": ("Sofas",),
+    "settee": ("Sofas",),
+    "fridge": ("Refrigerators",),
+    "cushion": ("Throw Pillows",),
+    "duvet": ("Quilts & Comforters",),
+    "quilt": ("Quilts & Comforters",),
+    "carpet": ("Rugs",),
+    "drape": ("Curtains & Drapes",),
+    "bedside table": ("Nightstands",),
+    "microwave": ("Microwave Ovens",),
+    "kettle": ("Electric Kettles",),
+    "hoover": ("Vacuums",),
+    "vacuum cleaner": ("Vacuums",),
+    "frying pan": ("Skillets & Frying Pans",),
+    "garbage can": ("Trash Cans",),
+    "wastebasket": ("Trash Cans",),
+    "tap": ("Faucets",),
+    "torch": ("Flashlights",),
+    "barbecue": ("Outdoor Grills",),
+    "bbq": ("Outdoor Grills",),
+    # baby, sport
+    "pram": ("Baby Strollers",),
+    "pushchair": ("Baby Strollers",),
+    "buggy": ("Baby Strollers",),
+    "nappy": ("Diapers",),
+    "soother": ("Pacifiers",),
+    "dummy": ("Pacifiers",),
+    "bike": ("Bicycles",),
+}
+
+# How much of a fuzzy candidate's score comes from its leaf name vs the rest of its path.
+# The leaf carries most of the meaning (it is what the model was asked for); the path
+# decides between same-named leaves and breaks ties between near-miss spellings.
+LEAF_WEIGHT = 0.65
+# A synonym hit is deliberate knowledge, not spelling: score it just under an exact name.
+SYNONYM_SIMILARITY = 0.95
+# Inflection-equal (stem-equal but not string-equal) leaves score just under exact, so an
+# exact name wins when both exist ("Glass" vs "Glasses").
+STEM_EQUAL_SIMILARITY = 0.98
+# Segment similarities below this are treated as "no match": two unrelated names always
+# share a few letters, and counting those would reward wrong paths.
+SEGMENT_FLOOR = 0.6
+# A unique exact leaf is accepted even under a wrong path; its score is 0.9 + 0.1 * path
+# consistency so a caller can still ask for review of inconsistent ones with threshold>0.9.
+UNIQUE_LEAF_BASE = 0.9
+
+# Separators a model or a merchant feed may use between path segments, strongest first.
+# ">" variants never occur inside a category name, so they are unambiguous; "/" does
+# occur ("AM/FM Radios"), so a slash-split is only tried when no ">"-like separator is
+# present, and whole-string matches are tried before any split; bare "-" is in hundreds
+# of names ("T-Shirts"), so only a spaced " - " separates.
+_ARROW_SPLIT = re.compile(r"\s*(?:->|=>|»|›|→|>)\s*")
+_PIPE_SPLIT = re.compile(r"\s+\|\s+|\s*\|\s*")
+_SLASH_SPLIT = re.compile(r"\s*/\s*")
+_DASH_SPLIT = re.compile(r"\s+[-–—]\s+")
+_TOKEN = re.compile(r"[a-z0-9]+")
+_SHORT_ID = re.compile(r"^[a-z]{2}(?:-\d+)*$")
+
+
+def _stem_token(tok: str) -> str:
+    """A deliberately crude English singulariser, applied to both sides of every comparison.
+
+    It only has to map singular and plural to the *same* key, not to a real word: "Hoodies"
+    and "Hoodie" both become "hoodi", "Dresses"/"Dress" -> "dress", "Watches" -> "watch".
+    """
+    if len(tok) > 3:
+        if tok.endswith("ies"):
+            tok = tok[:-3] + "i"
+        elif tok.endswith(("sses", "ches", "shes", "xes", "zzes")):
+            tok = tok[:-2]
+        elif tok.endswith("s") and not tok.endswith(("ss", "us", "is")):
+            tok = tok[:-1]
+    if len(tok) > 2:
+        if tok.endswith("ie"):
+            tok = tok[:-1]
+        elif tok.endswith("y"):
+            tok = tok[:-1] + "i"
+    return tok
+
+
+def stem_key(text: str) -> str:
+    """Inflection-, punctuation- and case-insensitive key: "Women's T-Shirts" -> "women t shirt".
+
+    Apostrophes are dropped before tokenising so "Women's" stays one token; "&"/"and" are
+    dropped because names use "&" while models often write "and".
+    """
+    text = text.casefold().replace("'", "").replace("’", "")
+    return " ".join(_stem_token(t) for t in _TOKEN.findall(text) if t != "and")
+
+
+def split_path(raw: str) -> list[str]:
+    """Split a raw path on the first separator family that is present (see above)."""
+    for pattern in (_ARROW_SPLIT, _PIPE_SPLIT, _DASH_SPLIT):
+        if pattern.search(raw):
+            parts = pattern.split(raw)
+            break
+    else:
+        parts = _SLASH_SPLIT.split(raw) if "/" in raw else [raw]
+    return [p.strip(" \t-=:") for p in parts if p.strip(" \t-=:")]
+
+
+@dataclass(frozen=True, slots=True)
+class CategoryCorrection:
+    category: Category | None
+    raw: str
+    corrected: bool
+    score: float
+    method: Method
+
+    @property
+    def resolved(self) -> bool:
+        return self.category is not None
+
+
+class CategoryCorrector:
+    """Correct raw category strings against one taxonomy; see the module docstring.
+
+    `threshold`: minimum score for a fuzzy match (and for a unique leaf, whose score is at
+    least 0.9). `ambiguity_margin`: if the two best different categories are closer than
+    this, the result is unresolved. `synonyms`: extra or replacement leaf lexicon.
+    """
+
+    def __init__(
+        self,
+        taxonomy: Taxonomy,
+        threshold: float = 0.8,
+        *,
+        ambiguity_margin: float = 0.02,
+        synonyms: Mapping[str, Iterable[str]] | None = None,
+        candidate_limit: int = 12,
+        leaf_cutoff: float = 70.0,
+    ) -> None:
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+        self.taxonomy = taxonomy
+        self.threshold = threshold
+        self.ambiguity_margin = ambiguity_margin
+        self.candidate_limit = candidate_limit
+        self.leaf_cutoff = leaf_cutoff
+
+        cats = list(taxonomy.categories.values())
+        self._cats = cats
+        index = {c.id: i for i, c in enumerate(cats)}
+        self._stem = [stem_key(c.name) for c in cats]
+        self._compact = [s.replace(" ", "") for s in self._stem]
+        self._id_index = index
+        self._anc = [tuple(index[a] for a in reversed(c.ancestor_ids)) for c in cats]
+        self._children = [tuple(index[ch] for ch in c.children_ids) for c in cats]
+        self._full_stem = [" ".join(self._stem[j] for j in (*self._anc[i], i)) for i in range(len(cats))]
+
+        self._by_stem: dict[str, list[int]] = {}
+        self._by_compact: dict[str, list[int]] = {}
+        for i, (s, cp) in enumerate(zip(self._stem, self._compact)):
+            self._by_stem.setdefault(s, []).append(i)
+            self._by_compact.setdefault(cp, []).append(i)
+        # rapidfuzz scans the distinct leaf keys, not the 10k categories: fewer, shorter.
+        self._leaf_keys = list(self._by_stem)
+        self._subtree_cache: dict[int, list[int]] = {}
+        for i in range(len(cats)):  # eager: no first-call latency spikes in a worker
+            self._subtree(i)
+
+        self._synonyms: dict[str, list[int]] = {}
+        lexicon = DEFAULT_SYNONYMS if synonyms is None else synonyms
+        for term, targets in lexicon.items():
+            key = stem_key(term)
+            if not key or key in self._by_stem or key.replace(" ", "") in self._by_compact:
+                continue  # the term is a real category name: the exact rules own it
+            hits = {i for t in targets for i in self._by_stem.get(stem_key(t), ())}
+            for k in {key, key.replace(" ", "")}:  # "tee shirt" also covers "teeshirt"
+                if hits:
+                    self._synonyms[k] = sorted(set(self._synonyms.get(k, ())) | hits)
+
+    # -- public --------------------------------------------------------------------------
+
+    def correct(self, raw: str) -> CategoryCorrection:
+        text = " ".join(str(raw or "").split())
+        if not _TOKEN.search(text.casefold()):
+            return CategoryCorrection(None, raw, True, 0.0, "unresolved")
+
+        # 1. exact: the model (or a merchant) gave the path or id verbatim.
+        exact = self.taxonomy.by_full_name(text) or self._by_id(text)
+        if exact is not None:
+            return CategoryCorrection(exact, raw, False, 1.0, "exact_path")
+
+        segments = split_path(text)
+        if not segments:
+            return CategoryCorrection(None, raw, True, 0.0, "unresolved")
+        # A path written with another separator is still an exact path, just re-spelt.
+        respelt = self.taxonomy.by_full_name(" > ".join(segments))
+        if respelt is not None:
+            return CategoryCorrection(respelt, raw, True, 1.0, "exact_path")
+
+        # 2. unique leaf: the whole raw first (names may contain "/"), then its last segment.
+        for leaf_text, parents in ((text, []), (segments[-1], segments[:-1])):
+            named = self.taxonomy.by_leaf_name(leaf_text)
+            if len(named) == 1:
+                i = self._index_of(named[0])
+                path = self._path_consistency([stem_key(p) for p in parents], i) if parents else 1.0
+                score = UNIQUE_LEAF_BASE + (1.0 - UNIQUE_LEAF_BASE) * path
+                if score >= self.threshold:
+                    return CategoryCorrection(named[0], raw, True, round(score, 4), "unique_leaf")
+                break
+
+        # 3. fuzzy with path consistency.
+        return self._fuzzy(raw, text, segments)
+
+    def correct_many(self, raws: Iterable[str]) -> list[CategoryCorrection]:
+        return [self.correct(r) for r in raws]
+
+    def synonym_targets(self, term: str) -> list[Category]:
+        """The categories the lexicon maps `term` to (empty if it is not in the lexicon)."""
+        key = stem_key(term)
+        hits = self._synonyms.get(key) or self._synonyms.get(key.replace(" ", "")) or []
+        return [self._cats[i] for i in hits]
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _by_id(self, text: str) -> Category | None:
+        if text.startswith(GID_PREFIX) or _SHORT_ID.match(text):
+            return self.taxonomy.get(text)
+        return None
+
+    def _index_of(self, category: Category) -> int:
+        return self._id_index[category.id]
+
+    def _subtree(self, i: int) -> list[int]:
+        cached = self._subtree_cache.get(i)
+        if cached is None:
+            out: list[int] = []
+            stack = list(self._children[i])
+            while stack:
+                j = stack.pop()
+                out.append(j)
+                stack.extend(self._children[j])
+            self._subtree_cache[i] = cached = out
+        return cached
+
+    def _fuzzy(self, raw: str, text: str, segments: list[str]) -> CategoryCorrection:
+        leaf = stem_key(segments[-1])
+        parents = [s for s in (stem_key(p) for p in segments[:-1]) if s]
+        if not leaf:
+            return CategoryCorrection(None, raw, True, 0.0, "unresolved")
+        compact = leaf.replace(" ", "")
+
+        # Candidate generation: cheap exact-key hits first; the rapidfuzz scan over all
+        # leaf names only when no key hit, because it is the expensive step.
+        leaf_sim: dict[int, float] = {}
+        for i in self._by_stem.get(leaf, ()):
+            leaf_sim[i] = 1.0 if normalise_key(self._cats[i].name) == normalise_key(segments[-1]) else STEM_EQUAL_SIMILARITY
+        for i in self._by_compact.get(compact, ()):
+            leaf_sim.setdefault(i, STEM_EQUAL_SIMILARITY)
+        for i in self._synonyms.get(leaf, ()) or self._synonyms.get(compact, ()):
+            leaf_sim[i] = max(leaf_sim.get(i, 0.0), SYNONYM_SIMILARITY)
+        if not leaf_sim:
+            for key, _, _ in process.extract(
+                leaf, self._leaf_keys, scorer=fuzz.ratio, processor=None,
+                limit=self.candidate_limit, score_cutoff=self.leaf_cutoff,
+            ):
+                for i in self._by_stem[key]:
+                    leaf_sim[i] = self._leaf_similarity(leaf, compact, i)
+
+        # Path-driven candidates: the subtrees of the raw's own intermediate segments. A
+        # misspelt short leaf ("Bgas") may not rank among the global top-N leaf names, but
+        # it will be among the children of the segments the model got right.
+        anchors = [i for p in parents for i in self._by_stem.get(p, ())]
+        if anchors:
+            anchors.sort(key=lambda i: -self._cats[i].level)
+            pool: list[int] = []
+            for a in anchors[:3]:
+                pool.extend(self._subtree(a))
+            pool = [i for i in dict.fromkeys(pool) if i not in leaf_sim]
+            if pool:
+                scores = process.cdist([leaf], [self._stem[i] for i in pool], scorer=fuzz.ratio,
+                                       processor=None, score_cutoff=self.leaf_cutoff)[0]
+                for k in np.nonzero(scores)[0]:
+                    leaf_sim[pool[k]] = self._leaf_similarity(leaf, compact, pool[k])
+
+        if not leaf_sim:
+            if parents:
+                # The model wrote a path but its leaf matches nothing, not even among the
+                # children of the segments it got right: the category itself is unknown,
+                # and the deepest recognisable ancestor would be a guess.
+                return CategoryCorrection(None, raw, True, 0.0, "unresolved")
+            return self._full_path_fallback(raw, leaf)
+
+        if len(leaf_sim) > 4 * self.candidate_limit:
+            keep = sorted(leaf_sim, key=leaf_sim.__getitem__, reverse=True)[: 4 * self.candidate_limit]
+            leaf_sim = {i: leaf_sim[i] for i in keep}
+
+        if parents:
+            path_sim = self._path_consistency_many(parents, list(leaf_sim))
+            scored = {i: LEAF_WEIGHT * s + (1 - LEAF_WEIGHT) * path_sim[i] for i, s in leaf_sim.items()}
+        else:
+            scored = dict(leaf_sim)
+        return self._decide(raw, scored)
+
+    def _decide(self, raw: str, scored: dict[int, float]) -> CategoryCorrection:
+        ranked = sorted(scored.items(), key=lambda kv: kv[1], reverse=True)
+        best_i, best = ranked[0]
+        best = min(1.0, max(0.0, best))
+        if best < self.threshold:
+            return CategoryCorrection(None, raw, True, round(best, 4), "unresolved")
+        if len(ranked) > 1 and best - ranked[1][1] < self.ambiguity_margin:
+            # Two different categories fit equally well ("T-Shirts" alone has five homes):
+            # picking one would be a silent guess.
+            return CategoryCorrection(None, raw, True, round(best, 4), "unresolved")
+        return CategoryCorrection(self._cats[best_i], raw, True, round(best, 4), "fuzzy")
+
+    def _full_path_fallback(self, raw: str, query: str) -> CategoryCorrection:
+        # A single segment that is no leaf name, e.g. a path written without separators
+        # ("apparel accessories clothing dresses"): compare whole paths. The score is the
+        # plain path similarity, so only near-identical paths pass.
+        if " " not in query:
+            return CategoryCorrection(None, raw, True, 0.0, "unresolved")
+        hits = process.extract(query, self._full_stem, scorer=fuzz.ratio, processor=None,
+                               limit=3, score_cutoff=self.threshold * 100)
+        if not hits:
+            return CategoryCorrection(None, raw, True, 0.0, "unresolved")
+        return self._decide(raw, {i: s / 100.0 for _, s, i in hits})
+
+    def _leaf_similarity(self, leaf: str, compact: str, i: int) -> float:
+        # Indel ratio counts a swapped pair of letters as two edits; OSA as one. Taking the
+        # better of the two (and of spaced/compact forms: "Smartwatch" vs "Smart Watches")
+        # keeps a single typo from sinking a short name.
+        cand, cand_compact = self._stem[i], self._compact[i]
+        s = max(
+            fuzz.ratio(leaf, cand) / 100.0,
+            fuzz.ratio(compact, cand_compact) / 100.0,
+            OSA.normalized_similarity(compact, cand_compact),
+        )
+        return STEM_EQUAL_SIMILARITY if s >= 1.0 else s
+
+    def _path_consistency(self, parents: list[str], i: int) -> float:
+        return self._path_consistency_many([p for p in parents if p], [i])[i] if parents else 1.0
+
+    def _path_consistency_many(self, parents: list[str], cands: list[int]) -> dict[int, float]:
+        """Soft F1 between the raw's non-leaf segments and each candidate's ancestors.
+
+        Precision: does every segment the model wrote appear in the lineage (penalises
+        wrong and extra levels)? Recall: does every ancestor appear in what it wrote
+        (penalises dropped levels, and wrong verticals)? Order is ignored: a model that
+        swaps two levels still named the right ones.
+        """
+        if not parents:
+            return {i: 1.0 for i in cands}
+        ancestors = sorted({a for i in cands for a in self._anc[i]})
+        if not ancestors:
+            return {i: 0.0 for i in cands}
+        col = {a: k for k, a in enumerate(ancestors)}
+        sims = process.cdist(parents, [self._stem[a] for a in ancestors], scorer=fuzz.ratio,
+                             processor=None, dtype=np.float32) / 100.0
+        sims[sims < SEGMENT_FLOOR] = 0.0
+        out: dict[int, float] = {}
+        for i in cands:
+            anc = self._anc[i]
+            if not anc:
+                out[i] = 0.0  # a root has no lineage to agree with the raw's segments
+                continue
+            sub = sims[:, [col[a] for a in anc]]
+            p = float(sub.max(axis=1).mean())
+            r = float(sub.max(axis=0).mean())
+            out[i] = 0.0 if p + r == 0 else 2 * p * r / (p + r)
+        return out

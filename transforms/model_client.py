@@ -1,0 +1,90 @@
+"""How the pipeline talks to a model: one small interface, several backends.
+
+A pipeline holds a picklable *factory*; the client itself (a model in memory, a gRPC
+channel) is made in the DoFn's `setup()` (DESIGN.md conventions). The in-process baseline
+is the default of the local runtime; the Triton client comes with the serving work.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    name: str
+    model_version: str
+    taxonomy_version: str
+
+
+class ModelClient(Protocol):
+    def metadata(self) -> ModelMetadata: ...
+
+    def infer_batch(self, requests: Sequence[tuple[bytes, bytes | None]]) -> list[bytes]:
+        """One RESPONSE per (REQUEST, IMAGE) pair, in order. Raises on transport failure."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class ModelClientFactory(Protocol):
+    def __call__(self) -> ModelClient: ...
+
+
+class TaxonomyVersionMismatch(RuntimeError):
+    pass
+
+
+def check_taxonomy_version(meta: ModelMetadata, pipeline_version: str) -> None:
+    """A model built for another taxonomy names categories the pipeline cannot validate."""
+    if meta.taxonomy_version != pipeline_version:
+        raise TaxonomyVersionMismatch(
+            f"model {meta.name} ({meta.model_version}) was built for taxonomy "
+            f"{meta.taxonomy_version}, but the pipeline uses taxonomy {pipeline_version}. "
+            f"Pass --taxonomy for version {meta.taxonomy_version}, or serve a model built "
+            f"for {pipeline_version}."
+        )
+
+
+class _InProcessBaselineClient:
+    def __init__(self, model: object) -> None:
+        self._model = model
+        self._lock = threading.Lock()
+
+    def metadata(self) -> ModelMetadata:
+        p = self._model.parameters  # type: ignore[attr-defined]
+        return ModelMetadata(p["model_name"], p["model_version"], p["taxonomy_version"])
+
+    def infer_batch(self, requests: Sequence[tuple[bytes, bytes | None]]) -> list[bytes]:
+        # Beam may run several bundles on threads of one worker; the numpy model is not
+        # re-entrant and each batch already uses every core through BLAS.
+        with self._lock:
+            return self._model.infer_batch(requests)  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        pass  # shared across DoFn instances in this process; freed at exit
+
+
+_BASELINES: dict[str | None, _InProcessBaselineClient] = {}
+_BASELINES_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class InProcessBaseline:
+    """Factory for the CPU baseline running inside the worker process. One model per
+    process and taxonomy, shared by the classify and extract steps."""
+
+    taxonomy_path: str | None = None
+
+    def __call__(self) -> ModelClient:
+        with _BASELINES_LOCK:
+            client = _BASELINES.get(self.taxonomy_path)
+            if client is None:
+                from model_repository.product_baseline.engine import BaselineModel
+
+                client = _BASELINES[self.taxonomy_path] = _InProcessBaselineClient(
+                    BaselineModel(self.taxonomy_path)
+                )
+            return client
