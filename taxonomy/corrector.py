@@ -127,7 +127,19 @@ SYNONYM_SIMILARITY = 0.95
 STEM_EQUAL_SIMILARITY = 0.98
 # Segment similarities below this are treated as "no match": two unrelated names always
 # share a few letters, and counting those would reward wrong paths.
-SEGMENT_FLOOR = 0.6
+SEGMENT_FLOOR = 0.8
+# Word-subset leaf similarity: SUBSET_BASE + SUBSET_SPAN * (shared words / words of the
+# longer name). At most 0.95 and usually 0.85, so it needs path support to pass 0.8.
+SUBSET_BASE = 0.75
+SUBSET_SPAN = 0.2
+MAX_SUBSET_POSTINGS = 200
+# Subtracted from a spelling-only match of a raw that has no path segments.
+BARE_LEAF_PENALTY = 0.05
+# Leaf-name cutoff (rapidfuzz ratio) for candidates found under one of the raw's own
+# segments; the global scan over all names uses the stricter `leaf_cutoff`.
+ANCHORED_LEAF_CUTOFF = 50.0
+# An anchored candidate at least this close to the raw leaf makes the global scan redundant.
+CONFIDENT_LEAF_SIMILARITY = 0.85
 # A unique exact leaf is accepted even under a wrong path; its score is 0.9 + 0.1 * path
 # consistency so a caller can still ask for review of inconsistent ones with threshold>0.9.
 UNIQUE_LEAF_BASE = 0.9
@@ -151,8 +163,8 @@ def _stem_token(tok: str) -> str:
     It only has to map singular and plural to the *same* key, not to a real word: "Hoodies"
     and "Hoodie" both become "hoodi", "Dresses"/"Dress" -> "dress", "Watches" -> "watch".
     """
-    if len(tok) > 3:
-        if tok.endswith("ies"):
+    if len(tok) > 2:
+        if tok.endswith("ies") and len(tok) > 4:
             tok = tok[:-3] + "i"
         elif tok.endswith(("sses", "ches", "shes", "xes", "zzes")):
             tok = tok[:-2]
@@ -166,14 +178,19 @@ def _stem_token(tok: str) -> str:
     return tok
 
 
-def stem_key(text: str) -> str:
-    """Inflection-, punctuation- and case-insensitive key: "Women's T-Shirts" -> "women t shirt".
+def plain_key(text: str) -> str:
+    """Punctuation- and case-insensitive key: "Women's T-Shirts" -> "womens t shirts".
 
     Apostrophes are dropped before tokenising so "Women's" stays one token; "&"/"and" are
     dropped because names use "&" while models often write "and".
     """
     text = text.casefold().replace("'", "").replace("’", "")
-    return " ".join(_stem_token(t) for t in _TOKEN.findall(text) if t != "and")
+    return " ".join(t for t in _TOKEN.findall(text) if t != "and")
+
+
+def stem_key(text: str) -> str:
+    """`plain_key` with every token singularised: "Women's T-Shirts" -> "women t shirt"."""
+    return " ".join(_stem_token(t) for t in plain_key(text).split())
 
 
 def split_path(raw: str) -> list[str]:
@@ -231,6 +248,12 @@ class CategoryCorrector:
         index = {c.id: i for i, c in enumerate(cats)}
         self._stem = [stem_key(c.name) for c in cats]
         self._compact = [s.replace(" ", "") for s in self._stem]
+        self._plain_compact = [plain_key(c.name).replace(" ", "") for c in cats]
+        self._tokens = [frozenset(st.split()) for st in self._stem]
+        self._postings: dict[str, list[int]] = {}
+        for i, toks in enumerate(self._tokens):
+            for tok in toks:
+                self._postings.setdefault(tok, []).append(i)
         self._id_index = index
         self._anc = [tuple(index[a] for a in reversed(c.ancestor_ids)) for c in cats]
         self._children = [tuple(index[ch] for ch in c.children_ids) for c in cats]
@@ -329,10 +352,16 @@ class CategoryCorrector:
         if not leaf:
             return CategoryCorrection(None, raw, True, 0.0, "unresolved")
         compact = leaf.replace(" ", "")
+        # Unstemmed too: the stemmer can eat a typo'd plural ("Mgus" -> "mgu") and widen
+        # the distance to the intended name ("mugs").
+        plain = plain_key(segments[-1]).replace(" ", "")
+        q = (leaf, compact, plain)
 
-        # Candidate generation: cheap exact-key hits first; the rapidfuzz scan over all
-        # leaf names only when no key hit, because it is the expensive step.
+        # Candidate generation, cheapest first; each step runs only if the previous ones
+        # found nothing convincing, because the global rapidfuzz scan is the expensive one.
+        # (1) exact inflection-insensitive key hits and the synonym lexicon.
         leaf_sim: dict[int, float] = {}
+        spelled = False  # True when candidates come from spelling similarity, not a key
         for i in self._by_stem.get(leaf, ()):
             leaf_sim[i] = 1.0 if normalise_key(self._cats[i].name) == normalise_key(segments[-1]) else STEM_EQUAL_SIMILARITY
         for i in self._by_compact.get(compact, ()):
@@ -340,28 +369,37 @@ class CategoryCorrector:
         for i in self._synonyms.get(leaf, ()) or self._synonyms.get(compact, ()):
             leaf_sim[i] = max(leaf_sim.get(i, 0.0), SYNONYM_SIMILARITY)
         if not leaf_sim:
-            for key, _, _ in process.extract(
-                leaf, self._leaf_keys, scorer=fuzz.ratio, processor=None,
-                limit=self.candidate_limit, score_cutoff=self.leaf_cutoff,
-            ):
-                for i in self._by_stem[key]:
-                    leaf_sim[i] = self._leaf_similarity(leaf, compact, i)
-
-        # Path-driven candidates: the subtrees of the raw's own intermediate segments. A
-        # misspelt short leaf ("Bgas") may not rank among the global top-N leaf names, but
-        # it will be among the children of the segments the model got right.
-        anchors = [i for p in parents for i in self._by_stem.get(p, ())]
-        if anchors:
-            anchors.sort(key=lambda i: -self._cats[i].level)
-            pool: list[int] = []
-            for a in anchors[:3]:
-                pool.extend(self._subtree(a))
-            pool = [i for i in dict.fromkeys(pool) if i not in leaf_sim]
-            if pool:
-                scores = process.cdist([leaf], [self._stem[i] for i in pool], scorer=fuzz.ratio,
-                                       processor=None, score_cutoff=self.leaf_cutoff)[0]
-                for k in np.nonzero(scores)[0]:
-                    leaf_sim[pool[k]] = self._leaf_similarity(leaf, compact, pool[k])
+            spelled = True
+            # (2) path-driven: the subtrees of the raw's own intermediate segments. A
+            # misspelt short leaf ("Bgas") may not rank among the global top-N names, but
+            # it is among the descendants of the segments the model got right; being
+            # path-constrained, these candidates are admitted at a lower leaf cutoff.
+            anchors = [i for p in parents for i in self._by_stem.get(p, ())]
+            if anchors:
+                anchors.sort(key=lambda i: -self._cats[i].level)
+                pool = list(dict.fromkeys(j for a in anchors[:3] for j in self._subtree(a)))
+                if pool:
+                    scores = process.cdist([leaf], [self._stem[i] for i in pool], scorer=fuzz.ratio,
+                                           processor=None, score_cutoff=ANCHORED_LEAF_CUTOFF)[0]
+                    for k in np.nonzero(scores)[0]:
+                        leaf_sim[pool[k]] = self._leaf_similarity(q, pool[k])
+            # (3) rapidfuzz over every distinct leaf name, unless (2) already found a close
+            # one: the right category may sit under a segment the model got wrong.
+            if not leaf_sim or max(leaf_sim.values()) < CONFIDENT_LEAF_SIMILARITY:
+                for key, _, _ in process.extract(
+                    leaf, self._leaf_keys, scorer=fuzz.ratio, processor=None,
+                    limit=self.candidate_limit, score_cutoff=self.leaf_cutoff,
+                ):
+                    for i in self._by_stem[key]:
+                        leaf_sim.setdefault(i, self._leaf_similarity(q, i))
+            # (4) a qualifier added or dropped: the words of one name are a subset of the
+            # other's ("Laptop Computers" vs "Laptops", "Flash Drives" vs "USB Flash
+            # Drives"). Spelling similarity misses these, or prefers a same-shaped wrong
+            # name ("Desktop Computers"); they are scored low enough that only a
+            # consistent path lets them through.
+            for i, sim in self._token_subset_candidates(leaf).items():
+                if sim > leaf_sim.get(i, 0.0):
+                    leaf_sim[i] = sim
 
         if not leaf_sim:
             if parents:
@@ -371,13 +409,18 @@ class CategoryCorrector:
                 return CategoryCorrection(None, raw, True, 0.0, "unresolved")
             return self._full_path_fallback(raw, leaf)
 
-        if len(leaf_sim) > 4 * self.candidate_limit:
-            keep = sorted(leaf_sim, key=leaf_sim.__getitem__, reverse=True)[: 4 * self.candidate_limit]
+        if len(leaf_sim) > 3 * self.candidate_limit:
+            # Path scoring is the per-candidate cost; same-named leaves stay together.
+            keep = sorted(leaf_sim, key=leaf_sim.__getitem__, reverse=True)[: 3 * self.candidate_limit]
             leaf_sim = {i: leaf_sim[i] for i in keep}
 
         if parents:
             path_sim = self._path_consistency_many(parents, list(leaf_sim))
             scored = {i: LEAF_WEIGHT * s + (1 - LEAF_WEIGHT) * path_sim[i] for i, s in leaf_sim.items()}
+        elif spelled:
+            # A bare leaf has no path to corroborate a spelling correction, so it must be
+            # closer: "Dresess" passes, a made-up "Sofuba" (ratio 0.8 to "Sofa") does not.
+            scored = {i: s - BARE_LEAF_PENALTY for i, s in leaf_sim.items()}
         else:
             scored = dict(leaf_sim)
         return self._decide(raw, scored)
@@ -406,15 +449,39 @@ class CategoryCorrector:
             return CategoryCorrection(None, raw, True, 0.0, "unresolved")
         return self._decide(raw, {i: s / 100.0 for _, s, i in hits})
 
-    def _leaf_similarity(self, leaf: str, compact: str, i: int) -> float:
+    def _token_subset_candidates(self, leaf: str) -> dict[int, float]:
+        words = frozenset(leaf.split())
+        if len(words) < 2 and not any(len(w) > 2 for w in words):
+            return {}
+        out: dict[int, float] = {}
+        # Names whose words are all in the raw leaf (the raw added a qualifier).
+        if len(words) >= 2:
+            for w in words:
+                for i in self._postings.get(w, ()):
+                    toks = self._tokens[i]
+                    if toks < words:
+                        out[i] = SUBSET_BASE + SUBSET_SPAN * len(toks) / len(words)
+        # Names that contain all the raw's words (the raw dropped a qualifier); a lone
+        # common word ("Accessories") fits hundreds of names and says nothing.
+        postings = sorted((self._postings.get(w, []) for w in words), key=len)
+        if postings and postings[0] and len(postings[0]) <= MAX_SUBSET_POSTINGS:
+            common = set(postings[0]).intersection(*postings[1:])
+            for i in common:
+                toks = self._tokens[i]
+                if words < toks:
+                    out[i] = max(out.get(i, 0.0), SUBSET_BASE + SUBSET_SPAN * len(words) / len(toks))
+        return out
+
+    def _leaf_similarity(self, q: tuple[str, str, str], i: int) -> float:
         # Indel ratio counts a swapped pair of letters as two edits; OSA as one. Taking the
-        # better of the two (and of spaced/compact forms: "Smartwatch" vs "Smart Watches")
-        # keeps a single typo from sinking a short name.
-        cand, cand_compact = self._stem[i], self._compact[i]
+        # best of the two, over spaced/compact ("Smartwatch" vs "Smart Watches") and
+        # stemmed/unstemmed forms, keeps a single typo from sinking a short name.
+        leaf, compact, plain = q
         s = max(
-            fuzz.ratio(leaf, cand) / 100.0,
-            fuzz.ratio(compact, cand_compact) / 100.0,
-            OSA.normalized_similarity(compact, cand_compact),
+            fuzz.ratio(leaf, self._stem[i]) / 100.0,
+            fuzz.ratio(compact, self._compact[i]) / 100.0,
+            OSA.normalized_similarity(compact, self._compact[i]),
+            OSA.normalized_similarity(plain, self._plain_compact[i]),
         )
         return STEM_EQUAL_SIMILARITY if s >= 1.0 else s
 
@@ -435,17 +502,23 @@ class CategoryCorrector:
         if not ancestors:
             return {i: 0.0 for i in cands}
         col = {a: k for k, a in enumerate(ancestors)}
-        sims = process.cdist(parents, [self._stem[a] for a in ancestors], scorer=fuzz.ratio,
-                             processor=None, dtype=np.float32) / 100.0
+        sims = np.zeros((len(parents), len(ancestors) + 1), dtype=np.float32)  # last: padding
+        sims[:, :-1] = process.cdist(parents, [self._stem[a] for a in ancestors], scorer=fuzz.ratio,
+                                     processor=None, dtype=np.float32) / 100.0
         sims[sims < SEGMENT_FLOOR] = 0.0
-        out: dict[int, float] = {}
-        for i in cands:
+        depth = max(len(self._anc[i]) for i in cands)
+        idx = np.full((len(cands), depth), len(ancestors), dtype=np.intp)
+        mask = np.zeros((len(cands), depth), dtype=np.float32)
+        for r, i in enumerate(cands):
             anc = self._anc[i]
-            if not anc:
-                out[i] = 0.0  # a root has no lineage to agree with the raw's segments
-                continue
-            sub = sims[:, [col[a] for a in anc]]
-            p = float(sub.max(axis=1).mean())
-            r = float(sub.max(axis=0).mean())
-            out[i] = 0.0 if p + r == 0 else 2 * p * r / (p + r)
-        return out
+            idx[r, : len(anc)] = [col[a] for a in anc]
+            mask[r, : len(anc)] = 1.0
+        g = sims[:, idx]  # (segments, candidates, depth)
+        precision = g.max(axis=2).mean(axis=0)
+        n_anc = mask.sum(axis=1)
+        recall = (g.max(axis=0) * mask).sum(axis=1) / np.maximum(n_anc, 1.0)
+        total = precision + recall
+        f1 = np.where(total > 0, 2 * precision * recall / np.where(total > 0, total, 1.0), 0.0)
+        # A root has no lineage to agree with the raw's segments.
+        f1 = np.where(n_anc > 0, f1, 0.0)
+        return {i: float(f1[r]) for r, i in enumerate(cands)}

@@ -1,0 +1,193 @@
+"""Triton Python-backend entry point for the CPU baseline (`engine.BaselineModel`).
+
+Triton's dynamic batcher hands `execute` a list of requests, each with a batch of one or
+more (REQUEST, IMAGE) items. They are flattened into one `BaselineModel.infer_batch` call
+(one embedding pass for the whole batch) and split back into exactly one response per
+request. A request that cannot be served gets a `TritonError` on its own response; the
+other requests of the batch are answered normally (DESIGN.md, "Conventions").
+
+The stub runs the project venv's interpreter (deploy/local/triton/server.py puts the venv
+first on PATH and the repo root on PYTHONPATH), so the model imports the project's
+packages like any other module.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+# model_repository/product_baseline/1/model.py -> the repository root
+_REPO_ROOT = Path(__file__).resolve().parents[3]
+
+# Parameters that must be equal in config.pbtxt and in what the engine reports: the
+# pipeline reads them from the model config and stamps every prediction with them.
+CHECKED_PARAMETERS = ("model_version", "taxonomy_version")
+
+
+def _import_project() -> tuple[Any, Any]:
+    try:
+        from model_repository.contract import ModelRequest
+        from model_repository.product_baseline import engine
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not exc.name.startswith("model_repository"):
+            raise _missing_dependency(exc) from exc
+        # Started without the repo root on PYTHONPATH: it is three levels up from here.
+        sys.path.insert(0, str(_REPO_ROOT))
+        try:
+            from model_repository.contract import ModelRequest
+            from model_repository.product_baseline import engine
+        except ModuleNotFoundError as exc2:
+            raise _missing_dependency(exc2) from exc2
+    return ModelRequest, engine
+
+
+def _missing_dependency(exc: ModuleNotFoundError) -> ImportError:
+    return ImportError(
+        f"product_baseline cannot import {exc.name!r} (Python {sys.version.split()[0]}, "
+        f"sys.prefix={sys.prefix}). The Python backend stub must run the project venv: start "
+        "tritonserver with `deploy/local/triton/server.py up`, which puts the venv's bin/ first "
+        "on PATH and the repo root on PYTHONPATH."
+    )
+
+
+def _error(message: str, code_name: str = "INTERNAL") -> Any:
+    code = getattr(pb_utils.TritonError, code_name, None)
+    return pb_utils.TritonError(message) if code is None else pb_utils.TritonError(message, code)
+
+
+def _string_parameters(model_config: dict[str, Any]) -> dict[str, str]:
+    return {k: v.get("string_value", "") for k, v in model_config.get("parameters", {}).items()}
+
+
+def check_parameters(config: dict[str, str], model: dict[str, str], where: str) -> None:
+    """Fail the load when config.pbtxt and the engine disagree, saying which to change."""
+    problems = []
+    for key in CHECKED_PARAMETERS:
+        if key not in config:
+            problems.append(f"parameter {key!r} is missing (the engine reports {model[key]!r})")
+        elif config[key] != model[key]:
+            problems.append(f"{key}: config.pbtxt says {config[key]!r}, the engine reports {model[key]!r}")
+    if problems:
+        raise ValueError(
+            f"{where}: model config and engine disagree: "
+            + "; ".join(problems)
+            + ". Update the parameters in config.pbtxt (or taxonomy_path, which decides the "
+            "taxonomy version) so that the pipeline stamps predictions with the right versions."
+        )
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict[str, str]) -> None:
+        started = time.monotonic()
+        self._logger = pb_utils.Logger
+        model_config = json.loads(args["model_config"])
+        self._name = model_config.get("name", "product_baseline")
+        params = _string_parameters(model_config)
+        self._ModelRequest, engine = _import_project()
+
+        taxonomy_path: str | Path | None = params.get("taxonomy_path", "").strip() or None
+        if taxonomy_path is not None and not Path(taxonomy_path).is_absolute():
+            taxonomy_path = _REPO_ROOT / taxonomy_path
+        self._model = engine.BaselineModel(taxonomy_path)
+        check_parameters(params, self._model.parameters, f"{self._name} ({args.get('model_repository')})")
+        self._logger.log_info(
+            f"{self._name}: loaded {self._model.parameters} from "
+            f"{taxonomy_path or 'the bundled sample taxonomy'} in {time.monotonic() - started:.1f}s "
+            f"(Python {sys.version.split()[0]}, {sys.prefix})"
+        )
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        items: list[tuple[bytes, bytes | None]] = []
+        # Per request: the slice of `items` it owns, or the error that answers it.
+        spans: list[tuple[int, int] | Any] = []
+        for request in requests:
+            try:
+                pairs = self._read(request)
+            except ValueError as exc:
+                spans.append(_error(str(exc), "INVALID_ARG"))
+                continue
+            except Exception as exc:  # noqa: BLE001 - goes on this request's response
+                spans.append(_error(f"cannot read the request: {type(exc).__name__}: {exc}"))
+                continue
+            spans.append((len(items), len(items) + len(pairs)))
+            items.extend(pairs)
+
+        answers, failures = self._infer(items, spans)
+        responses = []
+        for span in spans:
+            if not isinstance(span, tuple):
+                responses.append(pb_utils.InferenceResponse(output_tensors=[], error=span))
+            elif span in failures:
+                responses.append(pb_utils.InferenceResponse(output_tensors=[], error=failures[span]))
+            else:
+                start, end = span
+                out = np.empty((end - start, 1), dtype=np.object_)
+                out[:, 0] = answers[start:end]
+                responses.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("RESPONSE", out)]))
+        return responses
+
+    def _read(self, request: Any) -> list[tuple[bytes, bytes | None]]:
+        """The (REQUEST, IMAGE) items of one request; ValueError when it breaks the contract."""
+        raw = pb_utils.get_input_tensor_by_name(request, "REQUEST").as_numpy().reshape(-1)
+        image_tensor = pb_utils.get_input_tensor_by_name(request, "IMAGE")
+        images: list[bytes | None] = [None] * len(raw)
+        if image_tensor is not None:
+            flat = image_tensor.as_numpy().reshape(-1)
+            if len(flat) != len(raw):
+                raise ValueError(f"IMAGE has {len(flat)} elements for {len(raw)} REQUEST elements")
+            images = [bytes(x) or None for x in flat]
+        pairs = []
+        for i, (r, img) in enumerate(zip(raw, images)):
+            r = bytes(r)
+            try:
+                self._ModelRequest.model_validate_json(r)
+            except Exception as exc:  # pydantic's ValidationError: JSON and schema errors
+                where = f"REQUEST[{i}]" if len(raw) > 1 else "REQUEST"
+                raise ValueError(f"{where} is not a valid model request: {_first_line(exc)}") from exc
+            pairs.append((r, img))
+        return pairs
+
+    def _infer(
+        self, items: list[tuple[bytes, bytes | None]], spans: list[Any]
+    ) -> tuple[list[bytes | None], dict[tuple[int, int], Any]]:
+        """Answers for `items` and the errors of failed requests (keyed by span). When the
+        whole batch fails, each request is retried alone, so a request that breaks the
+        engine fails only itself."""
+        if not items:
+            return [], {}
+        try:
+            answers = list(self._model.infer_batch(items))
+            if len(answers) != len(items):
+                raise RuntimeError(f"engine returned {len(answers)} answers for {len(items)} items")
+            return answers, {}
+        except Exception as exc:  # noqa: BLE001 - isolated per request below
+            self._logger.log_warn(f"{self._name}: batch of {len(items)} failed ({exc!r}); retrying per request")
+        answers = [None] * len(items)
+        failures: dict[tuple[int, int], Any] = {}
+        for span in spans:
+            if not isinstance(span, tuple):
+                continue
+            start, end = span
+            try:
+                part = list(self._model.infer_batch(items[start:end]))
+                if len(part) != end - start:
+                    raise RuntimeError(f"engine returned {len(part)} answers for {end - start} items")
+                answers[start:end] = part
+            except Exception as exc:  # noqa: BLE001 - goes on this request's response
+                self._logger.log_error(f"{self._name}: request failed: {exc!r}")
+                failures[span] = _error(f"{type(exc).__name__}: {exc}", "INTERNAL")
+        return answers, failures
+
+    def finalize(self) -> None:
+        self._model = None
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return " ".join(text.splitlines()[:3])
