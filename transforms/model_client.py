@@ -22,8 +22,9 @@ class ModelMetadata:
 class ModelClient(Protocol):
     def metadata(self) -> ModelMetadata: ...
 
-    def infer_batch(self, requests: Sequence[tuple[bytes, bytes | None]]) -> list[bytes]:
-        """One RESPONSE per (REQUEST, IMAGE) pair, in order. Raises on transport failure."""
+    def infer_batch(self, requests: Sequence[tuple[bytes, bytes | None]]) -> list[bytes | Exception]:
+        """One RESPONSE per (REQUEST, IMAGE) pair, in order; an item the model could not
+        answer holds the exception instead. Raises when the whole call failed."""
         ...
 
     def close(self) -> None: ...
@@ -57,7 +58,7 @@ class _InProcessBaselineClient:
         p = self._model.parameters  # type: ignore[attr-defined]
         return ModelMetadata(p["model_name"], p["model_version"], p["taxonomy_version"])
 
-    def infer_batch(self, requests: Sequence[tuple[bytes, bytes | None]]) -> list[bytes]:
+    def infer_batch(self, requests: Sequence[tuple[bytes, bytes | None]]) -> list[bytes | Exception]:
         # Beam may run several bundles on threads of one worker; the numpy model is not
         # re-entrant and each batch already uses every core through BLAS.
         with self._lock:

@@ -8,12 +8,16 @@ never put an unknown category or value into a prediction.
 
 from __future__ import annotations
 
+import json
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, Iterator, Sequence
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
+from apache_beam.utils.windowed_value import WindowedValue
 
 from model_repository.contract import (
     ModelAnswerError,
@@ -76,23 +80,40 @@ def extract_request(item: WorkItem, taxonomy: Taxonomy, category: Category) -> M
 
 
 class _ModelStep(beam.DoFn):
+    """Base of the model steps: a rolling window of batches in flight.
+
+    `process` submits its batch and returns at once unless `max_in_flight` batches are
+    already out, so the next bundle's requests are on the wire while earlier ones are
+    computed: the server queue never drains between batches. Results are emitted as
+    WindowedValues with the window and timestamp of the batch they came from, from
+    `process` as they complete and from `finish_bundle` for the rest.
+    """
+
     STAGE = "model"
 
-    def __init__(self, model: ModelClientFactory) -> None:
+    def __init__(self, model: ModelClientFactory, max_in_flight: int = 1) -> None:
+        if max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
         self.model = model
+        self.max_in_flight = max_in_flight
         self.client: ModelClient | None = None
         self.requests = Metrics.counter("model", f"{self.STAGE}_requests")
+        self.item_failures = Metrics.counter("model", f"{self.STAGE}_failures")
         self.batches = Metrics.distribution("model", f"{self.STAGE}_batch_size")
         self.latency_ms = Metrics.distribution("model", f"{self.STAGE}_batch_latency_ms")
 
     def setup(self) -> None:
         self.client = self.model()
+        self._pool = ThreadPoolExecutor(max_workers=self.max_in_flight, thread_name_prefix=f"{self.STAGE}-inflight")
+        self._pending: deque[tuple[Future[list[bytes | Exception]], list[WorkItem], Any, Any]] = deque()
 
     def teardown(self) -> None:
+        if getattr(self, "_pool", None) is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
         if self.client is not None:
             self.client.close()
 
-    def _infer(self, requests: Sequence[tuple[bytes, bytes | None]]) -> list[bytes]:
+    def _infer(self, requests: Sequence[tuple[bytes, bytes | None]]) -> list[bytes | Exception]:
         assert self.client is not None
         start = time.perf_counter()
         responses = self.client.infer_batch(requests)
@@ -103,13 +124,50 @@ class _ModelStep(beam.DoFn):
             raise RuntimeError(f"model answered {len(responses)} responses to {len(requests)} requests")
         return responses
 
-    def _infer_or_dead_letter(
-        self, items: Sequence[WorkItem], requests: Sequence[tuple[bytes, bytes | None]]
-    ) -> tuple[list[bytes] | None, list[Any]]:
-        try:
-            return self._infer(requests), []
-        except Exception as exc:  # noqa: BLE001 - every item of the batch is accounted for
-            return None, [dead_letter(self.STAGE, type(exc).__name__, f"model call failed: {exc}", i) for i in items]
+    def _submit(
+        self, items: list[WorkItem], requests: list[tuple[bytes, bytes | None]], window: Any, timestamp: Any
+    ) -> Iterator[Any]:
+        if items:
+            self._pending.append((self._pool.submit(self._infer, requests), items, window, timestamp))
+        yield from self._drain(limit=self.max_in_flight - 1)
+
+    def _drain(self, limit: int) -> Iterator[Any]:
+        """Emit finished batches; block on the oldest while more than `limit` are out."""
+        while self._pending and (len(self._pending) > limit or self._pending[0][0].done()):
+            future, items, window, timestamp = self._pending.popleft()
+            try:
+                responses: list[bytes | Exception] = future.result()
+            except Exception as exc:  # noqa: BLE001 - every item of the batch is accounted for
+                responses = [exc] * len(items)
+            for item, response in zip(items, responses):
+                if isinstance(response, Exception):
+                    self.item_failures.inc()
+                    out = dead_letter(self.STAGE, type(response).__name__, f"model call failed: {response}", item)
+                else:
+                    out = self._complete(item, response)
+                yield _windowed(out, window, timestamp)
+
+    def finish_bundle(self) -> Iterator[Any]:
+        yield from self._drain(limit=0)
+
+    def _complete(self, item: WorkItem, response: bytes) -> Any:
+        raise NotImplementedError  # each step parses its own answer
+
+
+def _windowed(out: Any, window: Any, timestamp: Any) -> Any:
+    if isinstance(out, beam.pvalue.TaggedOutput):
+        return beam.pvalue.TaggedOutput(out.tag, WindowedValue(out.value, timestamp, [window]))
+    return WindowedValue(out, timestamp, [window])
+
+
+def _model_error(response: bytes) -> str | None:
+    """The model's own per-item error answer ({"error": ...}), if that is what it is."""
+    if not response.startswith(b'{"error"'):
+        return None
+    try:
+        return str(json.loads(response)["error"])
+    except (ValueError, KeyError):
+        return None
 
 
 class ClassifyStep(_ModelStep):
@@ -117,26 +175,28 @@ class ClassifyStep(_ModelStep):
 
     STAGE = "classify"
 
-    def process(self, batch: list[WorkItem]) -> Iterator[Any]:
+    def process(self, batch: list[WorkItem], window: Any = beam.DoFn.WindowParam, timestamp: Any = beam.DoFn.TimestampParam) -> Iterator[Any]:
         requests = [
             (ModelRequest(task=Task.CLASSIFY, product=model_product(i)).model_dump_json().encode(), i.image)
             for i in batch
         ]
-        responses, letters = self._infer_or_dead_letter(batch, requests)
-        yield from letters
-        for item, response in zip(batch, responses or ()):
-            try:
-                answer = parse_classify_answer(response)
-            except ModelAnswerError as exc:
-                yield dead_letter(self.STAGE, "ModelAnswerError", str(exc), item)
-                continue
-            yield replace(
-                item,
-                raw_category=answer.category,
-                confidence=answer.confidence,
-                simplified_description=answer.simplified_description,
-                image_description=answer.image_description,
-            )
+        yield from self._submit(list(batch), requests, window, timestamp)
+
+    def _complete(self, item: WorkItem, response: bytes) -> Any:
+        error = _model_error(response)
+        if error is not None:
+            return dead_letter(self.STAGE, "ModelError", error, item)
+        try:
+            answer = parse_classify_answer(response)
+        except ModelAnswerError as exc:
+            return dead_letter(self.STAGE, "ModelAnswerError", str(exc), item)
+        return replace(
+            item,
+            raw_category=answer.category,
+            confidence=answer.confidence,
+            simplified_description=answer.simplified_description,
+            image_description=answer.image_description,
+        )
 
 
 class ExtractStep(_ModelStep):
@@ -147,8 +207,8 @@ class ExtractStep(_ModelStep):
 
     STAGE = "extract"
 
-    def __init__(self, model: ModelClientFactory, taxonomy_path: str | None) -> None:
-        super().__init__(model)
+    def __init__(self, model: ModelClientFactory, taxonomy_path: str | None, max_in_flight: int = 1) -> None:
+        super().__init__(model, max_in_flight)
         self.taxonomy_path = taxonomy_path
         self.skipped = Metrics.counter("model", "extract_calls_saved_no_attributes")
 
@@ -156,7 +216,7 @@ class ExtractStep(_ModelStep):
         super().setup()
         self.taxonomy = shared_taxonomy(self.taxonomy_path)
 
-    def process(self, batch: list[WorkItem]) -> Iterator[Any]:
+    def process(self, batch: list[WorkItem], window: Any = beam.DoFn.WindowParam, timestamp: Any = beam.DoFn.TimestampParam) -> Iterator[Any]:
         todo: list[WorkItem] = []
         requests: list[tuple[bytes, bytes | None]] = []
         for item in batch:
@@ -168,15 +228,14 @@ class ExtractStep(_ModelStep):
                 continue
             todo.append(item)
             requests.append((extract_request(item, self.taxonomy, category).model_dump_json().encode(), item.image))
-        if not todo:
-            return
-        responses, letters = self._infer_or_dead_letter(todo, requests)
-        yield from letters
-        for item, response in zip(todo, responses or ()):
-            try:
-                answer = parse_extract_answer(response)
-            except ModelAnswerError as exc:
-                yield dead_letter(self.STAGE, "ModelAnswerError", str(exc), item)
-                continue
-            raw = tuple((h, tuple(v)) for h, v in answer.attributes.items())
-            yield replace(item, raw_attributes=raw)
+        yield from self._submit(todo, requests, window, timestamp)
+
+    def _complete(self, item: WorkItem, response: bytes) -> Any:
+        error = _model_error(response)
+        if error is not None:
+            return dead_letter(self.STAGE, "ModelError", error, item)
+        try:
+            answer = parse_extract_answer(response)
+        except ModelAnswerError as exc:
+            return dead_letter(self.STAGE, "ModelAnswerError", str(exc), item)
+        return replace(item, raw_attributes=tuple((h, tuple(v)) for h, v in answer.attributes.items()))

@@ -222,7 +222,7 @@ def test_threshold_one_accepts_only_exact_rules(taxonomy):
 
 
 def test_lower_threshold_admits_weaker_matches(taxonomy):
-    raw = "Apparel & Accessories > Clothing > Clothing Tops > Swtrs"
+    raw = "Apparel & Accessories > Clothing > Clothing Tops > Hdz"
     assert CategoryCorrector(taxonomy, threshold=0.8).correct(raw).category is None
     loose = CategoryCorrector(taxonomy, threshold=0.5).correct(raw)
     assert loose.resolved and loose.method == "fuzzy" and 0.5 <= loose.score < 0.8

@@ -119,6 +119,9 @@ def describe_python(executable: str) -> StubPython:
         out = subprocess.run([executable, "-c", probe + code], check=True, capture_output=True, text=True).stdout
     except (OSError, subprocess.CalledProcessError) as exc:
         raise TritonError(f"cannot run the models' interpreter {executable} ({exc}); install {INSTALL_HINT}") from exc
+    # Absolute but not resolved: a venv's python is a symlink to the base interpreter, and
+    # the venv is found from the unresolved path.
+    executable = os.path.abspath(executable) if os.sep in executable else (shutil.which(executable) or executable)
     python = StubPython(executable=executable, **json.loads(out))
     if not python.numpy:
         raise TritonError(f"{executable} has no numpy; the Python backend needs numpy<2 there: install {INSTALL_HINT}")

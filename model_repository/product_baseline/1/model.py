@@ -149,7 +149,7 @@ class TritonPythonModel:
                 self._ModelRequest.model_validate_json(r)
             except Exception as exc:  # pydantic's ValidationError: JSON and schema errors
                 where = f"REQUEST[{i}]" if len(raw) > 1 else "REQUEST"
-                raise ValueError(f"{where} is not a valid model request: {_first_line(exc)}") from exc
+                raise ValueError(f"{where} is not a valid model request: {_describe(exc)}") from exc
             pairs.append((r, img))
         return pairs
 
@@ -188,6 +188,13 @@ class TritonPythonModel:
         self._model = None
 
 
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return " ".join(text.splitlines()[:3])
+def _describe(exc: Exception) -> str:
+    """pydantic's errors as `loc: msg` pairs, without its multi-line boilerplate."""
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        try:
+            parts = [f"{'.'.join(str(x) for x in e['loc']) or '(root)'}: {e['msg']}" for e in errors()[:3]]
+            return "; ".join(parts)
+        except Exception:  # noqa: BLE001 - fall back to the plain text
+            pass
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
