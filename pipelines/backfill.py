@@ -20,6 +20,7 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from transforms.file_io import ReadEvents, WriteDeadLetters, WritePredictions
 from transforms.images import ImageConfig
+from transforms.inference import TritonModel
 from transforms.model_client import InProcessBaseline, ModelClientFactory, check_taxonomy_version
 from transforms.predict import PredictConfig, PredictProducts
 from transforms.progress import ReportProgress, register, unregister
@@ -38,6 +39,10 @@ class BackfillOptions(PipelineOptions):
         parser.add_argument("--image_timeout_s", type=float, default=ImageConfig.timeout_s)
         parser.add_argument("--batch_min", type=int, default=BatchConfig.min_size)
         parser.add_argument("--batch_max", type=int, default=BatchConfig.max_size)
+        parser.add_argument("--max_in_flight", type=int, default=4, help="model batches on the wire per step")
+        parser.add_argument("--triton_url", default=None, help="Triton gRPC host:port; default: the in-process baseline")
+        parser.add_argument("--model_name", default="product_baseline", help="Triton model answering the contract")
+        parser.add_argument("--model_timeout_s", type=float, default=60.0)
 
 
 # Dead letters at these stages are about a part of a product (one image); the product
@@ -62,7 +67,15 @@ def predict_config(options: BackfillOptions, model: ModelClientFactory) -> Predi
         ),
         batching=BatchConfig(min_size=options.batch_min, max_size=options.batch_max),
         image_base_dir=os.path.dirname(os.path.abspath(options.input)) if "://" not in options.input else None,
+        max_in_flight=options.max_in_flight,
     )
+
+
+def model_factory(options: BackfillOptions) -> ModelClientFactory:
+    """Triton when --triton_url is given, else the in-process baseline."""
+    if options.triton_url:
+        return TritonModel(options.triton_url, options.model_name, timeout_s=options.model_timeout_s)
+    return InProcessBaseline(options.taxonomy)
 
 
 def build_pipeline(
@@ -139,7 +152,7 @@ def run(
     model: ModelClientFactory | None = None,
     on_progress: Callable[[int], None] | None = None,
 ) -> RunSummary:
-    config = predict_config(options, model or InProcessBaseline(options.taxonomy))
+    config = predict_config(options, model or model_factory(options))
     run_id = uuid.uuid4().hex
     runner_name = options.view_as(StandardOptions).runner
     runner = FnApiRunner() if runner_name in (None, "FnApiRunner") else runner_name

@@ -110,13 +110,18 @@ def backfill(
     taxonomy: TaxonomyOpt = None,
     image_max_side: Annotated[int, typer.Option(help="resize images to at most this many pixels a side")] = 448,
     batch_max: Annotated[int, typer.Option(help="largest model batch")] = 64,
+    triton_url: Annotated[Optional[str], typer.Option(help="Triton gRPC host:port (e.g. localhost:8001); default: the in-process baseline")] = None,
+    model_name: Annotated[str, typer.Option(help="Triton model that answers the contract")] = "product_baseline",
+    max_in_flight: Annotated[int, typer.Option(help="model batches on the wire per step")] = 4,
     runner: Annotated[str, typer.Option(help="Beam runner")] = "FnApiRunner",
     beam_arg: Annotated[Optional[list[str]], typer.Option("--beam-arg", help="extra Beam pipeline flag (repeatable)")] = None,
 ) -> None:
     """Predict category and attributes for every product in a file of events."""
     from pipelines.backfill import BackfillOptions, count_lines, run
     from taxonomy.loader import TaxonomyError
+    from transforms.inference import ModelConfigError
     from transforms.model_client import TaxonomyVersionMismatch
+    from transforms.retry import RetriesExhausted
 
     flags = [
         f"--input={input}",
@@ -124,10 +129,14 @@ def backfill(
         f"--image_max_side={image_max_side}",
         f"--batch_max={batch_max}",
         f"--runner={runner}",
+        f"--model_name={model_name}",
+        f"--max_in_flight={max_in_flight}",
         *(beam_arg or []),
     ]
     if taxonomy:
         flags.append(f"--taxonomy={taxonomy}")
+    if triton_url:
+        flags.append(f"--triton_url={triton_url}")
     if "://" not in input and not Path(input).exists() and not any(c in input for c in "*?["):
         _fail(f"input {input} does not exist")
     options = BackfillOptions(flags)
@@ -140,7 +149,7 @@ def backfill(
             task = progress.add_task("events", total=total)
             console.print("loading the model and the taxonomy ...")
             summary = run(options, on_progress=lambda n: progress.advance(task, n))
-    except (TaxonomyError, TaxonomyVersionMismatch, ValueError) as exc:
+    except (TaxonomyError, TaxonomyVersionMismatch, ModelConfigError, RetriesExhausted, ValueError) as exc:
         _fail(str(exc))
     _print_summary(summary)
     if "://" not in output:

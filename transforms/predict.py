@@ -27,6 +27,13 @@ class PredictConfig:
     images: ImageConfig = field(default_factory=ImageConfig)
     batching: BatchConfig = field(default_factory=BatchConfig)
     image_base_dir: str | None = None  # relative image paths resolve against this
+    # Batches each model step keeps on the wire at once, so the server queue never
+    # drains while the pipeline prepares the next batch.
+    max_in_flight: int = 4
+
+    def __post_init__(self) -> None:
+        if self.max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be >= 1, got {self.max_in_flight}")
 
 
 class PredictProducts(beam.PTransform):
@@ -46,7 +53,7 @@ class PredictProducts(beam.PTransform):
         classified = (
             prepared.items
             | "BatchClassify" >> c.batching.transform()
-            | "Classify" >> beam.ParDo(ClassifyStep(c.model)).with_outputs(DEAD_LETTER, main="items")
+            | "Classify" >> beam.ParDo(ClassifyStep(c.model, c.max_in_flight)).with_outputs(DEAD_LETTER, main="items")
         )
         corrected = classified.items | "CorrectCategory" >> beam.ParDo(
             CorrectCategory(c.taxonomy_path)
@@ -54,7 +61,7 @@ class PredictProducts(beam.PTransform):
         extracted = (
             corrected.items
             | "BatchExtract" >> c.batching.transform()
-            | "Extract" >> beam.ParDo(ExtractStep(c.model, c.taxonomy_path)).with_outputs(DEAD_LETTER, main="items")
+            | "Extract" >> beam.ParDo(ExtractStep(c.model, c.taxonomy_path, c.max_in_flight)).with_outputs(DEAD_LETTER, main="items")
         )
         validated = extracted.items | "ValidateAttributes" >> beam.ParDo(ValidateAttributes(c.taxonomy_path))
         predictions = (
