@@ -149,7 +149,7 @@ def test_baseline_on_examples_only_emits_taxonomy_objects(sample_taxonomy) -> No
     def check(preds: list) -> None:
         assert len(preds) == len(lines)
         for pr in preds:
-            assert pr.model_version == "baseline-minilm-1" and pr.taxonomy_version == "2024-07"
+            assert pr.model_version == "baseline-minilm-2" and pr.taxonomy_version == "2024-07"
             if pr.category:
                 c = sample_taxonomy.get(pr.category.id)
                 assert c is not None and c.full_name == pr.category.full_name
