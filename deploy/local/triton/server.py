@@ -16,7 +16,7 @@ interpreter, with the repo on PYTHONPATH:
   pyvenv.cfg and site-packages (this is what pytriton itself does), and PYTHONPATH holds
   the repo root, so models import `model_repository.*`, `taxonomy.*`.
 
-Usage (any Python 3.9+ runs this script; it uses the standard library only):
+Usage (any Python 3.10+ runs this script; it uses the standard library only):
 
     python deploy/local/triton/server.py up [--models product_baseline] [--http-port 8000 ...]
     python deploy/local/triton/server.py status | logs [-n 100] | down
@@ -83,16 +83,19 @@ class Dist:
 
 def find_dist() -> Dist:
     candidates: list[Path] = []
+    searched: list[str] = []
     if env := os.environ.get("TRITONSERVER_DIST"):
         candidates.append(Path(env))
+        searched.append(f"TRITONSERVER_DIST={env}")
     for venv in (TRITON_VENV, REPO_ROOT / ".venv", Path(sys.prefix)):
         candidates.extend(sorted(venv.glob("lib/python3*/site-packages/pytriton/tritonserver")))
+        searched.append(str(venv))
     for c in candidates:
         if (c / "bin" / "tritonserver").is_file():
             return Dist(c.resolve())
     raise TritonError(
-        "tritonserver not found: the nvidia-pytriton wheel is not installed "
-        f"(looked in {', '.join(str(c) for c in candidates) or 'no candidates'}). Install it into {INSTALL_HINT}"
+        f"tritonserver not found: the nvidia-pytriton wheel is not installed in {', '.join(dict.fromkeys(searched))}. "
+        f"Install it into {INSTALL_HINT}"
     )
 
 
@@ -243,6 +246,23 @@ def readiness(settings: Settings) -> dict[str, bool]:
     return ready
 
 
+def load_failures(settings: Settings) -> dict[str, str]:
+    """Requested models that Triton reports as failed to load, with Triton's reason."""
+    req = urllib.request.Request(f"{settings.http_url}/v2/repository/index", data=b"{}", method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=2.0) as resp:
+            index = json.loads(resp.read() or b"[]")
+    except (urllib.error.URLError, OSError, ValueError):
+        return {}
+    return {
+        m["name"]: m.get("reason", "")
+        for m in index
+        if m.get("name") in settings.models
+        and m.get("state") == "UNAVAILABLE"
+        and m.get("reason") not in (None, "", "unloaded")
+    }
+
+
 def tail(path: Path, lines: int) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -268,7 +288,7 @@ def up(settings: Settings) -> int:
         f"--backend-directory={backends}",
         # Two servers on one machine (a dev server and the test suite) must not share the
         # Python backend's shared-memory regions.
-        f"--backend-config=python,shm-region-prefix-name=productlens_{settings.grpc_port}_",
+        f"--backend-config=python,shm-region-prefix-name={shm_prefix(settings)}",
         f"--http-address={settings.address}",
         f"--http-port={settings.http_port}",
         f"--grpc-address={settings.address}",
@@ -278,7 +298,8 @@ def up(settings: Settings) -> int:
         "--allow-metrics=true",
         "--allow-gpu-metrics=false",
         "--strict-readiness=true",
-        f"--exit-timeout-secs={int(settings.grace)}",
+        # Triton's own shutdown deadline; `down` sends SIGKILL only a little after it.
+        f"--exit-timeout-secs={max(1, int(settings.grace))}",
     ]
     started = time.monotonic()
     with settings.log_file.open("ab") as log:
@@ -319,13 +340,22 @@ def up(settings: Settings) -> int:
         if proc.poll() is not None:
             print(tail(settings.log_file, 60), file=sys.stderr)
             settings.pid_file.unlink(missing_ok=True)
-            raise TritonError(f"tritonserver exited with status {proc.returncode} while starting (log: {settings.log_file})")
+            raise TritonError(
+                f"tritonserver exited with status {proc.returncode} while starting (log: {settings.log_file})"
+            )
         ready = readiness(settings)
         if all(ready.values()):
             break
+        if ready["server"] is False and (failed := load_failures(settings)):
+            # Startup models load before the endpoints open, so a failed one is final.
+            print(tail(settings.log_file, 60), file=sys.stderr)
+            _stop(proc.pid, settings)
+            settings.pid_file.unlink(missing_ok=True)
+            raise TritonError(f"models failed to load: {json.dumps(failed)} (log: {settings.log_file})")
         if time.monotonic() > deadline:
             print(tail(settings.log_file, 60), file=sys.stderr)
             _stop(proc.pid, settings)
+            settings.pid_file.unlink(missing_ok=True)
             raise TritonError(
                 f"tritonserver not ready after {settings.ready_timeout:.0f}s ({ready}); stopped it (log: {settings.log_file})"
             )
@@ -344,22 +374,34 @@ def _stop(pid: int, settings: Settings) -> bool:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
         return True
-    deadline = time.monotonic() + settings.grace
+    deadline = time.monotonic() + settings.grace + 5
     while time.monotonic() < deadline:
         if not _alive(pid):
             break
         time.sleep(0.1)
     else:
-        print(f"tritonserver (pid {pid}) ignored SIGTERM for {settings.grace:.0f}s; sending SIGKILL", file=sys.stderr)
+        print(
+            f"tritonserver (pid {pid}) still running {settings.grace + 5:.0f}s after SIGTERM; sending SIGKILL",
+            file=sys.stderr,
+        )
     try:
         os.killpg(pid, signal.SIGKILL)  # also any Python-backend stub left behind
     except (ProcessLookupError, PermissionError):
         pass
     for _ in range(50):
         if not _alive(pid):
-            return True
+            break
         time.sleep(0.1)
-    return False
+    else:
+        return False
+    # A killed server cannot unlink its Python-backend regions; the prefix is this server's.
+    for leftover in Path("/dev/shm").glob(f"{shm_prefix(settings)}*"):
+        leftover.unlink(missing_ok=True)
+    return True
+
+
+def shm_prefix(settings: Settings) -> str:
+    return f"productlens_{settings.grpc_port}_"
 
 
 def _alive(pid: int) -> bool:
@@ -433,8 +475,10 @@ def _settings(args: argparse.Namespace) -> Settings:
         grpc_port=int(pick("grpc_port", "TRITON_GRPC_PORT", 8001)),
         metrics_port=int(pick("metrics_port", "TRITON_METRICS_PORT", 8002)),
         models=tuple(models),  # type: ignore[arg-type]
-        model_repository=Path(str(pick("model_repository", "TRITON_MODEL_REPOSITORY", REPO_ROOT / "model_repository"))).resolve(),
-        ready_timeout=float(args.timeout or os.environ.get("TRITON_READY_TIMEOUT", 300)),
+        model_repository=Path(
+            str(pick("model_repository", "TRITON_MODEL_REPOSITORY", REPO_ROOT / "model_repository"))
+        ).resolve(),
+        ready_timeout=float(args.timeout or os.environ.get("TRITON_READY_TIMEOUT", "300")),
         grace=float(args.grace),
         python=args.python or os.environ.get("TRITON_PYTHON") or _default_python(),
     )
@@ -457,7 +501,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-repository")
     parser.add_argument("--python", help="interpreter the models run in (default: .venv-triton/bin/python)")
     parser.add_argument("--timeout", type=float, help="seconds to wait for readiness (default 300)")
-    parser.add_argument("--grace", type=float, default=30.0, help="seconds between SIGTERM and SIGKILL")
+    parser.add_argument(
+        "--grace", type=float, default=30.0, help="Triton's exit timeout; SIGKILL follows 5 s after it (default 30)"
+    )
     parser.add_argument("-n", "--lines", type=int, default=100, help="log lines for `logs`")
     args = parser.parse_args(argv)
     settings = _settings(args)

@@ -6,9 +6,11 @@ more (REQUEST, IMAGE) items. They are flattened into one `BaselineModel.infer_ba
 request. A request that cannot be served gets a `TritonError` on its own response; the
 other requests of the batch are answered normally (DESIGN.md, "Conventions").
 
-The stub runs the project venv's interpreter (deploy/local/triton/server.py puts the venv
-first on PATH and the repo root on PYTHONPATH), so the model imports the project's
-packages like any other module.
+The stub embeds the interpreter of the Triton runtime venv (`.venv-triton`: the stub is
+built against numpy 1.x, the project venv has numpy 2); deploy/local/triton/server.py puts
+that venv first on PATH and the repo root on PYTHONPATH, so the model imports the
+project's packages like any other module. If the repo root is missing from the path, it
+is added from this file's location.
 """
 
 from __future__ import annotations
@@ -50,9 +52,10 @@ def _import_project() -> tuple[Any, Any]:
 def _missing_dependency(exc: ModuleNotFoundError) -> ImportError:
     return ImportError(
         f"product_baseline cannot import {exc.name!r} (Python {sys.version.split()[0]}, "
-        f"sys.prefix={sys.prefix}). The Python backend stub must run the project venv: start "
-        "tritonserver with `deploy/local/triton/server.py up`, which puts the venv's bin/ first "
-        "on PATH and the repo root on PYTHONPATH."
+        f"sys.prefix={sys.prefix}). The Python-backend stub must run a venv with the model's "
+        "dependencies and numpy<2 (deploy/local/triton/requirements.txt): start tritonserver with "
+        "`deploy/local/triton/server.py up`, which puts .venv-triton/bin first on PATH and the "
+        "repo root on PYTHONPATH."
     )
 
 
@@ -72,7 +75,7 @@ def check_parameters(config: dict[str, str], model: dict[str, str], where: str) 
         if key not in config:
             problems.append(f"parameter {key!r} is missing (the engine reports {model[key]!r})")
         elif config[key] != model[key]:
-            problems.append(f"{key}: config.pbtxt says {config[key]!r}, the engine reports {model[key]!r}")
+            problems.append(f"{key}: the model config says {config[key]!r}, the engine reports {model[key]!r}")
     if problems:
         raise ValueError(
             f"{where}: model config and engine disagree: "
@@ -192,9 +195,7 @@ def _describe(exc: Exception) -> str:
     """pydantic's errors as `loc: msg` pairs, without its multi-line boilerplate."""
     errors = getattr(exc, "errors", None)
     if callable(errors):
-        try:
-            parts = [f"{'.'.join(str(x) for x in e['loc']) or '(root)'}: {e['msg']}" for e in errors()[:3]]
-            return "; ".join(parts)
-        except Exception:  # noqa: BLE001 - fall back to the plain text
-            pass
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        parts = [f"{'.'.join(str(x) for x in e.get('loc', ())) or '(root)'}: {e.get('msg', '')}" for e in errors()[:3]]
+        return "; ".join(parts)
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
