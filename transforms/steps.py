@@ -101,11 +101,12 @@ class _ModelStep(beam.DoFn):
         self.item_failures = Metrics.counter("model", f"{self.STAGE}_failures")
         self.batches = Metrics.distribution("model", f"{self.STAGE}_batch_size")
         self.latency_ms = Metrics.distribution("model", f"{self.STAGE}_batch_latency_ms")
+        self.batches_in_flight = Metrics.distribution("model", f"{self.STAGE}_batches_in_flight")
 
     def setup(self) -> None:
         self.client = self.model()
         self._pool = ThreadPoolExecutor(max_workers=self.max_in_flight, thread_name_prefix=f"{self.STAGE}-inflight")
-        self._pending: deque[tuple[Future[list[bytes | Exception]], list[WorkItem], Any, Any]] = deque()
+        self._pending: deque[tuple[Future[tuple[list[bytes | Exception], float]], list[WorkItem], Any, Any]] = deque()
 
     def teardown(self) -> None:
         if getattr(self, "_pool", None) is not None:
@@ -113,16 +114,24 @@ class _ModelStep(beam.DoFn):
         if self.client is not None:
             self.client.close()
 
-    def _infer(self, requests: Sequence[tuple[bytes, bytes | None]]) -> list[bytes | Exception]:
+    def _infer(self, requests: Sequence[tuple[bytes, bytes | None]]) -> tuple[list[bytes | Exception], float]:
+        """Runs on a pool thread: no Beam metrics here (they belong to the bundle's
+        thread and would be lost); the latency is returned and recorded in `_drain`."""
         assert self.client is not None
         start = time.perf_counter()
         responses = self.client.infer_batch(requests)
-        self.latency_ms.update(int((time.perf_counter() - start) * 1000))
-        self.requests.inc(len(requests))
-        self.batches.update(len(requests))
         if len(responses) != len(requests):
             raise RuntimeError(f"model answered {len(responses)} responses to {len(requests)} requests")
-        return responses
+        return responses, time.perf_counter() - start
+
+    def _publish_client_stats(self) -> None:
+        take = getattr(self.client, "take_stats", None)
+        if take is None:
+            return
+        stats = take()
+        Metrics.counter("model", f"{self.STAGE}_retries").inc(stats.get("retries", 0))
+        Metrics.counter("model", f"{self.STAGE}_transport_failures").inc(stats.get("failures", 0))
+        Metrics.distribution("model", f"{self.STAGE}_requests_in_flight").update(stats.get("max_requests_in_flight", 0))
 
     def _submit(
         self, items: list[WorkItem], requests: list[tuple[bytes, bytes | None]], window: Any, timestamp: Any
@@ -135,10 +144,15 @@ class _ModelStep(beam.DoFn):
         """Emit finished batches; block on the oldest while more than `limit` are out."""
         while self._pending and (len(self._pending) > limit or self._pending[0][0].done()):
             future, items, window, timestamp = self._pending.popleft()
+            self.requests.inc(len(items))
+            self.batches.update(len(items))
+            self.batches_in_flight.update(len(self._pending) + 1)
             try:
-                responses: list[bytes | Exception] = future.result()
+                responses, seconds = future.result()
+                self.latency_ms.update(int(seconds * 1000))
             except Exception as exc:  # noqa: BLE001 - every item of the batch is accounted for
                 responses = [exc] * len(items)
+            self._publish_client_stats()
             for item, response in zip(items, responses):
                 if isinstance(response, Exception):
                     self.item_failures.inc()
