@@ -45,7 +45,7 @@ from pipelines.backfill import BackfillOptions, run  # noqa: E402
 SERVER = ROOT / "deploy" / "local" / "triton" / "server.py"
 SIMULATOR = "gpu_cost_simulator"
 BASELINE = "product_baseline"
-console = Console()
+console = Console(width=150)
 
 
 @dataclass(frozen=True)
