@@ -28,11 +28,11 @@ from transforms.shared import shared_taxonomy
 from transforms.steps import BatchConfig
 
 
-class BackfillOptions(PipelineOptions):
+class PredictOptions(PipelineOptions):
+    """What every predicting pipeline shares: taxonomy, model, images, batching."""
+
     @classmethod
     def _add_argparse_args(cls, parser) -> None:  # type: ignore[no-untyped-def]
-        parser.add_argument("--input", required=True, help="events: .jsonl (glob ok) or .parquet")
-        parser.add_argument("--output", required=True, help="output directory")
         parser.add_argument("--taxonomy", default=None, help="dist/en directory; default: bundled sample")
         parser.add_argument("--image_max_side", type=int, default=ImageConfig.max_side)
         parser.add_argument("--image_max_bytes", type=int, default=ImageConfig.max_bytes)
@@ -45,13 +45,23 @@ class BackfillOptions(PipelineOptions):
         parser.add_argument("--model_timeout_s", type=float, default=60.0)
 
 
+class BackfillOptions(PipelineOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser) -> None:  # type: ignore[no-untyped-def]
+        parser.add_argument("--input", required=True, help="events: .jsonl (glob ok) or .parquet")
+        parser.add_argument("--output", required=True, help="output directory")
+
+
 # Dead letters at these stages are about a part of a product (one image); the product
 # itself still ends as a prediction, so they do not finish an input.
 _PARTIAL_STAGES = {"prepare_images"}
 
 
-def predict_config(options: BackfillOptions, model: ModelClientFactory) -> PredictConfig:
+def predict_config(
+    options: PipelineOptions, model: ModelClientFactory, image_base_dir: str | None = None
+) -> PredictConfig:
     """Validated config; reads the model's metadata once and refuses a taxonomy mismatch."""
+    options = options.view_as(PredictOptions)
     client = model()
     metadata = client.metadata()
     taxonomy_version = shared_taxonomy(options.taxonomy).version
@@ -66,13 +76,14 @@ def predict_config(options: BackfillOptions, model: ModelClientFactory) -> Predi
             timeout_s=options.image_timeout_s,
         ),
         batching=BatchConfig(min_size=options.batch_min, max_size=options.batch_max),
-        image_base_dir=os.path.dirname(os.path.abspath(options.input)) if "://" not in options.input else None,
+        image_base_dir=image_base_dir,
         max_in_flight=options.max_in_flight,
     )
 
 
-def model_factory(options: BackfillOptions) -> ModelClientFactory:
+def model_factory(options: PipelineOptions) -> ModelClientFactory:
     """Triton when --triton_url is given, else the in-process baseline."""
+    options = options.view_as(PredictOptions)
     if options.triton_url:
         return TritonModel(options.triton_url, options.model_name, timeout_s=options.model_timeout_s)
     return InProcessBaseline(options.taxonomy)
@@ -154,7 +165,8 @@ def run(
     model: ModelClientFactory | None = None,
     on_progress: Callable[[int], None] | None = None,
 ) -> RunSummary:
-    config = predict_config(options, model or model_factory(options))
+    base_dir = os.path.dirname(os.path.abspath(options.input)) if "://" not in options.input else None
+    config = predict_config(options, model or model_factory(options), base_dir)
     run_id = uuid.uuid4().hex
     runner_name = options.view_as(StandardOptions).runner
     runner = FnApiRunner() if runner_name in (None, "FnApiRunner") else runner_name

@@ -39,8 +39,11 @@ class DecodeEvents(beam.DoFn):
         self.decoded = Metrics.counter("productlens", "decoded")
         self.deletes = Metrics.counter("productlens", "deletes")
 
-    def process(self, element: bytes | str | dict[str, Any]) -> Iterator[Any]:
+    def process(self, element: bytes | str | dict[str, Any] | None) -> Iterator[Any]:
         self.events.inc()
+        if element is None:
+            yield dead_letter(STAGE, "EmptyRecord", "the record has no value (a null Kafka value is not an event)", b"")
+            return
         try:
             if isinstance(element, dict):
                 data: Any = element

@@ -8,8 +8,9 @@ from typing import Iterator
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
+from transforms.kafka_io import OutgoingRecord
 from transforms.model_client import ModelMetadata
-from transforms.records import Prediction, PredictionStatus, WorkItem, prediction_id
+from transforms.records import DeadLetter, Prediction, PredictionStatus, ProductEvent, WorkItem, prediction_id
 
 
 class EncodePrediction(beam.DoFn):
@@ -51,3 +52,33 @@ class EncodePrediction(beam.DoFn):
             event_id=event.event_id,
             predicted_at=datetime.now(timezone.utc),
         )
+
+
+def prediction_record(prediction: Prediction, topic: str) -> OutgoingRecord:
+    """Keyed by product id on the compacted predictions topic: the latest prediction per
+    product survives compaction, and a replay writes an identical record."""
+    return OutgoingRecord(
+        topic=topic,
+        key=prediction.product_id.encode(),
+        value=prediction.model_dump_json().encode(),
+        headers=(
+            ("prediction_id", prediction.prediction_id.encode()),
+            ("model_version", prediction.model_version.encode()),
+            ("taxonomy_version", prediction.taxonomy_version.encode()),
+        ),
+    )
+
+
+def tombstone_record(event: ProductEvent, topic: str) -> OutgoingRecord:
+    """A delete: null value under the product's key, so compaction removes the product."""
+    return OutgoingRecord(topic=topic, key=event.product_id.encode(), value=None, headers=(("event_id", event.event_id.encode()),))
+
+
+def dead_letter_record(letter: DeadLetter, topic: str) -> OutgoingRecord:
+    key = (letter.product_id or letter.event_id or "").encode()
+    return OutgoingRecord(
+        topic=topic,
+        key=key,
+        value=letter.model_dump_json().encode(),
+        headers=(("stage", letter.stage.encode()), ("error_type", letter.error_type.encode())),
+    )

@@ -1,0 +1,114 @@
+"""Stream: Kafka product-events -> the two-step flow -> Kafka product-predictions, with
+dead letters to product-events-dlq and deletes as tombstones.
+
+Locally it runs on Beam's Prism runner (built by deploy/local/prism/prism.sh and passed
+with --prism_location); on Dataflow the same `build_pipeline` runs with
+--runner DataflowRunner --streaming.
+
+Delivery: the Kafka source commits offsets on bundle finalisation, and the whole flow is
+one fused stage (no shuffle between source and sink), so a bundle is finalised only after
+WriteToKafka's finish_bundle had every output acknowledged. A crash before that re-reads
+the bundle: at-least-once, with identical duplicates (same prediction_id).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from pipelines.backfill import model_factory, predict_config
+from transforms.encode import dead_letter_record, prediction_record, tombstone_record
+from transforms.kafka_io import KafkaConfig, ReadConfig, ReadFromKafka, WriteToKafka
+from transforms.predict import PredictConfig, PredictProducts
+
+log = logging.getLogger(__name__)
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class KafkaOptions(PipelineOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser) -> None:  # type: ignore[no-untyped-def]
+        parser.add_argument("--bootstrap_servers", default="127.0.0.1:9092")
+        parser.add_argument("--kafka_config", action="append", default=[], help="librdkafka key=value (SASL/SSL), repeatable")
+        parser.add_argument("--predictions_topic", default="product-predictions")
+        parser.add_argument("--dlq_topic", default="product-events-dlq")
+
+
+class StreamOptions(PipelineOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser) -> None:  # type: ignore[no-untyped-def]
+        parser.add_argument("--events_topic", default="product-events")
+        parser.add_argument("--group_id", default="productlens-stream")
+        parser.add_argument("--start_from", default="earliest", choices=["earliest", "latest"])
+
+
+def kafka_config(options: PipelineOptions) -> KafkaConfig:
+    k = options.view_as(KafkaOptions)
+    return KafkaConfig.from_options(k.bootstrap_servers, k.kafka_config)
+
+
+class WritePredictionsToKafka(beam.PTransform):
+    """The three outputs of PredictProducts to their topics, through one producer."""
+
+    def __init__(self, kafka: KafkaConfig, predictions_topic: str, dlq_topic: str) -> None:
+        super().__init__()
+        self.kafka, self.predictions_topic, self.dlq_topic = kafka, predictions_topic, dlq_topic
+
+    def expand(self, outputs: dict[str, beam.PCollection]) -> beam.PCollection:  # type: ignore[override]
+        records = (
+            outputs["predictions"] | "PredictionRecords" >> beam.Map(prediction_record, self.predictions_topic),
+            outputs["deletes"] | "Tombstones" >> beam.Map(tombstone_record, self.predictions_topic),
+            outputs["dead_letters"] | "DeadLetterRecords" >> beam.Map(dead_letter_record, self.dlq_topic),
+        ) | "AllRecords" >> beam.Flatten()
+        return records | "WriteToKafka" >> beam.ParDo(WriteToKafka(self.kafka))
+
+
+def build_pipeline(pipeline: beam.Pipeline, options: PipelineOptions, config: PredictConfig) -> None:
+    s, k = options.view_as(StreamOptions), options.view_as(KafkaOptions)
+    kafka = kafka_config(options)
+    read = ReadConfig(kafka, (s.events_topic,), s.group_id, bounded=False, start_from=s.start_from)
+    outputs = (
+        pipeline
+        | "ReadEvents" >> ReadFromKafka(read)
+        | "Values" >> beam.Map(lambda r: r.value)
+        | "Predict" >> PredictProducts(config)
+    )
+    _ = outputs | "Write" >> WritePredictionsToKafka(kafka, k.predictions_topic, k.dlq_topic)
+
+
+def prism_binary() -> str | None:
+    """The Prism runner built by deploy/local/prism/prism.sh, or one on PATH."""
+    candidate = os.environ.get("PRISM_LOCATION") or str(REPO_ROOT / ".cache" / "prism" / "bin" / "prism")
+    if os.path.isfile(candidate):
+        return candidate
+    return shutil.which("prism")
+
+
+def run(flags: list[str]) -> None:
+    """Runs until cancelled (Ctrl-C) or killed; restart resumes from committed offsets."""
+    options = PipelineOptions(flags)
+    std = options.view_as(StandardOptions)
+    std.streaming = True
+    if std.runner in (None, "PrismRunner"):
+        std.runner = "PrismRunner"
+        all_options = options.get_all_options()
+        if not all_options.get("prism_location"):
+            prism = prism_binary()
+            if not prism:
+                raise FileNotFoundError(
+                    "the Prism runner is not built: run deploy/local/prism/prism.sh (Beam's own download "
+                    "from GitHub cannot work offline), or pass --prism_location"
+                )
+            options = PipelineOptions([*flags, f"--prism_location={prism}"])
+            options.view_as(StandardOptions).streaming = True
+            options.view_as(StandardOptions).runner = "PrismRunner"
+    config = predict_config(options, model_factory(options))
+    pipeline = beam.Pipeline(options=options)
+    build_pipeline(pipeline, options, config)
+    result = pipeline.run()
+    result.wait_until_finish()
