@@ -43,6 +43,7 @@ class PredictOptions(PipelineOptions):
         parser.add_argument("--triton_url", default=None, help="Triton gRPC host:port; default: the in-process baseline")
         parser.add_argument("--model_name", default="product_baseline", help="Triton model answering the contract")
         parser.add_argument("--model_timeout_s", type=float, default=60.0)
+        parser.add_argument("--image_base_dir", default=None, help="relative image paths resolve against this")
 
 
 class BackfillOptions(PipelineOptions):
@@ -76,7 +77,7 @@ def predict_config(
             timeout_s=options.image_timeout_s,
         ),
         batching=BatchConfig(min_size=options.batch_min, max_size=options.batch_max),
-        image_base_dir=image_base_dir,
+        image_base_dir=image_base_dir or options.image_base_dir,
         max_in_flight=options.max_in_flight,
     )
 

@@ -183,6 +183,147 @@ def _print_summary(summary: object) -> None:
     console.print(f"outputs in {summary.output}: predictions.jsonl, predictions.parquet, dead_letters.jsonl, summary.json")
 
 
+BootstrapOpt = Annotated[str, typer.Option("--bootstrap-servers", envvar="KAFKA_BOOTSTRAP", help="Kafka bootstrap servers")]
+KafkaConfigOpt = Annotated[
+    Optional[list[str]], typer.Option("--kafka-config", help="librdkafka key=value, e.g. security.protocol=SASL_SSL (repeatable)")
+]
+
+
+@app.command()
+def stream(
+    bootstrap_servers: BootstrapOpt = "127.0.0.1:9092",
+    events_topic: Annotated[str, typer.Option(help="topic of product events")] = "product-events",
+    predictions_topic: Annotated[str, typer.Option(help="compacted topic of predictions")] = "product-predictions",
+    dlq_topic: Annotated[str, typer.Option(help="dead-letter topic")] = "product-events-dlq",
+    group_id: Annotated[str, typer.Option(help="consumer group whose offsets the stream commits")] = "productlens-stream",
+    taxonomy: TaxonomyOpt = None,
+    triton_url: Annotated[Optional[str], typer.Option(help="Triton gRPC host:port; default: the in-process baseline")] = None,
+    model_name: Annotated[str, typer.Option(help="Triton model that answers the contract")] = "product_baseline",
+    image_base_dir: Annotated[Optional[str], typer.Option(help="relative image paths resolve against this")] = None,
+    kafka_config: KafkaConfigOpt = None,
+    runner: Annotated[str, typer.Option(help="Beam runner (PrismRunner locally, DataflowRunner in production)")] = "PrismRunner",
+    beam_arg: Annotated[Optional[list[str]], typer.Option("--beam-arg", help="extra Beam pipeline flag (repeatable)")] = None,
+) -> None:
+    """Run the streaming pipeline: Kafka in, two steps, Kafka out. Runs until stopped."""
+    from pipelines.stream import run as run_stream
+
+    flags = [
+        f"--bootstrap_servers={bootstrap_servers}",
+        f"--events_topic={events_topic}",
+        f"--predictions_topic={predictions_topic}",
+        f"--dlq_topic={dlq_topic}",
+        f"--group_id={group_id}",
+        f"--model_name={model_name}",
+        f"--runner={runner}",
+        *(f"--kafka_config={c}" for c in kafka_config or []),
+        *(beam_arg or []),
+    ]
+    for name, value in (("taxonomy", taxonomy), ("triton_url", triton_url), ("image_base_dir", image_base_dir)):
+        if value:
+            flags.append(f"--{name}={value}")
+    console.print(f"streaming {events_topic} -> {predictions_topic} (dead letters: {dlq_topic}) on {runner}; Ctrl-C stops")
+    try:
+        run_stream(flags)
+    except FileNotFoundError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        console.print("stopped; a restart resumes from the committed offsets")
+
+
+@app.command()
+def produce(
+    input: Annotated[Path, typer.Option("--input", help="JSONL file: one event per line, sent as is")],
+    topic: Annotated[str, typer.Option(help="topic to send to")] = "product-events",
+    bootstrap_servers: BootstrapOpt = "127.0.0.1:9092",
+    kafka_config: KafkaConfigOpt = None,
+) -> None:
+    """Send the lines of a JSONL file as Kafka records, keyed by product_id when readable."""
+    from confluent_kafka import Producer
+
+    from transforms.kafka_io import KafkaConfig
+
+    if not input.is_file():
+        _fail(f"input {input} does not exist")
+    config = KafkaConfig.from_options(bootstrap_servers, kafka_config or [])
+    producer = Producer(config.client_config(**{"enable.idempotence": True, "acks": "all"}))
+    failed: list[str] = []
+    sent = 0
+    for line in input.read_bytes().splitlines():
+        if not line.strip():
+            continue
+        try:
+            key = json.loads(line).get("product_id")
+        except (ValueError, AttributeError):
+            key = None  # bad lines go as they are: the pipeline dead-letters them
+        producer.produce(
+            topic,
+            key=str(key).encode() if key else None,
+            value=line,
+            on_delivery=lambda err, msg: failed.append(str(err)) if err else None,
+        )
+        producer.poll(0)
+        sent += 1
+    remaining = producer.flush(60)
+    if remaining or failed:
+        _fail(f"{remaining + len(failed)} of {sent} records were not delivered: {failed[:3]}")
+    console.print(f"sent {sent} records to {topic}")
+
+
+@app.command()
+def consume(
+    topic: Annotated[str, typer.Option(help="topic to read")] = "product-predictions",
+    bootstrap_servers: BootstrapOpt = "127.0.0.1:9092",
+    max_records: Annotated[int, typer.Option("--max", help="stop after this many records (0: no limit)")] = 0,
+    idle_timeout: Annotated[float, typer.Option(help="stop after this many seconds without a record")] = 10.0,
+    kafka_config: KafkaConfigOpt = None,
+) -> None:
+    """Print a topic from the beginning as JSON lines: key, value (null for a tombstone), headers."""
+    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka.admin import AdminClient
+
+    from transforms.kafka_io import KafkaConfig
+
+    config = KafkaConfig.from_options(bootstrap_servers, kafka_config or [])
+    metadata = AdminClient(config.client_config()).list_topics(topic, timeout=30).topics.get(topic)
+    if metadata is None or metadata.error is not None:
+        _fail(f"topic {topic} does not exist")
+    consumer = Consumer(config.client_config(**{"group.id": "productlens-consume", "enable.auto.commit": False}))
+    consumer.assign([TopicPartition(topic, p, 0) for p in metadata.partitions])  # 0 = from the beginning
+    seen, last = 0, time.monotonic()
+    try:
+        while (not max_records or seen < max_records) and time.monotonic() - last < idle_timeout:
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error():
+                continue
+            last = time.monotonic()
+            value = _json_or_text(msg.value())
+            print(
+                json.dumps(
+                    {
+                        "partition": msg.partition(),
+                        "offset": msg.offset(),
+                        "key": msg.key().decode(errors="replace") if msg.key() else None,
+                        "value": value,
+                        "headers": {k: v.decode(errors="replace") for k, v in (msg.headers() or [])},
+                    }
+                ),
+                flush=True,
+            )
+            seen += 1
+    finally:
+        consumer.close()
+    console.print(f"{seen} records from {topic}")
+
+
+def _json_or_text(value: bytes | None) -> object:
+    if value is None:
+        return None
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value.decode("utf-8", errors="backslashreplace")
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     app()

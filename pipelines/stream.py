@@ -83,7 +83,8 @@ def build_pipeline(pipeline: beam.Pipeline, options: PipelineOptions, config: Pr
 
 def prism_binary() -> str | None:
     """The Prism runner built by deploy/local/prism/prism.sh, or one on PATH."""
-    candidate = os.environ.get("PRISM_LOCATION") or str(REPO_ROOT / ".cache" / "prism" / "bin" / "prism")
+    version = beam.version.__version__
+    candidate = os.environ.get("PRISM_LOCATION") or str(REPO_ROOT / ".cache" / "prism" / f"v{version}" / "bin" / "prism")
     if os.path.isfile(candidate):
         return candidate
     return shutil.which("prism")

@@ -180,9 +180,11 @@ class _ReadPartition(beam.DoFn):
     def process(
         self,
         element: KafkaPartition,
+        # Positional placeholders first: Beam passes the tracker and the watermark estimator
+        # by keyword, and the finaliser by position.
+        finalizer: Any = beam.DoFn.BundleFinalizerParam,
         tracker: OffsetRestrictionTracker = beam.DoFn.RestrictionParam(_PartitionOffsets()),
         watermark: ManualWatermarkEstimator = beam.DoFn.WatermarkEstimatorParam(ManualWatermarkEstimator.default_provider()),
-        finalizer: Any = beam.DoFn.BundleFinalizerParam,
     ) -> Iterator[Any]:
         from confluent_kafka import KafkaError, TopicPartition
 
