@@ -49,8 +49,10 @@ class PredictOptions(PipelineOptions):
 class BackfillOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser) -> None:  # type: ignore[no-untyped-def]
-        parser.add_argument("--input", required=True, help="events: .jsonl (glob ok) or .parquet")
-        parser.add_argument("--output", required=True, help="output directory")
+        # Not `required`: Beam parses every PipelineOptions subclass for every pipeline,
+        # so a required flag here would break `stream`. `run` checks them instead.
+        parser.add_argument("--input", help="events: .jsonl (glob ok) or .parquet")
+        parser.add_argument("--output", help="output directory")
 
 
 # Dead letters at these stages are about a part of a product (one image); the product
@@ -166,6 +168,8 @@ def run(
     model: ModelClientFactory | None = None,
     on_progress: Callable[[int], None] | None = None,
 ) -> RunSummary:
+    if not options.input or not options.output:
+        raise ValueError("backfill needs --input (events file) and --output (directory)")
     base_dir = os.path.dirname(os.path.abspath(options.input)) if "://" not in options.input else None
     config = predict_config(options, model or model_factory(options), base_dir)
     run_id = uuid.uuid4().hex

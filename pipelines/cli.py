@@ -208,7 +208,7 @@ def stream(
     from pipelines.stream import run as run_stream
 
     flags = [
-        f"--bootstrap_servers={bootstrap_servers}",
+        f"--kafka_bootstrap={bootstrap_servers}",
         f"--events_topic={events_topic}",
         f"--predictions_topic={predictions_topic}",
         f"--dlq_topic={dlq_topic}",

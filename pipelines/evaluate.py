@@ -58,8 +58,10 @@ class EvaluateOptions(PipelineOptions):
 
     @classmethod
     def _add_argparse_args(cls, parser) -> None:  # type: ignore[no-untyped-def]
-        parser.add_argument("--golden", required=True, help="golden products JSONL (../shared/datasets shape)")
-        parser.add_argument("--out", required=True, help="output directory: metrics.json, report.html")
+        # Not `required=True`: Beam parses every imported options class on every run, so a
+        # required flag here would break the other pipelines of the process; `run` checks.
+        parser.add_argument("--golden", default=None, help="golden products JSONL (../shared/datasets shape)")
+        parser.add_argument("--out", default=None, help="output directory: metrics.json, report.html")
         parser.add_argument("--predictions", default=None, help="existing predictions (.jsonl or .parquet) instead of running the model")
         parser.add_argument("--mapping", default=None, help="JSON or CSV: gold source path -> Shopify full path or id")
         parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N golden records")
@@ -248,8 +250,11 @@ def run(
     """
     from taxonomy.mapping import MappingError
 
+    options = _with_required_backfill_flags(options)
     e = options.view_as(EvaluateOptions)
     predict = options.view_as(PredictOptions)
+    if not e.golden or not e.out:
+        raise EvaluationInputError("evaluate needs --golden FILE and --out DIR")
     if e.limit is not None and e.limit < 1:
         raise EvaluationInputError(f"--limit must be at least 1, got {e.limit}")
     taxonomy = shared_taxonomy(predict.taxonomy)
@@ -325,6 +330,21 @@ def run(
     _write(os.path.join(e.out, METRICS_FILE), json.dumps(metrics, indent=2, ensure_ascii=False) + "\n")
     _write(os.path.join(e.out, REPORT_FILE), render_report(metrics))
     return EvaluationResult(metrics=metrics, out=e.out, seconds=seconds)
+
+
+def _with_required_backfill_flags(options: PipelineOptions) -> PipelineOptions:
+    """Beam parses every imported PipelineOptions subclass when a pipeline runs, and
+    BackfillOptions declares --input/--output required: without them, any pipeline in a
+    process that imported pipelines.backfill exits with an argparse error. Give them
+    this job's own input and output (unused by evaluation) until BackfillOptions stops
+    requiring them; then this function can go."""
+    flags = list(getattr(options, "_flags", None) or [])
+    e = options.view_as(EvaluateOptions)
+    missing = [
+        f"--{name}={value}" for name, value in (("input", e.golden), ("output", e.out))
+        if value and not any(f == f"--{name}" or f.startswith(f"--{name}=") for f in flags)
+    ]
+    return PipelineOptions([*flags, *missing]) if missing else options
 
 
 def _only(counter: Counter | None) -> str | None:
@@ -483,6 +503,9 @@ def evaluate_command(
             result = run(options, on_progress=lambda n: progress.advance(task, n))
     except (EvaluationInputError, TaxonomyError, TaxonomyVersionMismatch, ModelConfigError, RetriesExhausted) as exc:
         fail(str(exc))
-    print_summary(result.metrics, Console())
+    stdout = Console()
+    if not stdout.is_terminal:
+        stdout = Console(width=140)  # a pipe or a log file: do not squeeze the tables to 80 columns
+    print_summary(result.metrics, stdout)
     outputs = [METRICS_FILE, REPORT_FILE] + ([] if predictions else ["predictions.jsonl", "dead_letters.jsonl"])
     err.print(f"outputs in {result.out}: {', '.join(outputs)}")

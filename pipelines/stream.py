@@ -33,7 +33,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 class KafkaOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser) -> None:  # type: ignore[no-untyped-def]
-        parser.add_argument("--bootstrap_servers", default="127.0.0.1:9092")
+        parser.add_argument("--kafka_bootstrap", default="127.0.0.1:9092", help="Kafka bootstrap servers (Beam's own --bootstrap_servers belongs to its Kafka Streams runner)")
         parser.add_argument("--kafka_config", action="append", default=[], help="librdkafka key=value (SASL/SSL), repeatable")
         parser.add_argument("--predictions_topic", default="product-predictions")
         parser.add_argument("--dlq_topic", default="product-events-dlq")
@@ -49,7 +49,7 @@ class StreamOptions(PipelineOptions):
 
 def kafka_config(options: PipelineOptions) -> KafkaConfig:
     k = options.view_as(KafkaOptions)
-    return KafkaConfig.from_options(k.bootstrap_servers, k.kafka_config)
+    return KafkaConfig.from_options(k.kafka_bootstrap, k.kafka_config)
 
 
 class WritePredictionsToKafka(beam.PTransform):

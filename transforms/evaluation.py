@@ -122,12 +122,14 @@ def parse_golden(data: Any) -> GoldenProduct:
             raise GoldenRecordError(f"not JSON: {exc.msg} at column {exc.colno}") from exc
     if not isinstance(data, dict):
         raise GoldenRecordError(f"a golden record must be a JSON object, got {type(data).__name__}")
-    images = data.get("image_urls") or []
+    images = data.get("image_urls")
+    images = [] if images is None else images
     if isinstance(images, str):
         images = [images]
     if not isinstance(images, list) or not all(isinstance(u, str) for u in images):
         raise GoldenRecordError("field 'image_urls' must be a list of strings")
-    attributes = data.get("gold_attributes") or {}
+    attributes = data.get("gold_attributes")
+    attributes = {} if attributes is None else attributes
     if not isinstance(attributes, dict):
         raise GoldenRecordError("field 'gold_attributes' must be an object {handle: [values]}")
     pairs: list[tuple[str, tuple[str, ...]]] = []

@@ -236,6 +236,10 @@ class _ReadPartition(beam.DoFn):
             if last is not None:
                 topic, partition, offset = element.topic, element.partition, last + 1
                 finalizer.register(lambda: self._commit(topic, partition, offset))
+            else:
+                # Prism asks every bundle of this stage to finalise; a bundle that registered
+                # nothing has been released by then and the SDK logs an error for it.
+                finalizer.register(lambda: None)
 
     def _at_end(self, element: KafkaPartition, stop: int) -> bool:
         from confluent_kafka import TopicPartition

@@ -74,7 +74,7 @@ def bar_chart_svg(
     for tick in (0.0, 0.25, 0.5, 0.75, 1.0):
         x = label_w + bar_w * tick
         parts.append(f'<line x1="{x:.1f}" y1="{top - 4}" x2="{x:.1f}" y2="{height - 20}" stroke="#d0d7de" stroke-width="1"/>')
-        tick_label = f"{tick * max_value * 100:.0f}%" if as_percent else f"{tick * max_value:.2f}"
+        tick_label = f"{tick * max_value * 100:.3g}%" if as_percent else f"{tick * max_value:.3g}"
         parts.append(f'<text x="{x:.1f}" y="{height - 6}" font-size="10" text-anchor="middle" fill="#59636e">{tick_label}</text>')
     if not rows:
         parts.append(f'<text x="{label_w}" y="{top + 14}" font-size="12" fill="#59636e">no data</text>')
@@ -289,10 +289,10 @@ def render_report(metrics: dict[str, Any]) -> str:
         rates,
         "<h2>Per vertical and per depth</h2>",
         f'<div class="charts">{vertical_chart}{depth_chart}</div>',
-        _table(_GROUP_HEADERS, _group_rows(verticals), table_id="per-vertical"),
-        _table(_GROUP_HEADERS, _group_rows({f"depth {k}": v for k, v in depths.items()}), table_id="per-depth"),
+        _table(("gold vertical", *_GROUP_HEADERS[1:]), _group_rows(verticals), table_id="per-vertical"),
+        _table(("gold depth", *_GROUP_HEADERS[1:]), _group_rows({f"depth {k}": v for k, v in depths.items()}), table_id="per-depth"),
         "<h2>Per store</h2>",
-        _table(_GROUP_HEADERS, _group_rows(metrics["per_store"]), table_id="per-store"),
+        _table(("store", *_GROUP_HEADERS[1:]), _group_rows(metrics["per_store"]), table_id="per-store"),
         f"<h2>Top {len(c['confusion_pairs'])} confusion pairs</h2>",
         confusion,
         "<h2>Attributes</h2>",
