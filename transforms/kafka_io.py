@@ -121,6 +121,21 @@ def _consumer(config: ReadConfig) -> Any:
     )
 
 
+class _PartitionOffsetTracker(OffsetRestrictionTracker):
+    """Offsets of one partition, split only at checkpoints.
+
+    A fractional split of [start, MAX) would hand offsets from 2**62 onwards to a second
+    reader (Prism does this), and Kafka resets an out-of-range assignment to the earliest
+    offset. A partition is read in order by one reader anyway, and one reader per
+    partition keeps the committed offset monotonic.
+    """
+
+    def try_split(self, fraction_of_remainder: float) -> tuple[OffsetRange, OffsetRange] | None:
+        if fraction_of_remainder > 0:
+            return None
+        return super().try_split(fraction_of_remainder)
+
+
 class _PartitionOffsets(RestrictionProvider):
     def initial_restriction(self, element: KafkaPartition) -> OffsetRange:
         from confluent_kafka import TopicPartition
@@ -141,7 +156,7 @@ class _PartitionOffsets(RestrictionProvider):
         return OffsetRange(start, max(start, stop))
 
     def create_tracker(self, restriction: OffsetRange) -> OffsetRestrictionTracker:
-        return OffsetRestrictionTracker(restriction)
+        return _PartitionOffsetTracker(restriction)
 
     def restriction_size(self, element: KafkaPartition, restriction: OffsetRange) -> int:
         return 1 if restriction.stop == UNBOUNDED else restriction.size()
@@ -214,6 +229,8 @@ class _ReadPartition(beam.DoFn):
                         if m.error().code() == KafkaError._PARTITION_EOF:
                             continue
                         raise RuntimeError(f"Kafka error on {element.topic}[{element.partition}]: {m.error()}")
+                    if m.offset() < restriction.start:
+                        continue  # before our range (the broker reset an assignment)
                     if not tracker.try_claim(m.offset()):
                         return
                     ts_ms = m.timestamp()[1]
