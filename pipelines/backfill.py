@@ -18,7 +18,10 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
+from pipelines.options import KafkaOptions, PredictOptions, kafka_config
 from transforms.file_io import ReadEvents, WriteDeadLetters, WritePredictions
+from transforms.kafka_io import ReadConfig, ReadFromKafka
+from transforms.kafka_sink import WritePredictionsToKafka
 from transforms.images import ImageConfig
 from transforms.inference import TritonModel
 from transforms.model_client import InProcessBaseline, ModelClientFactory, check_taxonomy_version
@@ -28,32 +31,17 @@ from transforms.shared import shared_taxonomy
 from transforms.steps import BatchConfig
 
 
-class PredictOptions(PipelineOptions):
-    """What every predicting pipeline shares: taxonomy, model, images, batching."""
-
-    @classmethod
-    def _add_argparse_args(cls, parser) -> None:  # type: ignore[no-untyped-def]
-        parser.add_argument("--taxonomy", default=None, help="dist/en directory; default: bundled sample")
-        parser.add_argument("--image_max_side", type=int, default=ImageConfig.max_side)
-        parser.add_argument("--image_max_bytes", type=int, default=ImageConfig.max_bytes)
-        parser.add_argument("--image_timeout_s", type=float, default=ImageConfig.timeout_s)
-        parser.add_argument("--batch_min", type=int, default=BatchConfig.min_size)
-        parser.add_argument("--batch_max", type=int, default=BatchConfig.max_size)
-        parser.add_argument("--max_in_flight", type=int, default=4, help="model batches on the wire per step")
-        parser.add_argument("--triton_url", default=None, help="Triton gRPC host:port; default: the in-process baseline")
-        parser.add_argument("--model_name", default="product_baseline", help="Triton model answering the contract")
-        parser.add_argument("--model_timeout_s", type=float, default=60.0)
-        parser.add_argument("--image_base_dir", default=None, help="relative image paths resolve against this")
-
-
 class BackfillOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser) -> None:  # type: ignore[no-untyped-def]
         # Not `required`: Beam parses every PipelineOptions subclass for every pipeline,
         # so a required flag here would break `stream`. `run` checks them instead.
-        parser.add_argument("--input", help="events: .jsonl (glob ok) or .parquet")
-        parser.add_argument("--output", help="output directory")
+        parser.add_argument("--input", help="events: .jsonl (glob ok), .parquet, or kafka:TOPIC (read to its end offsets)")
+        parser.add_argument("--output", help="output directory, or kafka:TOPIC")
+        parser.add_argument("--group_id", default="productlens-backfill", help="consumer group for a kafka: input")
 
+
+KAFKA_PREFIX = "kafka:"
 
 # Dead letters at these stages are about a part of a product (one image); the product
 # itself still ends as a prediction, so they do not finish an input.
@@ -95,7 +83,12 @@ def model_factory(options: PipelineOptions) -> ModelClientFactory:
 def build_pipeline(
     pipeline: beam.Pipeline, options: BackfillOptions, config: PredictConfig, run_id: str = ""
 ) -> dict[str, beam.PCollection]:
-    outputs = pipeline | "ReadEvents" >> ReadEvents(options.input) | "Predict" >> PredictProducts(config)
+    if options.input.startswith(KAFKA_PREFIX):
+        read = ReadConfig(kafka_config(options), (options.input[len(KAFKA_PREFIX) :],), options.group_id, bounded=True)
+        events = pipeline | "ReadEvents" >> ReadFromKafka(read) | "Values" >> beam.Map(lambda r: r.value)
+    else:
+        events = pipeline | "ReadEvents" >> ReadEvents(options.input)
+    outputs = events | "Predict" >> PredictProducts(config)
     predictions = outputs["predictions"] | "ProgressPredictions" >> beam.ParDo(ReportProgress(run_id))
     _ = outputs["deletes"] | "ProgressDeletes" >> beam.ParDo(ReportProgress(run_id))
     letters = outputs["dead_letters"]
@@ -104,8 +97,14 @@ def build_pipeline(
         | "FinalDeadLetters" >> beam.Filter(lambda d: d.stage not in _PARTIAL_STAGES)
         | "ProgressDeadLetters" >> beam.ParDo(ReportProgress(run_id))
     )
-    predictions | "WritePredictions" >> WritePredictions(options.output)
-    letters | "WriteDeadLetters" >> WriteDeadLetters(options.output)
+    if options.output.startswith(KAFKA_PREFIX):
+        k = options.view_as(KafkaOptions)
+        _ = {"predictions": predictions, "dead_letters": letters, "deletes": outputs["deletes"]} | "WriteToKafka" >> (
+            WritePredictionsToKafka(kafka_config(options), options.output[len(KAFKA_PREFIX) :], k.dlq_topic)
+        )
+    else:
+        predictions | "WritePredictions" >> WritePredictions(options.output)
+        letters | "WriteDeadLetters" >> WriteDeadLetters(options.output)
     return {"predictions": predictions, "dead_letters": letters, "deletes": outputs["deletes"]}
 
 
@@ -170,12 +169,13 @@ def run(
 ) -> RunSummary:
     if not options.input or not options.output:
         raise ValueError("backfill needs --input (events file) and --output (directory)")
-    base_dir = os.path.dirname(os.path.abspath(options.input)) if "://" not in options.input else None
+    local_input = "://" not in options.input and not options.input.startswith(KAFKA_PREFIX)
+    base_dir = os.path.dirname(os.path.abspath(options.input)) if local_input else None
     config = predict_config(options, model or model_factory(options), base_dir)
     run_id = uuid.uuid4().hex
     runner_name = options.view_as(StandardOptions).runner
     runner = FnApiRunner() if runner_name in (None, "FnApiRunner") else runner_name
-    if "://" not in options.output:
+    if "://" not in options.output and not options.output.startswith(KAFKA_PREFIX):
         os.makedirs(options.output, exist_ok=True)
     start = time.perf_counter()
     if on_progress:

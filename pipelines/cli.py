@@ -105,14 +105,15 @@ def taxonomy_fetch(
 
 @app.command()
 def backfill(
-    input: Annotated[str, typer.Option("--input", help="product events: .jsonl (glob ok) or .parquet")],
-    output: Annotated[str, typer.Option("--output", help="output directory")],
+    input: Annotated[str, typer.Option("--input", help="product events: .jsonl (glob ok), .parquet, or kafka:TOPIC")],
+    output: Annotated[str, typer.Option("--output", help="output directory, or kafka:TOPIC")],
     taxonomy: TaxonomyOpt = None,
     image_max_side: Annotated[int, typer.Option(help="resize images to at most this many pixels a side")] = 448,
     batch_max: Annotated[int, typer.Option(help="largest model batch")] = 64,
     triton_url: Annotated[Optional[str], typer.Option(help="Triton gRPC host:port (e.g. localhost:8001); default: the in-process baseline")] = None,
     model_name: Annotated[str, typer.Option(help="Triton model that answers the contract")] = "product_baseline",
     max_in_flight: Annotated[int, typer.Option(help="model batches on the wire per step")] = 4,
+    bootstrap_servers: Annotated[str, typer.Option("--bootstrap-servers", envvar="KAFKA_BOOTSTRAP", help="Kafka bootstrap servers, for kafka: inputs and outputs")] = "127.0.0.1:9092",
     runner: Annotated[str, typer.Option(help="Beam runner")] = "FnApiRunner",
     beam_arg: Annotated[Optional[list[str]], typer.Option("--beam-arg", help="extra Beam pipeline flag (repeatable)")] = None,
 ) -> None:
@@ -131,13 +132,15 @@ def backfill(
         f"--runner={runner}",
         f"--model_name={model_name}",
         f"--max_in_flight={max_in_flight}",
+        f"--kafka_bootstrap={bootstrap_servers}",
         *(beam_arg or []),
     ]
     if taxonomy:
         flags.append(f"--taxonomy={taxonomy}")
     if triton_url:
         flags.append(f"--triton_url={triton_url}")
-    if "://" not in input and not Path(input).exists() and not any(c in input for c in "*?["):
+    local = "://" not in input and not input.startswith("kafka:")
+    if local and not Path(input).exists() and not any(c in input for c in "*?["):
         _fail(f"input {input} does not exist")
     options = BackfillOptions(flags)
     total = count_lines(input)
@@ -152,7 +155,7 @@ def backfill(
     except (TaxonomyError, TaxonomyVersionMismatch, ModelConfigError, RetriesExhausted, ValueError) as exc:
         _fail(str(exc))
     _print_summary(summary)
-    if "://" not in output:
+    if "://" not in output and not output.startswith("kafka:"):
         Path(output, "summary.json").write_text(json.dumps(summary.as_dict(), indent=2) + "\n")
 
 
@@ -180,7 +183,10 @@ def _print_summary(summary: object) -> None:
     for k, v in rows:
         table.add_row(k, str(v))
     Console().print(table)
-    console.print(f"outputs in {summary.output}: predictions.jsonl, predictions.parquet, dead_letters.jsonl, summary.json")
+    if summary.output.startswith("kafka:"):
+        console.print(f"predictions and tombstones in topic {summary.output[6:]}, dead letters in the DLQ topic")
+    else:
+        console.print(f"outputs in {summary.output}: predictions.jsonl, predictions.parquet, dead_letters.jsonl, summary.json")
 
 
 BootstrapOpt = Annotated[str, typer.Option("--bootstrap-servers", envvar="KAFKA_BOOTSTRAP", help="Kafka bootstrap servers")]
@@ -313,6 +319,16 @@ def consume(
     finally:
         consumer.close()
     console.print(f"{seen} records from {topic}")
+
+
+def _register_evaluate() -> None:
+    # Imported lazily by typer's call, registered here so `productlens --help` lists it.
+    from pipelines.evaluate import evaluate_command
+
+    app.command("evaluate", help=evaluate_command.__doc__)(evaluate_command)
+
+
+_register_evaluate()
 
 
 def _json_or_text(value: bytes | None) -> object:

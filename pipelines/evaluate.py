@@ -26,7 +26,8 @@ import typer
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
-from pipelines.backfill import PredictOptions, model_factory, predict_config
+from pipelines.backfill import model_factory, predict_config
+from pipelines.options import PredictOptions
 from taxonomy.mapping import CategoryMapping, load_mapping
 from transforms.evaluation import (
     INVALID,
@@ -122,6 +123,16 @@ def check_predictions_file(path: str) -> dict[str, Counter]:
     if not p.is_file():
         raise EvaluationInputError(f"predictions file {path} does not exist")
     if is_parquet(path):
+        import pyarrow.parquet as pq
+
+        try:
+            table = pq.read_table(path, columns=["model_version", "taxonomy_version"])
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is the same error to the user
+            raise EvaluationInputError(f"predictions file {path} is not a predictions Parquet file: {exc}") from None
+        for column in ("model_version", "taxonomy_version"):
+            versions[column].update(table.column(column).to_pylist())
+        if not table.num_rows:
+            raise EvaluationInputError(f"predictions file {path} holds no predictions")
         return versions
     with p.open("rb") as fh:
         for lineno, line in enumerate(fh, start=1):
@@ -250,7 +261,6 @@ def run(
     """
     from taxonomy.mapping import MappingError
 
-    options = _with_required_backfill_flags(options)
     e = options.view_as(EvaluateOptions)
     predict = options.view_as(PredictOptions)
     if not e.golden or not e.out:
@@ -305,6 +315,7 @@ def run(
         "model_name": config.metadata.name if config else None,
         "model_version": config.metadata.model_version if config else _only(versions.get("model_version")),
         "model_versions": dict(versions.get("model_version", {})) or None,
+        "prediction_taxonomy_versions": dict(versions.get("taxonomy_version", {})) or None,
         "images": (not e.no_images) if config else None,
         "triton_url": predict.triton_url if config else None,
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -330,21 +341,6 @@ def run(
     _write(os.path.join(e.out, METRICS_FILE), json.dumps(metrics, indent=2, ensure_ascii=False) + "\n")
     _write(os.path.join(e.out, REPORT_FILE), render_report(metrics))
     return EvaluationResult(metrics=metrics, out=e.out, seconds=seconds)
-
-
-def _with_required_backfill_flags(options: PipelineOptions) -> PipelineOptions:
-    """Beam parses every imported PipelineOptions subclass when a pipeline runs, and
-    BackfillOptions declares --input/--output required: without them, any pipeline in a
-    process that imported pipelines.backfill exits with an argparse error. Give them
-    this job's own input and output (unused by evaluation) until BackfillOptions stops
-    requiring them; then this function can go."""
-    flags = list(getattr(options, "_flags", None) or [])
-    e = options.view_as(EvaluateOptions)
-    missing = [
-        f"--{name}={value}" for name, value in (("input", e.golden), ("output", e.out))
-        if value and not any(f == f"--{name}" or f.startswith(f"--{name}=") for f in flags)
-    ]
-    return PipelineOptions([*flags, *missing]) if missing else options
 
 
 def _only(counter: Counter | None) -> str | None:
@@ -486,6 +482,8 @@ def evaluate_command(
         triton_url=triton_url, model_name=model_name, images=images, batch_max=batch_max,
         max_in_flight=max_in_flight, top_n=top_n,
     )
+    if limit is not None and limit < 1:
+        fail(f"--limit must be at least 1, got {limit}")
     if mapping and _local(mapping) and not Path(mapping).is_file():
         fail(f"mapping file {mapping} does not exist")
     options = PipelineOptions(flags)

@@ -22,21 +22,13 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from pipelines.backfill import model_factory, predict_config
-from transforms.encode import dead_letter_record, prediction_record, tombstone_record
-from transforms.kafka_io import KafkaConfig, ReadConfig, ReadFromKafka, WriteToKafka
+from pipelines.options import KafkaOptions, kafka_config
+from transforms.kafka_io import ReadConfig, ReadFromKafka
+from transforms.kafka_sink import WritePredictionsToKafka
 from transforms.predict import PredictConfig, PredictProducts
 
 log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-class KafkaOptions(PipelineOptions):
-    @classmethod
-    def _add_argparse_args(cls, parser) -> None:  # type: ignore[no-untyped-def]
-        parser.add_argument("--kafka_bootstrap", default="127.0.0.1:9092", help="Kafka bootstrap servers (Beam's own --bootstrap_servers belongs to its Kafka Streams runner)")
-        parser.add_argument("--kafka_config", action="append", default=[], help="librdkafka key=value (SASL/SSL), repeatable")
-        parser.add_argument("--predictions_topic", default="product-predictions")
-        parser.add_argument("--dlq_topic", default="product-events-dlq")
 
 
 class StreamOptions(PipelineOptions):
@@ -45,27 +37,6 @@ class StreamOptions(PipelineOptions):
         parser.add_argument("--events_topic", default="product-events")
         parser.add_argument("--group_id", default="productlens-stream")
         parser.add_argument("--start_from", default="earliest", choices=["earliest", "latest"])
-
-
-def kafka_config(options: PipelineOptions) -> KafkaConfig:
-    k = options.view_as(KafkaOptions)
-    return KafkaConfig.from_options(k.kafka_bootstrap, k.kafka_config)
-
-
-class WritePredictionsToKafka(beam.PTransform):
-    """The three outputs of PredictProducts to their topics, through one producer."""
-
-    def __init__(self, kafka: KafkaConfig, predictions_topic: str, dlq_topic: str) -> None:
-        super().__init__()
-        self.kafka, self.predictions_topic, self.dlq_topic = kafka, predictions_topic, dlq_topic
-
-    def expand(self, outputs: dict[str, beam.PCollection]) -> beam.PCollection:  # type: ignore[override]
-        records = (
-            outputs["predictions"] | "PredictionRecords" >> beam.Map(prediction_record, self.predictions_topic),
-            outputs["deletes"] | "Tombstones" >> beam.Map(tombstone_record, self.predictions_topic),
-            outputs["dead_letters"] | "DeadLetterRecords" >> beam.Map(dead_letter_record, self.dlq_topic),
-        ) | "AllRecords" >> beam.Flatten()
-        return records | "WriteToKafka" >> beam.ParDo(WriteToKafka(self.kafka))
 
 
 def build_pipeline(pipeline: beam.Pipeline, options: PipelineOptions, config: PredictConfig) -> None:

@@ -158,3 +158,24 @@ def test_broker_restart_loses_nothing(broker: Broker, prism: str, tmp_path: Path
         broker.sh("up")
 
     _run_with_chaos(broker, job, 300, bounce)
+
+
+def test_backfill_reads_a_topic_to_its_end_and_writes_a_topic(broker: Broker, tmp_path: Path) -> None:
+    from pipelines.backfill import BackfillOptions, run
+
+    topics = topic_names("bounded")
+    broker.create_topics(*topics.values())
+    good = (EXAMPLES / "events.jsonl").read_bytes().splitlines()
+    broker.produce(topics["events"], good)
+    flags = [
+        f"--input=kafka:{topics['events']}", f"--output=kafka:{topics['predictions']}",
+        f"--dlq_topic={topics['dlq']}", f"--kafka_bootstrap={broker.bootstrap}",
+        f"--image_base_dir={EXAMPLES}", "--group_id=bounded-backfill",
+    ]
+    summary = run(BackfillOptions(flags))
+    preds, tombstones = _predictions(broker, topics["predictions"])
+    assert summary.events == len(good) and len(preds) == summary.predicted == len(good) - 1
+    assert {(p.product_id, p.content_hash) for p in preds} == _expected_prediction_keys(good)
+    assert tombstones == [b"gid://shopify/Product/1047"]
+    # The read committed its offsets: a second run finds nothing new.
+    assert run(BackfillOptions(flags)).events == 0

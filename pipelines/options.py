@@ -1,0 +1,41 @@
+"""Option groups shared by several pipelines (each pipeline adds its own subclass)."""
+
+from __future__ import annotations
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from transforms.images import ImageConfig
+from transforms.kafka_io import KafkaConfig
+from transforms.steps import BatchConfig
+
+
+class PredictOptions(PipelineOptions):
+    """What every predicting pipeline shares: taxonomy, model, images, batching."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser) -> None:  # type: ignore[no-untyped-def]
+        parser.add_argument("--taxonomy", default=None, help="dist/en directory; default: bundled sample")
+        parser.add_argument("--image_max_side", type=int, default=ImageConfig.max_side)
+        parser.add_argument("--image_max_bytes", type=int, default=ImageConfig.max_bytes)
+        parser.add_argument("--image_timeout_s", type=float, default=ImageConfig.timeout_s)
+        parser.add_argument("--batch_min", type=int, default=BatchConfig.min_size)
+        parser.add_argument("--batch_max", type=int, default=BatchConfig.max_size)
+        parser.add_argument("--max_in_flight", type=int, default=4, help="model batches on the wire per step")
+        parser.add_argument("--triton_url", default=None, help="Triton gRPC host:port; default: the in-process baseline")
+        parser.add_argument("--model_name", default="product_baseline", help="Triton model answering the contract")
+        parser.add_argument("--model_timeout_s", type=float, default=60.0)
+        parser.add_argument("--image_base_dir", default=None, help="relative image paths resolve against this")
+
+
+class KafkaOptions(PipelineOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser) -> None:  # type: ignore[no-untyped-def]
+        parser.add_argument("--kafka_bootstrap", default="127.0.0.1:9092", help="Kafka bootstrap servers (Beam's own --bootstrap_servers belongs to its Kafka Streams runner)")
+        parser.add_argument("--kafka_config", action="append", default=[], help="librdkafka key=value (SASL/SSL), repeatable")
+        parser.add_argument("--predictions_topic", default="product-predictions")
+        parser.add_argument("--dlq_topic", default="product-events-dlq")
+
+
+def kafka_config(options: PipelineOptions) -> KafkaConfig:
+    k = options.view_as(KafkaOptions)
+    return KafkaConfig.from_options(k.kafka_bootstrap, k.kafka_config)
