@@ -205,6 +205,8 @@ class _ReadPartition(beam.DoFn):
 
         c = self.config
         restriction = tracker.current_restriction()
+        if c.bounded and restriction.start >= restriction.stop:
+            return  # nothing new since the committed offset
         with self._lock:
             self._consumer.assign([TopicPartition(element.topic, element.partition, restriction.start)])
         deadline = time.monotonic() + c.max_bundle_s
@@ -214,7 +216,7 @@ class _ReadPartition(beam.DoFn):
                 with self._lock:
                     messages = self._consumer.consume(num_messages=c.max_records_per_poll, timeout=c.poll_timeout_s)
                 if not messages:
-                    if c.bounded and self._at_end(element, restriction.stop):
+                    if c.bounded and self._at_end(element, restriction):
                         tracker.try_claim(restriction.stop)  # gaps (compaction, markers) end here
                         return
                     if not c.bounded:
@@ -258,12 +260,14 @@ class _ReadPartition(beam.DoFn):
                 # nothing has been released by then and the SDK logs an error for it.
                 finalizer.register(lambda: None)
 
-    def _at_end(self, element: KafkaPartition, stop: int) -> bool:
+    def _at_end(self, element: KafkaPartition, restriction: OffsetRange) -> bool:
+        """Whether a bounded read has consumed up to its stop offset. The consumer's
+        position is unknown (negative) until it fetched something; then it is the start."""
         from confluent_kafka import TopicPartition
 
         with self._lock:
             position = self._consumer.position([TopicPartition(element.topic, element.partition)])[0].offset
-        return position >= stop or position < 0 and stop == 0
+        return (position if position >= 0 else restriction.start) >= restriction.stop
 
 
 class _ListPartitions(beam.DoFn):
