@@ -75,7 +75,10 @@ class ProductEvent(BaseModel):
     shop_id: NonEmpty
     occurred_at: datetime
     product: Product | None = None
+    # Predict even when the refresh trigger would skip (new model, merchant request).
     force: bool = False
+    # Set by API-driven bulk operations: the job writes one completion record per request.
+    bulk_request_id: str | None = None
 
     @field_validator("occurred_at")
     @classmethod
