@@ -38,7 +38,6 @@ class BackfillOptions(PipelineOptions):
         # so a required flag here would break `stream`. `run` checks them instead.
         parser.add_argument("--input", help="events: .jsonl (glob ok), .parquet, or kafka:TOPIC (read to its end offsets)")
         parser.add_argument("--output", help="output directory, or kafka:TOPIC")
-        parser.add_argument("--group_id", default="productlens-backfill", help="consumer group for a kafka: input")
 
 
 KAFKA_PREFIX = "kafka:"
@@ -84,7 +83,7 @@ def build_pipeline(
     pipeline: beam.Pipeline, options: BackfillOptions, config: PredictConfig, run_id: str = ""
 ) -> dict[str, beam.PCollection]:
     if options.input.startswith(KAFKA_PREFIX):
-        read = ReadConfig(kafka_config(options), (options.input[len(KAFKA_PREFIX) :],), options.group_id, bounded=True)
+        read = ReadConfig(kafka_config(options), (options.input[len(KAFKA_PREFIX) :],), options.view_as(KafkaOptions).group_id, bounded=True)
         events = pipeline | "ReadEvents" >> ReadFromKafka(read) | "Values" >> beam.Map(lambda r: r.value)
     else:
         events = pipeline | "ReadEvents" >> ReadEvents(options.input)

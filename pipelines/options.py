@@ -34,6 +34,7 @@ class KafkaOptions(PipelineOptions):
         parser.add_argument("--kafka_config", action="append", default=[], help="librdkafka key=value (SASL/SSL), repeatable")
         parser.add_argument("--predictions_topic", default="product-predictions")
         parser.add_argument("--dlq_topic", default="product-events-dlq")
+        parser.add_argument("--group_id", default="productlens", help="consumer group whose offsets a Kafka read commits")
 
 
 def kafka_config(options: PipelineOptions) -> KafkaConfig:

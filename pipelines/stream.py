@@ -35,14 +35,13 @@ class StreamOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser) -> None:  # type: ignore[no-untyped-def]
         parser.add_argument("--events_topic", default="product-events")
-        parser.add_argument("--group_id", default="productlens-stream")
         parser.add_argument("--start_from", default="earliest", choices=["earliest", "latest"])
 
 
 def build_pipeline(pipeline: beam.Pipeline, options: PipelineOptions, config: PredictConfig) -> None:
     s, k = options.view_as(StreamOptions), options.view_as(KafkaOptions)
     kafka = kafka_config(options)
-    read = ReadConfig(kafka, (s.events_topic,), s.group_id, bounded=False, start_from=s.start_from)
+    read = ReadConfig(kafka, (s.events_topic,), k.group_id, bounded=False, start_from=s.start_from)
     outputs = (
         pipeline
         | "ReadEvents" >> ReadFromKafka(read)

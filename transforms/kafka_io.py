@@ -28,6 +28,8 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.utils.timestamp import Duration, Timestamp
 
+from transforms.retry import RetryPolicy, call_with_retries
+
 log = logging.getLogger(__name__)
 
 UNBOUNDED = sys.maxsize
@@ -121,6 +123,28 @@ def _consumer(config: ReadConfig) -> Any:
     )
 
 
+_KAFKA_RETRY = RetryPolicy(max_attempts=20, initial_backoff_s=0.2, max_backoff_s=2.0, budget_s=60.0)
+
+
+def _retriable(exc: BaseException) -> bool:
+    """Transient broker states: librdkafka's retriable flag, plus the coordinator codes it
+    reports unflagged from committed() while a fresh broker loads its offsets topic."""
+    from confluent_kafka import KafkaError
+
+    err = exc.args[0] if getattr(exc, "args", None) else None
+    if not isinstance(err, KafkaError):
+        return False
+    transient = {
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError._TIMED_OUT,
+        KafkaError._TRANSPORT,
+    }
+    return err.retriable() or err.code() in transient
+
+
 class _PartitionOffsetTracker(OffsetRestrictionTracker):
     """Offsets of one partition, split only at checkpoints.
 
@@ -144,8 +168,11 @@ class _PartitionOffsets(RestrictionProvider):
         consumer = _consumer(config)
         try:
             tp = TopicPartition(element.topic, element.partition)
-            low, high = consumer.get_watermark_offsets(tp, timeout=30)
-            committed = consumer.committed([tp], timeout=30)[0].offset
+            low, high = call_with_retries(
+                lambda: consumer.get_watermark_offsets(tp, timeout=30), _KAFKA_RETRY, _retriable
+            )
+            # A fresh broker answers NOT_COORDINATOR while it loads the offsets topic.
+            committed = call_with_retries(lambda: consumer.committed([tp], timeout=30), _KAFKA_RETRY, _retriable)[0].offset
         finally:
             consumer.close()
         if committed >= 0:
