@@ -20,6 +20,7 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from pipelines.options import KafkaOptions, PredictOptions, kafka_config
 from transforms.file_io import ReadEvents, WriteDeadLetters, WritePredictions
+from transforms.gcs import configure_beam_for_emulator
 from transforms.kafka_io import ReadConfig, ReadFromKafka
 from transforms.kafka_sink import WritePredictionsToKafka
 from transforms.images import ImageConfig
@@ -168,6 +169,7 @@ def run(
 ) -> RunSummary:
     if not options.input or not options.output:
         raise ValueError("backfill needs --input (events file) and --output (directory)")
+    configure_beam_for_emulator()  # no-op unless STORAGE_EMULATOR_HOST is set
     local_input = "://" not in options.input and not options.input.startswith(KAFKA_PREFIX)
     base_dir = os.path.dirname(os.path.abspath(options.input)) if local_input else None
     config = predict_config(options, model or model_factory(options), base_dir)

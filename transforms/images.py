@@ -49,11 +49,13 @@ class ImageError(Exception):
 
 
 def fetch_image(url: str, config: ImageConfig, base_dir: str | None = None) -> bytes:
-    """Bytes of the image at an http(s) URL, a file:// URL or a local path (relative paths
-    are resolved against `base_dir`, the directory of the input file)."""
+    """Bytes of the image at an http(s) URL, a gs:// URL, a file:// URL or a local path
+    (relative paths are resolved against `base_dir`, the directory of the input file)."""
     parsed = urlparse(url)
     if parsed.scheme in ("http", "https"):
         return _fetch_http(url, config)
+    if parsed.scheme == "gs":
+        return _fetch_gcs(url, config)
     if parsed.scheme in ("", "file"):
         path = Path(parsed.path if parsed.scheme == "file" else url)
         if not path.is_absolute() and base_dir:
@@ -86,6 +88,16 @@ def _fetch_http(url: str, config: ImageConfig) -> bytes:
     if len(data) > config.max_bytes:
         raise ImageError("too_large", f"image {url} is over the {config.max_bytes}-byte limit")
     return data
+
+
+def _fetch_gcs(url: str, config: ImageConfig) -> bytes:
+    from transforms import gcs  # google-cloud-storage is imported only when a gs:// image comes
+
+    try:
+        return gcs.read_bytes(url, config.max_bytes, config.timeout_s)
+    except gcs.GcsError as exc:
+        kind = {"too_large": "too_large", "invalid_url": "unsupported_url"}.get(exc.kind, "unreachable")
+        raise ImageError(kind, f"image {exc}") from exc
 
 
 def prepare_image(data: bytes, config: ImageConfig, url: str = "image") -> bytes:

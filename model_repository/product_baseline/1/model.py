@@ -24,12 +24,17 @@ from typing import Any
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-# model_repository/product_baseline/1/model.py -> the repository root
 _REPO_ROOT = Path(__file__).resolve().parents[3]
-
-# Parameters that must be equal in config.pbtxt and in what the engine reports: the
-# pipeline reads them from the model config and stamps every prediction with them.
-CHECKED_PARAMETERS = ("model_version", "taxonomy_version")
+_HINT = (
+    "The Python-backend stub must run a venv with the model's dependencies and numpy<2 "
+    "(deploy/local/triton/requirements.txt): start tritonserver with `deploy/local/triton/server.py up`, "
+    "which puts .venv-triton/bin first on PATH and the repo root on PYTHONPATH."
+)
+try:
+    from model_repository import triton_support
+except ModuleNotFoundError:
+    sys.path.append(str(_REPO_ROOT))  # started without the repo root on PYTHONPATH
+    from model_repository import triton_support
 
 
 def _import_project() -> tuple[Any, Any]:
@@ -37,52 +42,20 @@ def _import_project() -> tuple[Any, Any]:
         from model_repository.contract import ModelRequest
         from model_repository.product_baseline import engine
     except ModuleNotFoundError as exc:
-        if exc.name is None or not exc.name.startswith("model_repository"):
-            raise _missing_dependency(exc) from exc
-        # Started without the repo root on PYTHONPATH: it is three levels up from here.
-        sys.path.insert(0, str(_REPO_ROOT))
-        try:
-            from model_repository.contract import ModelRequest
-            from model_repository.product_baseline import engine
-        except ModuleNotFoundError as exc2:
-            raise _missing_dependency(exc2) from exc2
+        raise triton_support.missing_dependency("product_baseline", exc, _HINT) from exc
     return ModelRequest, engine
 
 
-def _missing_dependency(exc: ModuleNotFoundError) -> ImportError:
-    return ImportError(
-        f"product_baseline cannot import {exc.name!r} (Python {sys.version.split()[0]}, "
-        f"sys.prefix={sys.prefix}). The Python-backend stub must run a venv with the model's "
-        "dependencies and numpy<2 (deploy/local/triton/requirements.txt): start tritonserver with "
-        "`deploy/local/triton/server.py up`, which puts .venv-triton/bin first on PATH and the "
-        "repo root on PYTHONPATH."
-    )
-
-
 def _error(message: str, code_name: str = "INTERNAL") -> Any:
-    code = getattr(pb_utils.TritonError, code_name, None)
-    return pb_utils.TritonError(message) if code is None else pb_utils.TritonError(message, code)
-
-
-def _string_parameters(model_config: dict[str, Any]) -> dict[str, str]:
-    return {k: v.get("string_value", "") for k, v in model_config.get("parameters", {}).items()}
+    return triton_support.triton_error(pb_utils, message, code_name)
 
 
 def check_parameters(config: dict[str, str], model: dict[str, str], where: str) -> None:
-    """Fail the load when config.pbtxt and the engine disagree, saying which to change."""
-    problems = []
-    for key in CHECKED_PARAMETERS:
-        if key not in config:
-            problems.append(f"parameter {key!r} is missing (the engine reports {model[key]!r})")
-        elif config[key] != model[key]:
-            problems.append(f"{key}: the model config says {config[key]!r}, the engine reports {model[key]!r}")
-    if problems:
-        raise ValueError(
-            f"{where}: model config and engine disagree: "
-            + "; ".join(problems)
-            + ". Update the parameters in config.pbtxt (or taxonomy_path, which decides the "
-            "taxonomy version) so that the pipeline stamps predictions with the right versions."
-        )
+    triton_support.check_parameters(
+        config, model, where, "engine",
+        "Update the parameters in config.pbtxt (or taxonomy_path, which decides the taxonomy version) "
+        "so that the pipeline stamps predictions with the right versions.",
+    )
 
 
 class TritonPythonModel:
@@ -91,7 +64,7 @@ class TritonPythonModel:
         self._logger = pb_utils.Logger
         model_config = json.loads(args["model_config"])
         self._name = model_config.get("name", "product_baseline")
-        params = _string_parameters(model_config)
+        params = triton_support.string_parameters(model_config)
         self._ModelRequest, engine = _import_project()
 
         taxonomy_path: str | Path | None = params.get("taxonomy_path", "").strip() or None

@@ -50,9 +50,17 @@ _REPO_ROOT = Path(__file__).resolve().parents[3]
 # The prompt set of this version: prompts are part of the model version.
 _PROMPTS_DIR = Path(__file__).resolve().parent / "prompts"
 
-# Parameters that must be equal in config.pbtxt and in the prompt set's manifest: the
-# pipeline reads them from the model config and stamps every prediction with them.
-CHECKED_PARAMETERS = ("model_version", "taxonomy_version")
+
+_HINT = (
+    "The Python backend stub must run an interpreter with pydantic and the repo root on PYTHONPATH: "
+    "locally `deploy/local/triton/server.py up`; in the serving image, install pydantic and put the "
+    "repo root on PYTHONPATH."
+)
+try:
+    from model_repository import triton_support
+except ModuleNotFoundError:
+    sys.path.append(str(_REPO_ROOT))  # started without the repo root on PYTHONPATH
+    from model_repository import triton_support
 
 # Engine errors worth a retry by the pipeline (transforms.retry retries UNAVAILABLE).
 _NOT_READY = ("is not ready", "unavailable", "unhealthy")
@@ -63,51 +71,20 @@ def _import_project() -> tuple[Any, Any, Any]:
         from model_repository.contract import ModelRequest, Task
         from model_repository.product_vlm import prompts
     except ModuleNotFoundError as exc:
-        if exc.name is None or not exc.name.startswith("model_repository"):
-            raise _missing_dependency(exc) from exc
-        # Started without the repo root on PYTHONPATH: it is three levels up from here.
-        sys.path.insert(0, str(_REPO_ROOT))
-        try:
-            from model_repository.contract import ModelRequest, Task
-            from model_repository.product_vlm import prompts
-        except ModuleNotFoundError as exc2:
-            raise _missing_dependency(exc2) from exc2
+        raise triton_support.missing_dependency("product_vlm", exc, _HINT) from exc
     return ModelRequest, Task, prompts
 
 
-def _missing_dependency(exc: ModuleNotFoundError) -> ImportError:
-    return ImportError(
-        f"product_vlm cannot import {exc.name!r} (Python {sys.version.split()[0]}, "
-        f"sys.prefix={sys.prefix}). The Python backend stub must run an interpreter with pydantic "
-        "and the repo root on PYTHONPATH: locally `deploy/local/triton/server.py up`; in the "
-        "serving image, install pydantic and put the repo root on PYTHONPATH."
-    )
-
-
 def _error(message: str, code_name: str = "INTERNAL") -> Any:
-    code = getattr(pb_utils.TritonError, code_name, None)
-    return pb_utils.TritonError(message) if code is None else pb_utils.TritonError(message, code)
-
-
-def _string_parameters(model_config: dict[str, Any]) -> dict[str, str]:
-    return {k: v.get("string_value", "") for k, v in model_config.get("parameters", {}).items()}
+    return triton_support.triton_error(pb_utils, message, code_name)
 
 
 def check_parameters(config: dict[str, str], prompts: dict[str, str], where: str) -> None:
-    """Fail the load when config.pbtxt and the prompt set disagree, saying which to change."""
-    problems = []
-    for key in CHECKED_PARAMETERS:
-        if key not in config:
-            problems.append(f"parameter {key!r} is missing (the prompt set says {prompts[key]!r})")
-        elif config[key] != prompts[key]:
-            problems.append(f"{key}: the model config says {config[key]!r}, the prompt set says {prompts[key]!r}")
-    if problems:
-        raise ValueError(
-            f"{where}: model config and prompt set ({_PROMPTS_DIR / 'manifest.json'}) disagree: "
-            + "; ".join(problems)
-            + ". The prompts belong to the fine-tuned weights: update config.pbtxt's parameters, or "
-            "ship the prompt set made for this model version."
-        )
+    triton_support.check_parameters(
+        config, prompts, where, f"the prompt set ({_PROMPTS_DIR / 'manifest.json'})",
+        "The prompts belong to the fine-tuned weights: update config.pbtxt's parameters, or ship the "
+        "prompt set made for this model version.",
+    )
 
 
 def _positive_int(params: dict[str, str], key: str, default: int) -> int:
@@ -137,7 +114,7 @@ class TritonPythonModel:
         self._logger = pb_utils.Logger
         model_config = json.loads(args["model_config"])
         self._name = model_config.get("name", "product_vlm")
-        params = _string_parameters(model_config)
+        params = triton_support.string_parameters(model_config)
         self._ModelRequest, self._Task, prompts = _import_project()
         self._prompts = prompts.PromptSet.load(_PROMPTS_DIR)
         check_parameters(params, self._prompts.parameters, f"{self._name} ({args.get('model_repository')})")
