@@ -19,6 +19,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from pipelines.options import KafkaOptions, PredictOptions, kafka_config
+from transforms.dedupe import DedupeConfig
 from transforms.file_io import ReadEvents, WriteDeadLetters, WritePredictions
 from transforms.gcs import configure_beam_for_emulator
 from transforms.kafka_io import ReadConfig, ReadFromKafka
@@ -68,6 +69,8 @@ def predict_config(
         ),
         batching=BatchConfig(min_size=options.batch_min, max_size=options.batch_max),
         image_base_dir=image_base_dir or options.image_base_dir,
+        refresh_quiet_s=options.refresh_quiet_s,
+        dedupe=DedupeConfig(options.dedupe_wait_s) if options.dedupe else None,
         max_in_flight=options.max_in_flight,
     )
 
@@ -123,6 +126,9 @@ class RunSummary:
     taxonomy_version: str
     model_calls: int = 0
     model_retries: int = 0
+    skipped_unchanged: int = 0
+    debounced: int = 0
+    dedupe_calls_saved: int = 0
 
     @property
     def dead_letter_total(self) -> int:
@@ -205,5 +211,8 @@ def run(
         taxonomy_version=config.metadata.taxonomy_version,
         model_calls=sum(v for k, v in model.items() if k.endswith("_requests")),
         model_retries=sum(v for k, v in model.items() if k.endswith("_retries")),
+        skipped_unchanged=_counter(result, "refresh").get("skipped_unchanged", 0),
+        debounced=_counter(result, "refresh").get("debounced", 0),
+        dedupe_calls_saved=_counter(result, "dedupe").get("calls_saved", 0),
     )
 

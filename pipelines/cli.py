@@ -114,6 +114,9 @@ def backfill(
     model_name: Annotated[str, typer.Option(help="Triton model that answers the contract")] = "product_baseline",
     max_in_flight: Annotated[int, typer.Option(help="model batches on the wire per step")] = 4,
     bootstrap_servers: Annotated[str, typer.Option("--bootstrap-servers", envvar="KAFKA_BOOTSTRAP", help="Kafka bootstrap servers, for kafka: inputs and outputs")] = "127.0.0.1:9092",
+    refresh: Annotated[bool, typer.Option(help="skip unchanged products; one prediction per burst of edits")] = True,
+    quiet_period: Annotated[float, typer.Option(help="seconds without edits that end a burst")] = 30.0,
+    dedupe: Annotated[bool, typer.Option(help="one model call per distinct product content")] = True,
     runner: Annotated[str, typer.Option(help="Beam runner")] = "FnApiRunner",
     beam_arg: Annotated[Optional[list[str]], typer.Option("--beam-arg", help="extra Beam pipeline flag (repeatable)")] = None,
 ) -> None:
@@ -133,6 +136,8 @@ def backfill(
         f"--model_name={model_name}",
         f"--max_in_flight={max_in_flight}",
         f"--kafka_bootstrap={bootstrap_servers}",
+        *([f"--refresh_quiet_s={quiet_period}"] if refresh else []),
+        *(["--dedupe"] if dedupe else []),
         *(beam_arg or []),
     ]
     if taxonomy:
@@ -172,6 +177,9 @@ def _print_summary(summary: object) -> None:
         ("  of which corrected category", summary.corrected),
         ("  of which unresolved (review)", summary.unresolved),
         ("  of which flagged with warnings", summary.with_warnings),
+        ("skipped: content unchanged", summary.skipped_unchanged),
+        ("skipped: superseded within a burst", summary.debounced),
+        ("model paths saved by content dedupe", summary.dedupe_calls_saved),
         ("deletes", summary.deletes),
         ("dead letters", summary.dead_letter_total),
         *((f"  at {stage}", n) for stage, n in summary.dead_letters.items()),
@@ -207,6 +215,12 @@ def stream(
     model_name: Annotated[str, typer.Option(help="Triton model that answers the contract")] = "product_baseline",
     image_base_dir: Annotated[Optional[str], typer.Option(help="relative image paths resolve against this")] = None,
     kafka_config: KafkaConfigOpt = None,
+    refresh_quiet_period: Annotated[
+        Optional[float],
+        typer.Option(help="run the refresh trigger with this quiet period (s). Keyed state between source and sink: "
+                     "on Prism offsets may be committed before outputs (docs/ARCHITECTURE.md); on Dataflow it is durable"),
+    ] = None,
+    dedupe: Annotated[bool, typer.Option(help="content dedupe (keyed state: same caveat as the refresh trigger)")] = False,
     runner: Annotated[str, typer.Option(help="Beam runner (PrismRunner locally, DataflowRunner in production)")] = "PrismRunner",
     beam_arg: Annotated[Optional[list[str]], typer.Option("--beam-arg", help="extra Beam pipeline flag (repeatable)")] = None,
 ) -> None:
@@ -222,6 +236,8 @@ def stream(
         f"--model_name={model_name}",
         f"--runner={runner}",
         *(f"--kafka_config={c}" for c in kafka_config or []),
+        *(["--dedupe"] if dedupe else []),
+        *([f"--refresh_quiet_s={refresh_quiet_period}"] if refresh_quiet_period is not None else []),
         *(beam_arg or []),
     ]
     for name, value in (("taxonomy", taxonomy), ("triton_url", triton_url), ("image_base_dir", image_base_dir)):

@@ -25,6 +25,13 @@ class PredictOptions(PipelineOptions):
         parser.add_argument("--model_name", default="product_baseline", help="Triton model answering the contract")
         parser.add_argument("--model_timeout_s", type=float, default=60.0)
         parser.add_argument("--image_base_dir", default=None, help="relative image paths resolve against this")
+        parser.add_argument(
+            "--refresh_quiet_s", type=float, default=None,
+            help="run the refresh trigger (skip unchanged products, one prediction per burst of edits "
+            "within this many seconds); default: predict every event",
+        )
+        parser.add_argument("--dedupe", action="store_true", help="one model path per distinct content in flight")
+        parser.add_argument("--dedupe_wait_s", type=float, default=1.0, help="streaming: how long equal content waits for its twins")
 
 
 class KafkaOptions(PipelineOptions):

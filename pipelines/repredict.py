@@ -23,10 +23,10 @@ from __future__ import annotations
 import json
 import os
 import time
-import uuid
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Iterator
+from datetime import UTC, datetime
+from typing import Any
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -49,7 +49,13 @@ from transforms.prediction_store import (
     StoreSource,
     stale_reason,
 )
-from transforms.records import EventType, Product, ProductEvent, content_hash, prediction_id
+from transforms.records import (
+    EventType,
+    Product,
+    ProductEvent,
+    content_hash,
+    prediction_id,
+)
 from transforms.shared import shared_taxonomy
 
 CATALOG_STAGE = "catalog"
@@ -60,9 +66,21 @@ class RepredictOptions(PipelineOptions):
     def _add_argparse_args(cls, parser) -> None:  # type: ignore[no-untyped-def]
         # Not `required` (Beam parses every PipelineOptions subclass for every pipeline).
         parser.add_argument("--catalog", help="catalog snapshot: .jsonl (glob ok) or .parquet of ProductEvents or of products")
-        parser.add_argument("--predictions", help="prediction store: a predictions snapshot (.jsonl/.parquet or a backfill output dir), or kafka:TOPIC (compacted)")
         parser.add_argument("--repredict_output", dest="repredict_output", help="output directory, or kafka:TOPIC")
-        parser.add_argument("--dry_run", action="store_true", default=False, help="only the join: count stale products and the model calls")
+        parser.add_argument("--repredict_dry_run", action="store_true", default=False, help="only the join: count stale products and the model calls")
+
+
+class StoreOptions(PipelineOptions):
+    """The prediction store and bulk results, shared by backfill and repredict.
+
+    (Belongs in pipelines/options.py beside KafkaOptions; a flag may be registered by
+    one PipelineOptions class only, so it must live in exactly one place.)
+    """
+
+    @classmethod
+    def _add_argparse_args(cls, parser) -> None:  # type: ignore[no-untyped-def]
+        parser.add_argument("--prediction_store", default=None, help="last prediction per product: a predictions snapshot (.jsonl/.parquet or a backfill output dir), or kafka:TOPIC (compacted)")
+        parser.add_argument("--bulk_results", default=None, help="one completion record per bulk_request_id: a directory (bulk_results.jsonl), a .jsonl path, or kafka:TOPIC")
 
 
 @dataclass(frozen=True)
@@ -83,7 +101,7 @@ def catalog_row(element: bytes | str | dict[str, Any]) -> CatalogRow:
     or {product_id, shop_id, title, ...}). Raises ValueError / ValidationError when unusable."""
     data = element if isinstance(element, dict) else json.loads(element)
     if not isinstance(data, dict):
-        raise ValueError(f"a catalog row must be a JSON object, got {type(data).__name__}")
+        raise TypeError(f"a catalog row must be a JSON object, got {type(data).__name__}")
     if "type" in data and "event_id" in data:
         event = ProductEvent.model_validate(data)
         if event.type is EventType.DELETE or event.product is None:
@@ -101,7 +119,7 @@ def catalog_row(element: bytes | str | dict[str, Any]) -> CatalogRow:
     rest = {k: v for k, v in data.items() if k not in ("product_id", "shop_id")}
     if "product_id" not in data or "shop_id" not in data:
         raise ValueError("a product row needs product_id and shop_id")
-    product = Product.model_validate(rest["product"] if "product" in rest else rest)
+    product = Product.model_validate(rest.get("product", rest))
     return CatalogRow(str(data["product_id"]), str(data["shop_id"]), product.model_dump(mode="json"), content_hash(product))
 
 
@@ -363,9 +381,10 @@ def summary_table(summary: RepredictSummary) -> Any:
 
 def run(options: RepredictOptions, model: ModelClientFactory | None = None) -> RepredictSummary:
     o = options.view_as(RepredictOptions)
-    if not o.catalog or not o.predictions:
-        raise ValueError("repredict needs --catalog (snapshot of the catalog) and --predictions (snapshot or kafka:TOPIC)")
-    if not o.dry_run and not o.repredict_output:
+    store_spec = options.view_as(StoreOptions).prediction_store
+    if not o.catalog or not store_spec:
+        raise ValueError("repredict needs --catalog (snapshot of the catalog) and --prediction_store (snapshot or kafka:TOPIC)")
+    if not o.repredict_dry_run and not o.repredict_output:
         raise ValueError("repredict needs --output (directory or kafka:TOPIC) unless --dry-run")
     local_catalog = "://" not in o.catalog
     base_dir = os.path.dirname(os.path.abspath(o.catalog)) if local_catalog else None
@@ -374,10 +393,10 @@ def run(options: RepredictOptions, model: ModelClientFactory | None = None) -> R
         model_version=predict.metadata.model_version,
         taxonomy_version=predict.metadata.taxonomy_version,
         taxonomy_path=predict.taxonomy_path,
-        dry_run=o.dry_run,
-        occurred_at=datetime.now(timezone.utc).isoformat(),
+        dry_run=o.repredict_dry_run,
+        occurred_at=datetime.now(UTC).isoformat(),
     )
-    store = StoreSource.parse(o.predictions, kafka_config(options) if o.predictions.startswith(KAFKA_PREFIX) else None)
+    store = StoreSource.parse(store_spec, kafka_config(options) if store_spec.startswith(KAFKA_PREFIX) else None)
     target = o.repredict_output
     to_dir = bool(target) and "://" not in target and not target.startswith(KAFKA_PREFIX)
     if to_dir:
@@ -386,7 +405,7 @@ def run(options: RepredictOptions, model: ModelClientFactory | None = None) -> R
     runner = FnApiRunner() if runner_name in (None, "FnApiRunner") else runner_name
     start = time.perf_counter()
     pipeline = beam.Pipeline(runner=runner, options=options)
-    build_pipeline(pipeline, o, config, None if o.dry_run else predict, store)
+    build_pipeline(pipeline, o, config, None if o.repredict_dry_run else predict, store)
     result = pipeline.run()
     result.wait_until_finish()
     seconds = time.perf_counter() - start
@@ -401,13 +420,13 @@ def run(options: RepredictOptions, model: ModelClientFactory | None = None) -> R
         r.get("stale_prior_category_without_attributes", 0),
         r.get("stale_prior_category_unknown", 0),
     )
-    if not o.dry_run:  # what was actually called
+    if not o.repredict_dry_run:  # what was actually called
         estimate.update(
             classify_calls=model_counts.get("classify_requests", 0),
             extract_calls_estimate=model_counts.get("extract_requests", 0),
         )
     summary = RepredictSummary(
-        dry_run=o.dry_run,
+        dry_run=o.repredict_dry_run,
         catalog=o.catalog,
         store=store.describe(),
         output=target,
@@ -434,15 +453,16 @@ def run(options: RepredictOptions, model: ModelClientFactory | None = None) -> R
 
 
 __all__ = [
+    "MISSING",
     "CatalogRow",
     "RepredictConfig",
     "RepredictOptions",
     "RepredictSummary",
+    "StoreOptions",
     "build_pipeline",
     "catalog_row",
     "estimate_calls",
     "repredict_event",
     "run",
     "summary_table",
-    "MISSING",
 ]

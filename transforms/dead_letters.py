@@ -48,3 +48,15 @@ def dead_letter(
         event_id=getattr(event, "event_id", None),
     )
     return beam.pvalue.TaggedOutput(DEAD_LETTER, letter)
+
+
+def member_dead_letters(letter: beam.pvalue.TaggedOutput, item: object) -> list[beam.pvalue.TaggedOutput]:
+    """The same failure for every product that shared this item's model path (content
+    dedupe): each of them ends as a dead letter of its own, nothing silently lost."""
+    out = []
+    for event in getattr(item, "members", ()):
+        d = letter.value
+        out.append(beam.pvalue.TaggedOutput(DEAD_LETTER, d.model_copy(update={
+            "original_payload": event.model_dump_json(), "product_id": event.product_id, "event_id": event.event_id,
+        })))
+    return out

@@ -1,7 +1,12 @@
 """The whole two-step flow as one composite transform, shared by every pipeline.
 
-raw events -> decode -> prepare images -> classify -> correct category -> extract
--> validate attributes -> encode; every stage's failures flow to one dead-letter output.
+raw events -> decode -> [refresh trigger] -> [content dedupe: one model path per content]
+  model path: prepare images -> classify -> correct category -> extract -> validate
+-> encode; every stage's failures flow to one dead-letter output.
+
+The refresh trigger and content dedupe are keyed steps (state or a shuffle). In batch jobs
+they are free of delivery concerns; on the local streaming runner they sit between the
+Kafka source and sink, so they are opt-in there (see transforms/dedupe.py, "Delivery").
 """
 
 from __future__ import annotations
@@ -13,9 +18,11 @@ import apache_beam as beam
 from transforms.correction import UNRESOLVED, CorrectCategory, ValidateAttributes
 from transforms.dead_letters import DEAD_LETTER
 from transforms.decode import DELETED, DecodeEvents
+from transforms.dedupe import DedupeByContent, DedupeConfig
 from transforms.encode import EncodePrediction
 from transforms.images import ImageConfig, PrepareImages
 from transforms.model_client import ModelClientFactory, ModelMetadata
+from transforms.refresh import SKIPPED, RefreshConfig, RefreshTrigger
 from transforms.steps import BatchConfig, ClassifyStep, ExtractStep
 
 
@@ -30,24 +37,33 @@ class PredictConfig:
     # Batches each model step keeps on the wire at once, so the server queue never
     # drains while the pipeline prepares the next batch.
     max_in_flight: int = 4
+    # None = predict every event; else skip unchanged products and debounce bursts.
+    refresh_quiet_s: float | None = None
+    # None = one model path per product; else one per distinct content in flight.
+    dedupe: DedupeConfig | None = None
 
     def __post_init__(self) -> None:
         if self.max_in_flight < 1:
             raise ValueError(f"max_in_flight must be >= 1, got {self.max_in_flight}")
 
+    @property
+    def refresh(self) -> RefreshConfig | None:
+        if self.refresh_quiet_s is None:
+            return None
+        return RefreshConfig(self.metadata.model_version, self.metadata.taxonomy_version, self.refresh_quiet_s)
 
-class PredictProducts(beam.PTransform):
-    """PCollection[bytes | dict] of product events -> {"predictions": Prediction,
-    "dead_letters": DeadLetter, "deletes": ProductEvent}."""
+
+class ModelPath(beam.PTransform):
+    """PCollection[WorkItem] -> {"items": WorkItem with model results (resolved or not),
+    "dead_letters": DeadLetter}: everything between decode and encode."""
 
     def __init__(self, config: PredictConfig) -> None:
         super().__init__()
         self.config = config
 
-    def expand(self, events: beam.PCollection) -> dict[str, beam.PCollection]:  # type: ignore[override]
+    def expand(self, items: beam.PCollection) -> dict[str, beam.PCollection]:  # type: ignore[override]
         c = self.config
-        decoded = events | "Decode" >> beam.ParDo(DecodeEvents()).with_outputs(DEAD_LETTER, DELETED, main="items")
-        prepared = decoded.items | "PrepareImages" >> beam.ParDo(
+        prepared = items | "PrepareImages" >> beam.ParDo(
             PrepareImages(c.images, c.image_base_dir)
         ).with_outputs(DEAD_LETTER, main="items")
         classified = (
@@ -64,15 +80,35 @@ class PredictProducts(beam.PTransform):
             | "Extract" >> beam.ParDo(ExtractStep(c.model, c.taxonomy_path, c.max_in_flight)).with_outputs(DEAD_LETTER, main="items")
         )
         validated = extracted.items | "ValidateAttributes" >> beam.ParDo(ValidateAttributes(c.taxonomy_path))
-        predictions = (
-            (validated, corrected[UNRESOLVED])
-            | "AllPredicted" >> beam.Flatten()
-            | "Encode" >> beam.ParDo(EncodePrediction(c.metadata))
-        )
-        dead_letters = (
-            decoded[DEAD_LETTER],
-            prepared[DEAD_LETTER],
-            classified[DEAD_LETTER],
-            extracted[DEAD_LETTER],
-        ) | "AllDeadLetters" >> beam.Flatten()
-        return {"predictions": predictions, "dead_letters": dead_letters, "deletes": decoded[DELETED]}
+        done = (validated, corrected[UNRESOLVED]) | "AllPredicted" >> beam.Flatten()
+        letters = (prepared[DEAD_LETTER], classified[DEAD_LETTER], extracted[DEAD_LETTER]) | "ModelDeadLetters" >> beam.Flatten()
+        return {"items": done, "dead_letters": letters}
+
+
+class PredictProducts(beam.PTransform):
+    """PCollection[bytes | dict] of product events -> {"predictions": Prediction,
+    "dead_letters": DeadLetter, "deletes": ProductEvent, "skipped": refresh Skipped}.
+
+    `known` (optional): (product_id, KnownPrediction | Prediction) of the last predictions,
+    which seeds the refresh trigger so that current products are skipped."""
+
+    def __init__(self, config: PredictConfig, known: beam.PCollection | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.known = known
+
+    def expand(self, events: beam.PCollection) -> dict[str, beam.PCollection]:  # type: ignore[override]
+        c = self.config
+        decoded = events | "Decode" >> beam.ParDo(DecodeEvents()).with_outputs(DEAD_LETTER, DELETED, main="items")
+        work, deletes = decoded.items, decoded[DELETED]
+        skipped = work.pipeline | "NoSkips" >> beam.Create([])
+        if c.refresh is not None:
+            trigger_in = (work, deletes) | "WorkAndDeletes" >> beam.Flatten()
+            inputs = trigger_in if self.known is None else {"events": trigger_in, "known": self.known}
+            refreshed = inputs | "Refresh" >> RefreshTrigger(c.refresh)
+            work, deletes, skipped = refreshed["items"], refreshed[DELETED], refreshed[SKIPPED]
+        path = ModelPath(c)
+        done = work | "Model" >> (DedupeByContent(path, c.dedupe) if c.dedupe is not None else path)
+        predictions = done["items"] | "Encode" >> beam.ParDo(EncodePrediction(c.metadata))
+        dead_letters = (decoded[DEAD_LETTER], done["dead_letters"]) | "AllDeadLetters" >> beam.Flatten()
+        return {"predictions": predictions, "dead_letters": dead_letters, "deletes": deletes, "skipped": skipped}

@@ -30,7 +30,7 @@ from model_repository.contract import (
     parse_extract_answer,
 )
 from taxonomy.model import Category, Taxonomy
-from transforms.dead_letters import dead_letter
+from transforms.dead_letters import DEAD_LETTER, dead_letter, member_dead_letters
 from transforms.model_client import ModelClient, ModelClientFactory
 from transforms.records import WorkItem
 from transforms.shared import shared_taxonomy
@@ -160,6 +160,9 @@ class _ModelStep(beam.DoFn):
                 else:
                     out = self._complete(item, response)
                 yield _windowed(out, window, timestamp)
+                if isinstance(out, beam.pvalue.TaggedOutput) and out.tag == DEAD_LETTER:
+                    for letter in member_dead_letters(out, item):
+                        yield _windowed(letter, window, timestamp)
 
     def finish_bundle(self) -> Iterator[Any]:
         yield from self._drain(limit=0)

@@ -30,7 +30,9 @@ def test_every_prediction_is_valid_and_in_the_taxonomy(demo: tuple[Path, str]) -
     t = load_taxonomy()
     predictions = [Prediction.model_validate_json(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     valid_events = sum(1 for line in (EXAMPLES / "events.jsonl").read_bytes().splitlines() if b'"delete"' not in line)
-    assert len(predictions) == valid_events + 4  # + bad lines 5, 7, 8, 9 (flagged, predicted)
+    # + bad lines 5, 7, 8, 9 (flagged, predicted); - example 1001's price-only update, which
+    # the refresh trigger skips as unchanged.
+    assert len(predictions) == valid_events + 4 - 1
     # One prediction_id per product-content version: example 1001's price-only update
     # predicts the same content again and gets the same id (idempotent out).
     assert len({p.prediction_id for p in predictions}) == len({(p.product_id, p.content_hash) for p in predictions})
@@ -61,6 +63,7 @@ def test_summary_is_printed_and_written(demo: tuple[Path, str]) -> None:
     summary = json.loads((out / "summary.json").read_text())
     lines = sum(1 for _ in (EXAMPLES / "events.jsonl").read_bytes().splitlines()) + 12
     assert summary["events"] == lines
-    assert summary["predicted"] + summary["deletes"] + summary["dead_letters"]["decode"] == lines
+    assert summary["skipped_unchanged"] == 1 and summary["dedupe_calls_saved"] == 1  # 1001's update; 1077 = 1015
+    assert summary["predicted"] + summary["skipped_unchanged"] + summary["deletes"] + summary["dead_letters"]["decode"] == lines
     assert summary["dead_letter_total"] == 11 and summary["products_per_s"] > 0
     assert "products/s" in printed and "dead letters" in printed

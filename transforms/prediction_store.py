@@ -1,0 +1,370 @@
+"""The prediction store: the last prediction per product, as batch jobs see it.
+
+DESIGN.md ("Refresh trigger and caching"): batch jobs find the last prediction per product
+in the compacted predictions topic or a snapshot. Two sources give the same PCollection of
+`(product_id, StoreEntry)`:
+
+- a snapshot written by backfill (`predictions.jsonl` or `predictions.parquet`, glob ok,
+  or the backfill output directory): the last row per product wins, ordered by
+  `predicted_at` (then `prediction_id`, so that ties are deterministic);
+- the compacted predictions topic, read bounded from offset 0 with a fresh consumer group:
+  the record with the highest offset per key wins (that is what compaction keeps), and a
+  tombstone deletes the key. Records of one key are in one partition unless the topic was
+  repartitioned, so offsets are comparable.
+
+`SkipCurrent` drops events whose prediction is already current (same content hash, model
+version and taxonomy version) unless the event forces it, and says why for every skip.
+The decisions themselves are pure functions (`stale_reason`, `event_key`) so that they are
+unit-tested without Beam.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+from pydantic import ValidationError
+
+from transforms.file_io import is_parquet
+from transforms.kafka_io import KafkaConfig, KafkaRecord, ReadConfig, ReadFromKafka
+from transforms.records import EventType, ProductEvent, WorkItem, content_hash
+
+KAFKA_PREFIX = "kafka:"
+
+# Why a product needs a prediction, in the order they are checked: one reason per product.
+MISSING = "missing"
+CONTENT_CHANGED = "content_changed"
+MODEL_VERSION = "model_version"
+TAXONOMY_VERSION = "taxonomy_version"
+STALE_REASONS = (MISSING, CONTENT_CHANGED, MODEL_VERSION, TAXONOMY_VERSION)
+FORCED = "forced"
+
+SKIPPED = "skipped"
+
+
+@dataclass(frozen=True)
+class StoreEntry:
+    """What the store keeps of a product's last prediction: enough to decide staleness."""
+
+    content_hash: str
+    model_version: str
+    taxonomy_version: str
+    prediction_id: str
+    # The predicted category (None when unresolved); repredict's dry run uses it to estimate
+    # whether step 2 (extract) would be called.
+    category_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Skip:
+    """An event that was not predicted because its prediction is current (a counted skip)."""
+
+    product_id: str
+    event_id: str
+    prediction_id: str
+    bulk_request_id: str | None = None
+    reason: str = "current"
+
+
+@dataclass(frozen=True)
+class EventKey:
+    """What SkipCurrent needs to know about an event."""
+
+    product_id: str
+    event_id: str
+    content_hash: str
+    force: bool
+    bulk_request_id: str | None
+
+
+def stale_reason(
+    content_hash_: str, stored: StoreEntry | None, model_version: str, taxonomy_version: str
+) -> str | None:
+    """Why a product with this content needs a new prediction, or None when it is current.
+
+    Any difference in version counts, not only an older one: version strings have no
+    order, and a rollback to an earlier model must re-predict as well.
+    """
+    if stored is None:
+        return MISSING
+    if stored.content_hash != content_hash_:
+        return CONTENT_CHANGED
+    if stored.model_version != model_version:
+        return MODEL_VERSION
+    if stored.taxonomy_version != taxonomy_version:
+        return TAXONOMY_VERSION
+    return None
+
+
+def entry_from_prediction(row: dict[str, Any]) -> tuple[str, StoreEntry]:
+    """A Prediction as a dict (JSON or a Parquet row) -> (product_id, StoreEntry)."""
+    category = row.get("category") or None
+    return str(row["product_id"]), StoreEntry(
+        content_hash=str(row["content_hash"]),
+        model_version=str(row["model_version"]),
+        taxonomy_version=str(row["taxonomy_version"]),
+        prediction_id=str(row["prediction_id"]),
+        category_id=(category or {}).get("id") if isinstance(category, dict) else None,
+    )
+
+
+def snapshot_order(row: dict[str, Any]) -> tuple[float, str]:
+    """Order of snapshot rows of one product: later predicted_at wins; ties by id."""
+    at = row.get("predicted_at") or ""
+    try:
+        ts = datetime.fromisoformat(str(at)).timestamp() if at else 0.0
+    except ValueError:
+        ts = 0.0
+    return ts, str(row.get("prediction_id", ""))
+
+
+Versioned = tuple[tuple[Any, ...], StoreEntry | None]  # (order, entry); None = tombstone
+
+
+def latest(versions: Iterable[Versioned]) -> StoreEntry | None:
+    """The entry with the highest order; None when that is a tombstone (or nothing)."""
+    best: Versioned | None = None
+    for v in versions:
+        if best is None or v[0] > best[0]:
+            best = v
+    return None if best is None else best[1]
+
+
+def last_per_product(versions: Iterable[tuple[str, Versioned]]) -> dict[str, StoreEntry]:
+    """Pure reference of the store: the last version per product, tombstoned keys removed."""
+    by_key: dict[str, list[Versioned]] = {}
+    for key, v in versions:
+        by_key.setdefault(key, []).append(v)
+    out = {}
+    for key, vs in by_key.items():
+        entry = latest(vs)
+        if entry is not None:
+            out[key] = entry
+    return out
+
+
+def resolve_snapshot(path: str) -> str:
+    """A backfill output directory means its predictions.parquet (else predictions.jsonl)."""
+    if os.path.isdir(path):
+        for name in ("predictions.parquet", "predictions.jsonl"):
+            if os.path.exists(os.path.join(path, name)):
+                return os.path.join(path, name)
+        raise FileNotFoundError(f"{path} holds neither predictions.parquet nor predictions.jsonl")
+    return path
+
+
+@dataclass(frozen=True)
+class StoreSource:
+    """A predictions snapshot path, or a compacted topic (`kafka:TOPIC`)."""
+
+    path: str | None = None
+    topic: str | None = None
+    kafka: KafkaConfig | None = None
+    # A fresh group per read: the store is always read from the beginning, and the
+    # offsets this read commits never move the group of a real consumer.
+    group_id: str = ""
+
+    def __post_init__(self) -> None:
+        if (self.path is None) == (self.topic is None):
+            raise ValueError("a prediction store is either a snapshot path or a kafka:TOPIC")
+        if self.topic is not None and self.kafka is None:
+            raise ValueError(f"reading the store from topic {self.topic} needs Kafka settings (--kafka_bootstrap)")
+
+    @classmethod
+    def parse(cls, spec: str, kafka: KafkaConfig | None = None) -> StoreSource:
+        if spec.startswith(KAFKA_PREFIX):
+            return cls(topic=spec[len(KAFKA_PREFIX) :], kafka=kafka, group_id=f"productlens-store-{uuid.uuid4().hex}")
+        return cls(path=resolve_snapshot(spec))
+
+    def describe(self) -> str:
+        return f"{KAFKA_PREFIX}{self.topic}" if self.topic else str(self.path)
+
+
+class _SnapshotRows(beam.DoFn):
+    def __init__(self) -> None:
+        self.unreadable = Metrics.counter("store", "unreadable")
+
+    def process(self, element: bytes | str | dict[str, Any]) -> Iterator[tuple[str, Versioned]]:
+        try:
+            row = element if isinstance(element, dict) else json.loads(element)
+            key, entry = entry_from_prediction(row)
+        except (ValueError, KeyError, TypeError):
+            self.unreadable.inc()
+            return
+        yield key, (snapshot_order(row), entry)
+
+
+class _TopicRows(beam.DoFn):
+    def __init__(self) -> None:
+        self.unreadable = Metrics.counter("store", "unreadable")
+        self.tombstones = Metrics.counter("store", "tombstones_read")
+
+    def process(self, record: KafkaRecord) -> Iterator[tuple[str, Versioned]]:
+        if record.key is None:
+            self.unreadable.inc()
+            return
+        key = record.key.decode("utf-8", errors="replace")
+        order = (record.offset,)
+        if record.value is None:
+            self.tombstones.inc()
+            yield key, (order, None)
+            return
+        try:
+            _, entry = entry_from_prediction(json.loads(record.value))
+        except (ValueError, KeyError, TypeError):
+            self.unreadable.inc()
+            return
+        yield key, (order, entry)
+
+
+class _Latest(beam.CombineFn):
+    def create_accumulator(self) -> Versioned | None:
+        return None
+
+    def add_input(self, acc: Versioned | None, v: Versioned) -> Versioned:
+        return v if acc is None or v[0] > acc[0] else acc
+
+    def merge_accumulators(self, accs: Iterable[Versioned | None]) -> Versioned | None:
+        best = None
+        for a in accs:
+            if a is not None and (best is None or a[0] > best[0]):
+                best = a
+        return best
+
+    def extract_output(self, acc: Versioned | None) -> StoreEntry | None:
+        return None if acc is None else acc[1]
+
+
+class ReadPredictionStore(beam.PTransform):
+    """PBegin -> PCollection[(product_id, StoreEntry)], one per product that has a live
+    prediction (tombstoned products are absent)."""
+
+    def __init__(self, source: StoreSource) -> None:
+        super().__init__()
+        self.source = source
+
+    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:  # type: ignore[override]
+        s = self.source
+        if s.topic is not None:
+            assert s.kafka is not None
+            read = ReadConfig(s.kafka, (s.topic,), s.group_id or f"productlens-store-{uuid.uuid4().hex}", bounded=True, start_from="earliest")
+            versions = (
+                pbegin
+                | "ReadTopic" >> ReadFromKafka(read)
+                | "GlobalWindow" >> beam.WindowInto(beam.window.GlobalWindows())
+                | "TopicRows" >> beam.ParDo(_TopicRows())
+            )
+        else:
+            assert s.path is not None
+            if is_parquet(s.path):
+                rows = pbegin | "ReadParquet" >> beam.io.ReadFromParquet(
+                    s.path, columns=["product_id", "content_hash", "model_version", "taxonomy_version", "prediction_id", "category", "predicted_at"]
+                )
+            else:
+                rows = pbegin | "ReadJsonl" >> beam.io.ReadFromText(s.path, coder=beam.coders.BytesCoder()) | "NonBlank" >> beam.Filter(
+                    lambda line: bool(line.strip())
+                )
+            versions = rows | "SnapshotRows" >> beam.ParDo(_SnapshotRows())
+        return (
+            versions
+            | "LastPerProduct" >> beam.CombinePerKey(_Latest())
+            | "DropTombstoned" >> beam.Filter(lambda kv: kv[1] is not None)
+        )
+
+
+def event_key(element: Any) -> EventKey | None:
+    """The product, content hash and flags of an event in any form the pipelines carry
+    (raw bytes / str / dict, ProductEvent, WorkItem). None when it is not a predictable
+    event (undecodable: the decode stage dead-letters it; a delete: it becomes a
+    tombstone) — those pass SkipCurrent untouched."""
+    if isinstance(element, WorkItem):
+        e = element.event
+        return EventKey(e.product_id, e.event_id, element.content_hash, e.force, e.bulk_request_id)
+    if isinstance(element, ProductEvent):
+        event = element
+    else:
+        try:
+            data = element if isinstance(element, dict) else json.loads(element)
+            if not isinstance(data, dict):
+                return None
+            event = ProductEvent.model_validate(data)
+        except (ValueError, TypeError, ValidationError):
+            return None
+    if event.type is EventType.DELETE or event.product is None:
+        return None
+    return EventKey(event.product_id, event.event_id, content_hash(event.product), event.force, event.bulk_request_id)
+
+
+class _KeyEvents(beam.DoFn):
+    PASS = "passthrough"
+
+    def process(self, element: Any) -> Iterator[Any]:
+        key = event_key(element)
+        if key is None:
+            yield beam.pvalue.TaggedOutput(self.PASS, element)
+        else:
+            yield key.product_id, (key, element)
+
+
+class _Decide(beam.DoFn):
+    def __init__(self, model_version: str, taxonomy_version: str) -> None:
+        self.model_version, self.taxonomy_version = model_version, taxonomy_version
+        self.skipped = Metrics.counter("store", "skipped_current")
+        self.to_predict = Metrics.counter("store", "to_predict")
+        self.reasons = {r: Metrics.counter("store", f"to_predict_{r}") for r in (*STALE_REASONS, FORCED)}
+
+    def process(self, joined: tuple[str, dict[str, list[Any]]]) -> Iterator[Any]:
+        _, groups = joined
+        entries = list(groups["store"])
+        stored = entries[0] if entries else None  # the store has one entry per product
+        for key, element in groups["events"]:
+            reason = stale_reason(key.content_hash, stored, self.model_version, self.taxonomy_version)
+            if reason is None and not key.force:
+                self.skipped.inc()
+                assert stored is not None
+                yield beam.pvalue.TaggedOutput(
+                    SKIPPED, Skip(key.product_id, key.event_id, stored.prediction_id, key.bulk_request_id)
+                )
+                continue
+            self.to_predict.inc()
+            self.reasons[reason or FORCED].inc()
+            yield element
+
+
+class SkipCurrent(beam.PTransform):
+    """events (raw, ProductEvent or WorkItem) -> {"to_predict": the same elements, unchanged;
+    "skipped": Skip}, given the store. An event is skipped when its product's stored
+    prediction has the same content hash, model version and taxonomy version and the event
+    does not force. Undecodable events and deletes pass through (decode dead-letters the
+    first, the second becomes a tombstone).
+
+    Batch only: the store is joined with CoGroupByKey by product id in the global window.
+    (A stream does the same with the refresh trigger's per-product state.)
+    """
+
+    def __init__(self, store: beam.PCollection, model_version: str, taxonomy_version: str) -> None:
+        super().__init__()
+        self.store = store
+        self.model_version, self.taxonomy_version = model_version, taxonomy_version
+
+    def expand(self, events: beam.PCollection) -> dict[str, beam.PCollection]:  # type: ignore[override]
+        keyed = events | "KeyEvents" >> beam.ParDo(_KeyEvents()).with_outputs(_KeyEvents.PASS, main="keyed")
+        joined = (
+            {
+                "events": keyed.keyed | "EventsGlobal" >> beam.WindowInto(beam.window.GlobalWindows()),
+                "store": self.store,
+            }
+            | "JoinStore" >> beam.CoGroupByKey()
+        )
+        decided = joined | "Decide" >> beam.ParDo(_Decide(self.model_version, self.taxonomy_version)).with_outputs(
+            SKIPPED, main="to_predict"
+        )
+        to_predict = (decided.to_predict, keyed[_KeyEvents.PASS]) | "ToPredict" >> beam.Flatten()
+        return {"to_predict": to_predict, "skipped": decided[SKIPPED]}
