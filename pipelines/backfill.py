@@ -18,7 +18,9 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
-from pipelines.options import KafkaOptions, PredictOptions, kafka_config
+from pipelines.options import KafkaOptions, PredictOptions, StoreOptions, kafka_config
+from transforms.bulk import BulkResults, WriteBulkResults
+from transforms.prediction_store import ReadPredictionStore, SkipCurrent, StoreSource
 from transforms.dedupe import DedupeConfig
 from transforms.file_io import ReadEvents, WriteDeadLetters, WritePredictions
 from transforms.gcs import configure_beam_for_emulator
@@ -91,6 +93,20 @@ def build_pipeline(
         events = pipeline | "ReadEvents" >> ReadFromKafka(read) | "Values" >> beam.Map(lambda r: r.value)
     else:
         events = pipeline | "ReadEvents" >> ReadEvents(options.input)
+    raw_events = events
+    store_options = options.view_as(StoreOptions)
+    skips = []
+    if store_options.prediction_store:
+        # Products whose last prediction (snapshot or compacted topic) is current are
+        # skipped before any model work; force=True events always pass.
+        spec = store_options.prediction_store
+        source = StoreSource.parse(spec, kafka_config(options) if spec.startswith(KAFKA_PREFIX) else None)
+        store = pipeline | "ReadStore" >> ReadPredictionStore(source)
+        m = config.metadata
+        filtered = events | "SkipCurrent" >> SkipCurrent(store, m.model_version, m.taxonomy_version)
+        events = filtered["to_predict"]
+        skips.append(filtered["skipped"])
+        _ = filtered["skipped"] | "ProgressSkipped" >> beam.ParDo(ReportProgress(run_id))
     outputs = events | "Predict" >> PredictProducts(config)
     predictions = outputs["predictions"] | "ProgressPredictions" >> beam.ParDo(ReportProgress(run_id))
     _ = outputs["deletes"] | "ProgressDeletes" >> beam.ParDo(ReportProgress(run_id))
@@ -108,6 +124,18 @@ def build_pipeline(
     else:
         predictions | "WritePredictions" >> WritePredictions(options.output)
         letters | "WriteDeadLetters" >> WriteDeadLetters(options.output)
+    if store_options.bulk_results:
+        target = store_options.bulk_results
+        if "skipped" in outputs:  # the refresh trigger's skips
+            skips.append(outputs["skipped"])
+        streams = {"events": raw_events, "predictions": predictions, "dead_letters": letters, "deletes": outputs["deletes"]}
+        if skips:
+            streams["skipped"] = skips | "AllSkips" >> beam.Flatten()
+        _ = (
+            streams
+            | "BulkResults" >> BulkResults()
+            | "WriteBulkResults" >> WriteBulkResults(target, kafka_config(options) if target.startswith(KAFKA_PREFIX) else None)
+        )
     return {"predictions": predictions, "dead_letters": letters, "deletes": outputs["deletes"]}
 
 
@@ -126,6 +154,7 @@ class RunSummary:
     taxonomy_version: str
     model_calls: int = 0
     model_retries: int = 0
+    skipped_current: int = 0
     skipped_unchanged: int = 0
     debounced: int = 0
     dedupe_calls_saved: int = 0
@@ -211,6 +240,7 @@ def run(
         taxonomy_version=config.metadata.taxonomy_version,
         model_calls=sum(v for k, v in model.items() if k.endswith("_requests")),
         model_retries=sum(v for k, v in model.items() if k.endswith("_retries")),
+        skipped_current=_counter(result, "store").get("skipped_current", 0),
         skipped_unchanged=_counter(result, "refresh").get("skipped_unchanged", 0),
         debounced=_counter(result, "refresh").get("debounced", 0),
         dedupe_calls_saved=_counter(result, "dedupe").get("calls_saved", 0),

@@ -117,6 +117,8 @@ def backfill(
     refresh: Annotated[bool, typer.Option(help="skip unchanged products; one prediction per burst of edits")] = True,
     quiet_period: Annotated[float, typer.Option(help="seconds without edits that end a burst")] = 30.0,
     dedupe: Annotated[bool, typer.Option(help="one model call per distinct product content")] = True,
+    prediction_store: Annotated[Optional[str], typer.Option("--prediction-store", help="skip products whose last prediction is current: predictions snapshot/dir or kafka:TOPIC")] = None,
+    bulk_results: Annotated[Optional[str], typer.Option("--bulk-results", help="one completion record per bulk_request_id: directory, .jsonl, or kafka:TOPIC")] = None,
     runner: Annotated[str, typer.Option(help="Beam runner")] = "FnApiRunner",
     beam_arg: Annotated[Optional[list[str]], typer.Option("--beam-arg", help="extra Beam pipeline flag (repeatable)")] = None,
 ) -> None:
@@ -138,6 +140,8 @@ def backfill(
         f"--kafka_bootstrap={bootstrap_servers}",
         *([f"--refresh_quiet_s={quiet_period}"] if refresh else []),
         *(["--dedupe"] if dedupe else []),
+        *([f"--prediction_store={prediction_store}"] if prediction_store else []),
+        *([f"--bulk_results={bulk_results}"] if bulk_results else []),
         *(beam_arg or []),
     ]
     if taxonomy:
@@ -177,6 +181,7 @@ def _print_summary(summary: object) -> None:
         ("  of which corrected category", summary.corrected),
         ("  of which unresolved (review)", summary.unresolved),
         ("  of which flagged with warnings", summary.with_warnings),
+        ("skipped: prediction current (store)", summary.skipped_current),
         ("skipped: content unchanged", summary.skipped_unchanged),
         ("skipped: superseded within a burst", summary.debounced),
         ("model paths saved by content dedupe", summary.dedupe_calls_saved),
@@ -250,6 +255,54 @@ def stream(
         _fail(str(exc))
     except KeyboardInterrupt:
         console.print("stopped; a restart resumes from the committed offsets")
+
+
+@app.command()
+def repredict(
+    catalog: Annotated[str, typer.Option("--catalog", help="catalog snapshot: .jsonl (glob ok) or .parquet of ProductEvents or product rows")],
+    predictions: Annotated[str, typer.Option("--predictions", help="prediction store: predictions snapshot (.jsonl/.parquet or a backfill output dir) or kafka:TOPIC (compacted)")],
+    output: Annotated[Optional[str], typer.Option("--output", help="output directory, or kafka:TOPIC (optional with --dry-run)")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="only the join: count stale products and the model calls, call no model")] = False,
+    taxonomy: TaxonomyOpt = None,
+    triton_url: Annotated[Optional[str], typer.Option(help="Triton gRPC host:port; default: the in-process baseline")] = None,
+    model_name: Annotated[str, typer.Option(help="Triton model that answers the contract")] = "product_baseline",
+    bootstrap_servers: BootstrapOpt = "127.0.0.1:9092",
+    kafka_config: KafkaConfigOpt = None,
+    runner: Annotated[str, typer.Option(help="Beam runner")] = "FnApiRunner",
+    beam_arg: Annotated[Optional[list[str]], typer.Option("--beam-arg", help="extra Beam pipeline flag (repeatable)")] = None,
+) -> None:
+    """Nightly re-prediction: predict again exactly the products whose prediction is stale
+    (missing, content changed, other model or taxonomy version)."""
+    from pipelines.repredict import RepredictOptions, run as run_repredict, summary_table
+    from taxonomy.loader import TaxonomyError
+    from transforms.inference import ModelConfigError
+    from transforms.model_client import TaxonomyVersionMismatch
+
+    flags = [
+        f"--catalog={catalog}",
+        f"--prediction_store={predictions}",
+        f"--model_name={model_name}",
+        f"--kafka_bootstrap={bootstrap_servers}",
+        f"--runner={runner}",
+        *(f"--kafka_config={c}" for c in kafka_config or []),
+        *(beam_arg or []),
+    ]
+    for name, value in (("repredict_output", output), ("taxonomy", taxonomy), ("triton_url", triton_url)):
+        if value:
+            flags.append(f"--{name}={value}")
+    if dry_run:
+        flags.append("--repredict_dry_run")
+    try:
+        with console.status("joining the catalog with the prediction store" + ("" if dry_run else " and re-predicting")):
+            summary = run_repredict(RepredictOptions(flags))
+    except (TaxonomyError, TaxonomyVersionMismatch, ModelConfigError, FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    Console().print(summary_table(summary))
+    if summary.dry_run:
+        console.print("dry run: no model was called. Extract calls depend on the category classify finds; "
+                      "the estimate applies the share of stale products whose stored category has attributes.")
+    if output and not output.startswith("kafka:"):
+        console.print(f"summary.json{' and stale.jsonl' if dry_run else ', predictions.jsonl, predictions.parquet, dead_letters.jsonl'} in {output}")
 
 
 @app.command()

@@ -44,6 +44,16 @@ class KafkaOptions(PipelineOptions):
         parser.add_argument("--group_id", default="productlens", help="consumer group whose offsets a Kafka read commits")
 
 
+class StoreOptions(PipelineOptions):
+    """The prediction store and bulk results, shared by backfill and repredict.
+    """
+
+    @classmethod
+    def _add_argparse_args(cls, parser) -> None:  # type: ignore[no-untyped-def]
+        parser.add_argument("--prediction_store", default=None, help="last prediction per product: a predictions snapshot (.jsonl/.parquet or a backfill output dir), or kafka:TOPIC (compacted)")
+        parser.add_argument("--bulk_results", default=None, help="one completion record per bulk_request_id: a directory (bulk_results.jsonl), a .jsonl path, or kafka:TOPIC")
+
+
 def kafka_config(options: PipelineOptions) -> KafkaConfig:
     k = options.view_as(KafkaOptions)
     return KafkaConfig.from_options(k.kafka_bootstrap, k.kafka_config)

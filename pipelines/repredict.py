@@ -35,7 +35,7 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from pydantic import ValidationError
 
 from pipelines.backfill import KAFKA_PREFIX, _counter, model_factory, predict_config
-from pipelines.options import KafkaOptions, kafka_config
+from pipelines.options import KafkaOptions, StoreOptions, kafka_config
 from transforms.dead_letters import DEAD_LETTER, dead_letter
 from transforms.file_io import ReadEvents, WriteDeadLetters, WritePredictions
 from transforms.kafka_sink import WritePredictionsToKafka
@@ -68,19 +68,6 @@ class RepredictOptions(PipelineOptions):
         parser.add_argument("--catalog", help="catalog snapshot: .jsonl (glob ok) or .parquet of ProductEvents or of products")
         parser.add_argument("--repredict_output", dest="repredict_output", help="output directory, or kafka:TOPIC")
         parser.add_argument("--repredict_dry_run", action="store_true", default=False, help="only the join: count stale products and the model calls")
-
-
-class StoreOptions(PipelineOptions):
-    """The prediction store and bulk results, shared by backfill and repredict.
-
-    (Belongs in pipelines/options.py beside KafkaOptions; a flag may be registered by
-    one PipelineOptions class only, so it must live in exactly one place.)
-    """
-
-    @classmethod
-    def _add_argparse_args(cls, parser) -> None:  # type: ignore[no-untyped-def]
-        parser.add_argument("--prediction_store", default=None, help="last prediction per product: a predictions snapshot (.jsonl/.parquet or a backfill output dir), or kafka:TOPIC (compacted)")
-        parser.add_argument("--bulk_results", default=None, help="one completion record per bulk_request_id: a directory (bulk_results.jsonl), a .jsonl path, or kafka:TOPIC")
 
 
 @dataclass(frozen=True)
