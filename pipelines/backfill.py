@@ -19,17 +19,22 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from pipelines.options import KafkaOptions, PredictOptions, StoreOptions, kafka_config
+from pipelines.results import counter_totals
 from transforms.bulk import BulkResults, WriteBulkResults
-from transforms.prediction_store import ReadPredictionStore, SkipCurrent, StoreSource
 from transforms.dedupe import DedupeConfig
 from transforms.file_io import ReadEvents, WriteDeadLetters, WritePredictions
 from transforms.gcs import configure_beam_for_emulator
-from transforms.kafka_io import ReadConfig, ReadFromKafka
-from transforms.kafka_sink import WritePredictionsToKafka
 from transforms.images import ImageConfig
 from transforms.inference import TritonModel
-from transforms.model_client import InProcessBaseline, ModelClientFactory, check_taxonomy_version
+from transforms.kafka_io import ReadConfig, ReadFromKafka
+from transforms.kafka_sink import WritePredictionsToKafka
+from transforms.model_client import (
+    InProcessBaseline,
+    ModelClientFactory,
+    check_taxonomy_version,
+)
 from transforms.predict import PredictConfig, PredictProducts
+from transforms.prediction_store import ReadPredictionStore, SkipCurrent, StoreSource
 from transforms.progress import ReportProgress, register, unregister
 from transforms.shared import shared_taxonomy
 from transforms.steps import BatchConfig
@@ -171,18 +176,6 @@ class RunSummary:
         return {**self.__dict__, "dead_letter_total": self.dead_letter_total, "products_per_s": round(self.products_per_s, 2)}
 
 
-def _counter(result: beam.runners.runner.PipelineResult, namespace: str, name: str | None = None) -> dict[str, int]:
-    from apache_beam.metrics.metric import MetricsFilter
-
-    f = MetricsFilter().with_namespace(namespace)
-    if name:
-        f = f.with_name(name)
-    totals: dict[str, int] = {}
-    for c in result.metrics().query(f)["counters"]:
-        totals[c.key.metric.name] = totals.get(c.key.metric.name, 0) + c.committed
-    return totals
-
-
 def count_lines(pattern: str) -> int | None:
     """Input size for the progress bar (local JSONL only; None when unknown)."""
     if "://" in pattern or pattern.endswith(".parquet"):
@@ -224,8 +217,8 @@ def run(
     finally:
         unregister(run_id)
     seconds = time.perf_counter() - start
-    counts = _counter(result, "productlens")
-    model = _counter(result, "model")
+    counts = counter_totals(result, "productlens")
+    model = counter_totals(result, "model")
     return RunSummary(
         events=counts.get("events", 0),
         predicted=counts.get("predicted", 0),
@@ -233,16 +226,16 @@ def run(
         unresolved=counts.get("unresolved", 0),
         with_warnings=counts.get("predictions_with_warnings", 0),
         deletes=counts.get("deletes", 0),
-        dead_letters=dict(sorted(_counter(result, "dead_letters").items())),
+        dead_letters=dict(sorted(counter_totals(result, "dead_letters").items())),
         seconds=seconds,
         output=options.output,
         model_version=config.metadata.model_version,
         taxonomy_version=config.metadata.taxonomy_version,
         model_calls=sum(v for k, v in model.items() if k.endswith("_requests")),
         model_retries=sum(v for k, v in model.items() if k.endswith("_retries")),
-        skipped_current=_counter(result, "store").get("skipped_current", 0),
-        skipped_unchanged=_counter(result, "refresh").get("skipped_unchanged", 0),
-        debounced=_counter(result, "refresh").get("debounced", 0),
-        dedupe_calls_saved=_counter(result, "dedupe").get("calls_saved", 0),
+        skipped_current=counter_totals(result, "store").get("skipped_current", 0),
+        skipped_unchanged=counter_totals(result, "refresh").get("skipped_unchanged", 0),
+        debounced=counter_totals(result, "refresh").get("debounced", 0),
+        dedupe_calls_saved=counter_totals(result, "dedupe").get("calls_saved", 0),
     )
 

@@ -11,7 +11,13 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 app = typer.Typer(help="productlens: product understanding at scale.", no_args_is_help=True, add_completion=False)
@@ -273,7 +279,8 @@ def repredict(
 ) -> None:
     """Nightly re-prediction: predict again exactly the products whose prediction is stale
     (missing, content changed, other model or taxonomy version)."""
-    from pipelines.repredict import RepredictOptions, run as run_repredict, summary_table
+    from pipelines.repredict import RepredictOptions, summary_table
+    from pipelines.repredict import run as run_repredict
     from taxonomy.loader import TaxonomyError
     from transforms.inference import ModelConfigError
     from transforms.model_client import TaxonomyVersionMismatch

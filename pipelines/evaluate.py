@@ -28,6 +28,7 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from pipelines.backfill import model_factory, predict_config
 from pipelines.options import PredictOptions
+from pipelines.results import counter_totals
 from taxonomy.mapping import CategoryMapping, load_mapping
 from transforms.evaluation import (
     INVALID,
@@ -39,7 +40,12 @@ from transforms.evaluation import (
     golden_event,
     parse_golden,
 )
-from transforms.file_io import WriteDeadLetters, WritePredictions, is_parquet
+from transforms.file_io import (
+    WriteDeadLetters,
+    WritePredictions,
+    is_parquet,
+    single_file,
+)
 from transforms.model_client import ModelClientFactory
 from transforms.predict import PredictConfig, PredictProducts
 from transforms.progress import ReportProgress, register, unregister
@@ -155,16 +161,6 @@ def check_predictions_file(path: str) -> dict[str, Counter]:
 
 # -- the pipeline ----------------------------------------------------------------------------------
 
-def _single_file(directory: str, name: str) -> dict[str, object]:
-    stem, suffix = os.path.splitext(name)
-    return {
-        "file_path_prefix": os.path.join(directory, stem),
-        "file_name_suffix": suffix,
-        "num_shards": 1,
-        "shard_name_template": "",
-    }
-
-
 def build_pipeline(
     pipeline: beam.Pipeline,
     options: PipelineOptions,
@@ -218,7 +214,7 @@ def build_pipeline(
     _ = (
         evaluated["metrics"]
         | "MetricsJson" >> beam.Map(lambda m: json.dumps(m, indent=2, ensure_ascii=False))
-        | "WriteMetrics" >> beam.io.WriteToText(**_single_file(e.out, METRICS_FILE))
+        | "WriteMetrics" >> beam.io.WriteToText(**single_file(e.out, METRICS_FILE))
     )
     return {**outputs, "predictions": predictions, "scores": evaluated["scores"], "metrics": evaluated["metrics"]}
 
@@ -238,15 +234,6 @@ class EvaluationResult:
     @property
     def report_path(self) -> str:
         return os.path.join(self.out, REPORT_FILE)
-
-
-def _counters(result: Any, namespace: str) -> dict[str, int]:
-    from apache_beam.metrics.metric import MetricsFilter
-
-    totals: dict[str, int] = {}
-    for c in result.metrics().query(MetricsFilter().with_namespace(namespace))["counters"]:
-        totals[c.key.metric.name] = totals.get(c.key.metric.name, 0) + c.committed
-    return totals
 
 
 def run(
@@ -301,7 +288,7 @@ def run(
 
     metrics = _read_json(os.path.join(e.out, METRICS_FILE))
     products = metrics.get("n", 0)
-    model_counts = _counters(result, "model")
+    model_counts = counter_totals(result, "model")
     calls = {k.removesuffix("_requests"): v for k, v in sorted(model_counts.items()) if k.endswith("_requests")}
     metrics["run"] = {
         "golden": e.golden,
@@ -330,7 +317,7 @@ def run(
         total_calls = sum(calls.values())
         metrics["model_calls"] = {"total": total_calls, "by_step": calls}
         metrics["model_calls_per_product"] = round(total_calls / products, 4) if products else None
-        metrics["dead_letters"] = dict(sorted(_counters(result, "dead_letters").items()))
+        metrics["dead_letters"] = dict(sorted(counter_totals(result, "dead_letters").items()))
     else:
         # Latency and model calls belong to the run that made the predictions.
         metrics["latency"] = None
@@ -464,7 +451,13 @@ def evaluate_command(
 ) -> None:
     """Evaluate a model (or existing predictions) against golden products: metrics.json + report.html."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     from taxonomy.loader import TaxonomyError
     from transforms.inference import ModelConfigError

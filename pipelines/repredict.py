@@ -34,8 +34,9 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from pydantic import ValidationError
 
-from pipelines.backfill import KAFKA_PREFIX, _counter, model_factory, predict_config
+from pipelines.backfill import KAFKA_PREFIX, model_factory, predict_config
 from pipelines.options import KafkaOptions, StoreOptions, kafka_config
+from pipelines.results import counter_totals
 from transforms.dead_letters import DEAD_LETTER, dead_letter
 from transforms.file_io import ReadEvents, WriteDeadLetters, WritePredictions
 from transforms.kafka_sink import WritePredictionsToKafka
@@ -396,9 +397,9 @@ def run(options: RepredictOptions, model: ModelClientFactory | None = None) -> R
     result = pipeline.run()
     result.wait_until_finish()
     seconds = time.perf_counter() - start
-    r = _counter(result, "repredict")
-    letters = _counter(result, "dead_letters")
-    model_counts = _counter(result, "model")
+    r = counter_totals(result, "repredict")
+    letters = counter_totals(result, "dead_letters")
+    model_counts = counter_totals(result, "model")
     stale = {reason: r.get(f"stale_{reason}", 0) for reason in STALE_REASONS}
     n = sum(stale.values())
     estimate = estimate_calls(
@@ -426,7 +427,7 @@ def run(options: RepredictOptions, model: ModelClientFactory | None = None) -> R
         store_without_catalog=r.get("store_without_catalog", 0),
         current=r.get("current", 0),
         stale=stale,
-        predicted=_counter(result, "productlens").get("predicted", 0),
+        predicted=counter_totals(result, "productlens").get("predicted", 0),
         dead_letters=dict(sorted(letters.items())),
         model_calls=sum(v for k, v in model_counts.items() if k.endswith("_requests")),
         seconds=seconds,

@@ -12,7 +12,12 @@ from typing import Any, Iterator
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from transforms.records import PredictedAttribute, PredictedCategory, PredictedValue, WorkItem
+from transforms.records import (
+    PredictedAttribute,
+    PredictedCategory,
+    PredictedValue,
+    WorkItem,
+)
 from transforms.shared import shared_corrector, shared_normaliser, shared_taxonomy
 
 UNRESOLVED = "unresolved"

@@ -41,11 +41,15 @@ from typing import Any, Iterable, Iterator, Literal
 import apache_beam as beam
 from apache_beam import coders
 from apache_beam.metrics import Metrics
-from apache_beam.typehints import Tuple
 from apache_beam.transforms import userstate
 from apache_beam.transforms.timeutil import TimeDomain
-from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec, TimerSpec
+from apache_beam.transforms.userstate import (
+    BagStateSpec,
+    ReadModifyWriteStateSpec,
+    TimerSpec,
+)
 from apache_beam.transforms.window import GlobalWindows
+from apache_beam.typehints import Tuple
 from apache_beam.utils.timestamp import Timestamp
 
 from transforms.records import ProductEvent, WorkItem

@@ -10,7 +10,14 @@ from apache_beam.metrics import Metrics
 
 from transforms.kafka_io import OutgoingRecord
 from transforms.model_client import ModelMetadata
-from transforms.records import DeadLetter, Prediction, PredictionStatus, ProductEvent, WorkItem, prediction_id
+from transforms.records import (
+    DeadLetter,
+    Prediction,
+    PredictionStatus,
+    ProductEvent,
+    WorkItem,
+    prediction_id,
+)
 
 
 class EncodePrediction(beam.DoFn):

@@ -10,7 +10,6 @@ import pyarrow as pa
 from apache_beam.coders import BytesCoder
 from pydantic import BaseModel
 
-
 _VALUE = pa.struct([("id", pa.string()), ("name", pa.string())])
 PREDICTION_PARQUET_SCHEMA = pa.schema(
     [
@@ -85,7 +84,7 @@ def _to_json_line(record: BaseModel) -> str:
     return record.model_dump_json()
 
 
-def _single_file(directory: str, name: str) -> dict[str, object]:
+def single_file(directory: str, name: str) -> dict[str, object]:
     stem, suffix = os.path.splitext(name)
     return {
         "file_path_prefix": os.path.join(directory, stem),
@@ -104,13 +103,13 @@ class WritePredictions(beam.PTransform):
 
     def expand(self, predictions: beam.PCollection) -> beam.PCollection:  # type: ignore[override]
         predictions | "ToJson" >> beam.Map(_to_json_line) | "WriteJsonl" >> beam.io.WriteToText(
-            **_single_file(self.directory, "predictions.jsonl")
+            **single_file(self.directory, "predictions.jsonl")
         )
         return (
             predictions
             | "ToRow" >> beam.Map(lambda p: json.loads(p.model_dump_json()))
             | "WriteParquet"
-            >> beam.io.WriteToParquet(schema=PREDICTION_PARQUET_SCHEMA, **_single_file(self.directory, "predictions.parquet"))
+            >> beam.io.WriteToParquet(schema=PREDICTION_PARQUET_SCHEMA, **single_file(self.directory, "predictions.parquet"))
         )
 
 
@@ -123,7 +122,7 @@ class WriteDeadLetters(beam.PTransform):
         return (
             letters
             | "ToJson" >> beam.Map(_to_json_line)
-            | "WriteJsonl" >> beam.io.WriteToText(**_single_file(self.directory, "dead_letters.jsonl"))
+            | "WriteJsonl" >> beam.io.WriteToText(**single_file(self.directory, "dead_letters.jsonl"))
         )
 
 

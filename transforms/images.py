@@ -91,7 +91,9 @@ def _fetch_http(url: str, config: ImageConfig) -> bytes:
 
 
 def _fetch_gcs(url: str, config: ImageConfig) -> bytes:
-    from transforms import gcs  # google-cloud-storage is imported only when a gs:// image comes
+    from transforms import (
+        gcs,  # google-cloud-storage is imported only when a gs:// image comes
+    )
 
     try:
         return gcs.read_bytes(url, config.max_bytes, config.timeout_s)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 import uuid
@@ -19,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.integration.triton_server import free_ports
 
 pytestmark = pytest.mark.integration
 
@@ -32,19 +33,6 @@ DLQ = "product-events-dlq"
 BULK = "bulk-results"
 # Not the script's default (4): proves the partition count really comes from the env.
 PARTITIONS = 3
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def _kafka_libs_cached() -> bool:
@@ -80,7 +68,7 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
         pytest.skip("mvn is not on PATH and no Kafka jars are cached under .cache/kafka: cannot fetch the broker")
     pytest.importorskip("confluent_kafka", reason="confluent-kafka is not installed in this venv")
 
-    port, controller_port = _free_ports(2)
+    port, controller_port = free_ports(2)
     data_dir = tmp_path_factory.mktemp("kafka") / "data"
     env = {
         **os.environ,

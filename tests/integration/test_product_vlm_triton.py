@@ -24,7 +24,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -44,6 +43,7 @@ from model_repository.contract import (
     parse_classify_answer,
     parse_extract_answer,
 )
+from tests.integration.triton_server import free_ports
 
 pytestmark = pytest.mark.integration
 
@@ -152,17 +152,6 @@ def _load_server_module() -> Any:
     return module
 
 
-def _free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
 def _model_repository(root: Path) -> Path:
     repo = root / "models"
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
@@ -192,7 +181,7 @@ def triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         pytest.skip(f"no local Triton runtime: {exc}")
     root = tmp_path_factory.mktemp("product-vlm-triton")
     repo = _model_repository(root)
-    http, grpc, metrics = _free_ports(3)
+    http, grpc, metrics = free_ports(3)
     state = root / "state"
     common = [sys.executable, str(SERVER)]
     where = ["--state-dir", str(state)]

@@ -14,7 +14,14 @@ from typing import Iterator
 import pytest
 
 from tests.conftest import EXAMPLES
-from tests.integration.kafka_stack import Broker, StreamJob, prism_binary, start_broker, topic_names, wait_for
+from tests.integration.kafka_stack import (
+    Broker,
+    StreamJob,
+    prism_binary,
+    start_broker,
+    topic_names,
+    wait_for,
+)
 from transforms.records import DeadLetter, Prediction, ProductEvent, content_hash
 
 pytestmark = pytest.mark.integration

@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -29,6 +28,7 @@ from model_repository.contract import (
     Task,
     parse_classify_answer,
 )
+from tests.integration.triton_server import free_ports
 
 pytestmark = pytest.mark.integration
 
@@ -61,19 +61,6 @@ def _runtime_missing() -> str | None:
     return None
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 def _script(*args: str, timeout: float = 400) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(SCRIPT), *args], check=False, capture_output=True, text=True, timeout=timeout, cwd=ROOT
@@ -104,7 +91,7 @@ class Server:
 
 
 def _up(state_dir: Path, *extra: str) -> tuple[subprocess.CompletedProcess[str], list[int]]:
-    http, grpc_port, metrics = _free_ports(3)
+    http, grpc_port, metrics = free_ports(3)
     result = _script(
         "up",
         "--state-dir", str(state_dir),
