@@ -160,6 +160,7 @@ def main() -> None:
     parser.add_argument("--baseline-events", type=int, default=600)
     parser.add_argument("--simulator-events", type=int, default=300)
     parser.add_argument("--json", default=str(ROOT / "out" / "benchmarks" / "stream.json"))
+    parser.add_argument("--max-bundle-s", type=float, default=None, help="source bundle length (stream --max_bundle_s)")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="productlens-stream-bench-"))
@@ -210,7 +211,7 @@ def main() -> None:
             sub.mkdir()
             flow_lines = [x.encode() for x in make_events(n + WARMUP, sub).read_text().splitlines()]
             flags = [
-                *base_flags, *extra, f"--events_topic={topics['events']}", f"--predictions_topic={topics['predictions']}",
+                *base_flags, *extra, *([f"--max_bundle_s={args.max_bundle_s}"] if args.max_bundle_s else []), f"--events_topic={topics['events']}", f"--predictions_topic={topics['predictions']}",
                 f"--dlq_topic={topics['dlq']}", f"--group_id=bench-{i}",
             ]
             options = PipelineOptions(flags)

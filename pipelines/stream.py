@@ -36,12 +36,18 @@ class StreamOptions(PipelineOptions):
     def _add_argparse_args(cls, parser) -> None:  # type: ignore[no-untyped-def]
         parser.add_argument("--events_topic", default="product-events")
         parser.add_argument("--start_from", default="earliest", choices=["earliest", "latest"])
+        parser.add_argument(
+            "--max_bundle_s", type=float, default=ReadConfig.max_bundle_s,
+            help="how long a source bundle reads before it checkpoints (offset commits, batch sizes)",
+        )
 
 
 def build_pipeline(pipeline: beam.Pipeline, options: PipelineOptions, config: PredictConfig) -> None:
     s, k = options.view_as(StreamOptions), options.view_as(KafkaOptions)
     kafka = kafka_config(options)
-    read = ReadConfig(kafka, (s.events_topic,), k.group_id, bounded=False, start_from=s.start_from)
+    read = ReadConfig(
+        kafka, (s.events_topic,), k.group_id, bounded=False, start_from=s.start_from, max_bundle_s=s.max_bundle_s
+    )
     outputs = (
         pipeline
         | "ReadEvents" >> ReadFromKafka(read)
