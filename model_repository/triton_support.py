@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import sys
 from types import ModuleType
-from typing import Any
+from typing import Any, Callable, Sequence, TypeVar
+
+T = TypeVar("T")
 
 # Parameters that must agree between config.pbtxt and the model itself: the pipeline reads
 # them from the model config and stamps every prediction with them.
@@ -42,3 +44,25 @@ def check_parameters(config: dict[str, str], reference: dict[str, str], where: s
 def triton_error(pb_utils: ModuleType, message: str, code_name: str = "INTERNAL") -> Any:
     code = getattr(pb_utils.TritonError, code_name, None)
     return pb_utils.TritonError(message) if code is None else pb_utils.TritonError(message, code)
+
+
+def flatten_requests(
+    requests: Sequence[Any], read: Callable[[Any], list[T]], error: Callable[[str, str], Any]
+) -> tuple[list[T], list[tuple[int, int] | Any]]:
+    """The items of every request in one list, and per request the slice of that list it
+    owns, or the error that answers it (ValueError: INVALID_ARG; anything else: INTERNAL),
+    so that one bad request fails only its own response."""
+    items: list[T] = []
+    spans: list[tuple[int, int] | Any] = []
+    for request in requests:
+        try:
+            own = read(request)
+        except ValueError as exc:
+            spans.append(error(str(exc), "INVALID_ARG"))
+            continue
+        except Exception as exc:  # noqa: BLE001 - goes on this request's response
+            spans.append(error(f"cannot read the request: {type(exc).__name__}: {exc}", "INTERNAL"))
+            continue
+        spans.append((len(items), len(items) + len(own)))
+        items.extend(own)
+    return items, spans

@@ -79,20 +79,8 @@ class TritonPythonModel:
         )
 
     def execute(self, requests: list[Any]) -> list[Any]:
-        items: list[tuple[bytes, bytes | None]] = []
         # Per request: the slice of `items` it owns, or the error that answers it.
-        spans: list[tuple[int, int] | Any] = []
-        for request in requests:
-            try:
-                pairs = self._read(request)
-            except ValueError as exc:
-                spans.append(_error(str(exc), "INVALID_ARG"))
-                continue
-            except Exception as exc:  # noqa: BLE001 - goes on this request's response
-                spans.append(_error(f"cannot read the request: {type(exc).__name__}: {exc}"))
-                continue
-            spans.append((len(items), len(items) + len(pairs)))
-            items.extend(pairs)
+        items, spans = triton_support.flatten_requests(requests, self._read, _error)
 
         answers, failures = self._infer(items, spans)
         responses = []

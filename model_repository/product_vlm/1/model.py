@@ -149,19 +149,7 @@ class TritonPythonModel:
             self._loop = loop
 
         # Per request: the slice of `jobs` it owns, or the error that answers it.
-        spans: list[tuple[int, int] | Any] = []
-        jobs: list[Any] = []
-        for request in requests:
-            try:
-                items = self._read(request)
-            except ValueError as exc:
-                spans.append(_error(str(exc), "INVALID_ARG"))
-                continue
-            except Exception as exc:  # noqa: BLE001 - goes on this request's response
-                spans.append(_error(f"cannot read the request: {type(exc).__name__}: {exc}"))
-                continue
-            spans.append((len(jobs), len(jobs) + len(items)))
-            jobs.extend(items)
+        jobs, spans = triton_support.flatten_requests(requests, self._read, _error)
 
         # Every engine call is in flight before the first is awaited.
         results = await asyncio.gather(*(self._answer(job) for job in jobs), return_exceptions=True)
