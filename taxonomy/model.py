@@ -40,9 +40,6 @@ class Attribute:
     extended: bool = False
     base_handle: str | None = None
 
-    def value_by_id(self, value_id: str) -> Value | None:
-        return next((v for v in self.values if v.id == value_id), None)
-
 
 @dataclass(frozen=True, slots=True)
 class Category:

@@ -124,10 +124,3 @@ class WriteDeadLetters(beam.PTransform):
             | "ToJson" >> beam.Map(_to_json_line)
             | "WriteJsonl" >> beam.io.WriteToText(**single_file(self.directory, "dead_letters.jsonl"))
         )
-
-
-def read_jsonl_records(path: str, model: type[BaseModel]) -> list[BaseModel]:
-    """Read back a JSONL output (for tests, evaluation and the CLI)."""
-    with open(path, encoding="utf-8") as fh:
-        return [model.model_validate_json(line) for line in fh if line.strip()]
-
