@@ -18,6 +18,7 @@ import logging
 import sys
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
@@ -113,6 +114,10 @@ def _consumer(config: ReadConfig) -> Any:
     return Consumer(
         config.kafka.client_config(
             **{
+                # librdkafka prefetches up to 64 MiB per partition by default; a worker keeps
+                # one consumer per partition it reads (see _PartitionReaders).
+                "queued.max.messages.kbytes": 16384,
+                **dict(config.kafka.extra),
                 "group.id": config.group_id,
                 "enable.auto.commit": False,
                 "enable.auto.offset.store": False,
@@ -192,6 +197,78 @@ class _PartitionOffsets(RestrictionProvider):
         yield restriction  # a partition is read in order by one reader
 
 
+@dataclass
+class _PartitionReader:
+    consumer: Any
+    # The offset the consumer returns next (-1: unknown, re-assign before reading).
+    position: int = -1
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class _PartitionReaders:
+    """One consumer per partition per worker process, kept between bundles.
+
+    librdkafka prefetches an assigned partition in the background. Re-assigning one
+    consumer to whichever partition the next bundle reads threw that prefetch away, and on
+    a loaded machine (fetch round trip longer than the poll timeout) a reader then never
+    saw a record: a livelock. A partition is read by one bundle at a time (its restriction
+    is never split), so its consumer is too; offset commits from bundle finalisers share
+    the consumer under its lock. Like transforms/shared.py, one copy per worker process
+    rather than per DoFn instance; the consumers close with the last instance's teardown().
+    """
+
+    def __init__(self, max_open: int) -> None:
+        self.max_open = max_open
+        self._readers: OrderedDict[tuple[Any, ...], _PartitionReader] = OrderedDict()
+        self._lock = threading.Lock()
+        self._users = 0
+
+    def acquire(self) -> None:
+        """A DoFn instance's setup(): the consumers live while any instance uses them."""
+        with self._lock:
+            self._users += 1
+
+    def release(self) -> None:
+        """A DoFn instance's teardown(): the last one closes every consumer."""
+        with self._lock:
+            self._users -= 1
+            if self._users > 0:
+                return
+            readers, self._readers = list(self._readers.values()), OrderedDict()
+        for reader in readers:
+            with reader.lock:
+                reader.consumer.close()
+
+    def get(self, config: ReadConfig, topic: str, partition: int) -> _PartitionReader:
+        key = (config.kafka, config.group_id, topic, partition)
+        with self._lock:
+            reader = self._readers.get(key)
+            if reader is None:
+                reader = self._readers[key] = _PartitionReader(_consumer(config))
+                self._evict()
+            self._readers.move_to_end(key)
+            return reader
+
+    def _evict(self) -> None:
+        for key in list(self._readers)[: max(0, len(self._readers) - self.max_open)]:
+            reader = self._readers[key]
+            if reader.lock.acquire(blocking=False):  # never close one a bundle is using
+                del self._readers[key]
+                reader.consumer.close()
+                reader.lock.release()
+
+    def discard(self, config: ReadConfig, topic: str, partition: int) -> None:
+        with self._lock:
+            reader = self._readers.pop((config.kafka, config.group_id, topic, partition), None)
+        if reader is not None:
+            with reader.lock:
+                reader.consumer.close()
+
+
+
+_READERS = _PartitionReaders(max_open=64)
+
+
 class _ReadPartition(beam.DoFn):
     def __init__(self, config: ReadConfig) -> None:
         self.config = config
@@ -200,19 +277,33 @@ class _ReadPartition(beam.DoFn):
         self.commit_failures = Metrics.counter("kafka", "offset_commit_failures")
 
     def setup(self) -> None:
-        self._consumer = _consumer(self.config)
-        self._lock = threading.Lock()
+        _READERS.acquire()
 
     def teardown(self) -> None:
-        self._consumer.close()
+        _READERS.release()
+
+    def _reader(self, topic: str, partition: int, offset: int) -> _PartitionReader:
+        """The partition's consumer, positioned at `offset`. A consumer already there keeps
+        its prefetched records; one elsewhere (a retried bundle, a fresh one) is assigned."""
+        from confluent_kafka import TopicPartition
+
+        reader = _READERS.get(self.config, topic, partition)
+        with reader.lock:
+            if reader.position != offset:
+                reader.consumer.assign([TopicPartition(topic, partition, offset)])
+                reader.position = offset
+        return reader
 
     def _commit(self, topic: str, partition: int, offset: int) -> None:
         from confluent_kafka import KafkaException, TopicPartition
 
         try:
-            with self._lock:
-                self._consumer.commit(offsets=[TopicPartition(topic, partition, offset)], asynchronous=False)
+            reader = _READERS.get(self.config, topic, partition)
+            with reader.lock:
+                reader.consumer.commit(offsets=[TopicPartition(topic, partition, offset)], asynchronous=False)
             self.commits.inc()
+            if self.config.bounded:
+                _READERS.discard(self.config, topic, partition)  # a backfill reads a partition once
         except KafkaException as exc:
             # Not fatal: the next finalised bundle commits a later offset, and until then a
             # restart re-reads a little (at-least-once).
@@ -228,22 +319,24 @@ class _ReadPartition(beam.DoFn):
         tracker: OffsetRestrictionTracker = beam.DoFn.RestrictionParam(_PartitionOffsets()),
         watermark: ManualWatermarkEstimator = beam.DoFn.WatermarkEstimatorParam(ManualWatermarkEstimator.default_provider()),
     ) -> Iterator[Any]:
-        from confluent_kafka import KafkaError, TopicPartition
+        from confluent_kafka import KafkaError
 
         c = self.config
         restriction = tracker.current_restriction()
         if c.bounded and restriction.start >= restriction.stop:
             return  # nothing new since the committed offset
-        with self._lock:
-            self._consumer.assign([TopicPartition(element.topic, element.partition, restriction.start)])
+        reader = self._reader(element.topic, element.partition, restriction.start)
         deadline = time.monotonic() + c.max_bundle_s
         last: int | None = None
         try:
             while True:
-                with self._lock:
-                    messages = self._consumer.consume(num_messages=c.max_records_per_poll, timeout=c.poll_timeout_s)
+                with reader.lock:
+                    messages = reader.consumer.consume(num_messages=c.max_records_per_poll, timeout=c.poll_timeout_s)
+                    fetched = [m.offset() for m in messages if m.error() is None]
+                    if fetched:
+                        reader.position = fetched[-1] + 1
                 if not messages:
-                    if c.bounded and self._at_end(element, restriction):
+                    if c.bounded and self._at_end(element, reader, restriction):
                         tracker.try_claim(restriction.stop)  # gaps (compaction, markers) end here
                         return
                     if not c.bounded:
@@ -261,6 +354,7 @@ class _ReadPartition(beam.DoFn):
                     if m.offset() < restriction.start:
                         continue  # before our range (the broker reset an assignment)
                     if not tracker.try_claim(m.offset()):
+                        reader.position = -1  # consumed past the claim: re-assign next time
                         return
                     ts_ms = m.timestamp()[1]
                     ts = Timestamp.of(ts_ms / 1000.0)
@@ -287,14 +381,15 @@ class _ReadPartition(beam.DoFn):
                 # nothing has been released by then and the SDK logs an error for it.
                 finalizer.register(lambda: None)
 
-    def _at_end(self, element: KafkaPartition, restriction: OffsetRange) -> bool:
-        """Whether a bounded read has consumed up to its stop offset. The consumer's
-        position is unknown (negative) until it fetched something; then it is the start."""
+    def _at_end(self, element: KafkaPartition, reader: _PartitionReader, restriction: OffsetRange) -> bool:
+        """Whether a bounded read has consumed up to its stop offset. librdkafka's position
+        also moves past offsets that hold no record (compaction, transaction markers); it
+        is unknown (negative) until the consumer fetched something."""
         from confluent_kafka import TopicPartition
 
-        with self._lock:
-            position = self._consumer.position([TopicPartition(element.topic, element.partition)])[0].offset
-        return (position if position >= 0 else restriction.start) >= restriction.stop
+        with reader.lock:
+            position = reader.consumer.position([TopicPartition(element.topic, element.partition)])[0].offset
+        return max(position, reader.position, restriction.start) >= restriction.stop
 
 
 class _ListPartitions(beam.DoFn):
