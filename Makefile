@@ -51,7 +51,7 @@ demo: venv
 	@echo "predictions: $(DEMO_OUT)/predictions.jsonl"
 
 test: venv triton-venv prism
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=15 tests
 
 test-unit: venv
 	$(BIN)/python -m pytest -q tests/unit
