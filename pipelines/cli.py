@@ -232,6 +232,14 @@ def stream(
                      "on Prism offsets may be committed before outputs (docs/ARCHITECTURE.md); on Dataflow it is durable"),
     ] = None,
     dedupe: Annotated[bool, typer.Option(help="content dedupe (keyed state: same caveat as the refresh trigger)")] = False,
+    bulk_results_topic: Annotated[
+        Optional[str],
+        typer.Option(help="one completion record per bulk_request_id, once bulk_size of its events have an outcome "
+                     "(keyed state: same caveat as the refresh trigger)"),
+    ] = None,
+    bulk_timeout: Annotated[
+        float, typer.Option(help="seconds (event time) after a request's first event when its record is written as partial")
+    ] = 3600.0,
     runner: Annotated[str, typer.Option(help="Beam runner (PrismRunner locally, DataflowRunner in production)")] = "PrismRunner",
     beam_arg: Annotated[Optional[list[str]], typer.Option("--beam-arg", help="extra Beam pipeline flag (repeatable)")] = None,
 ) -> None:
@@ -249,6 +257,7 @@ def stream(
         *(f"--kafka_config={c}" for c in kafka_config or []),
         *(["--dedupe"] if dedupe else []),
         *([f"--refresh_quiet_s={refresh_quiet_period}"] if refresh_quiet_period is not None else []),
+        *([f"--bulk_results_topic={bulk_results_topic}", f"--bulk_timeout_s={bulk_timeout}"] if bulk_results_topic else []),
         *(beam_arg or []),
     ]
     for name, value in (("taxonomy", taxonomy), ("triton_url", triton_url), ("image_base_dir", image_base_dir)):

@@ -23,6 +23,8 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from pipelines.backfill import model_factory, predict_config
 from pipelines.options import KafkaOptions, kafka_config
+from transforms.bulk import WriteBulkResults
+from transforms.bulk_stream import StreamingBulkResults
 from transforms.kafka_io import ReadConfig, ReadFromKafka
 from transforms.kafka_sink import WritePredictionsToKafka
 from transforms.predict import PredictConfig, PredictProducts
@@ -40,6 +42,15 @@ class StreamOptions(PipelineOptions):
             "--max_bundle_s", type=float, default=ReadConfig.max_bundle_s,
             help="how long a source bundle reads before it checkpoints (offset commits, batch sizes)",
         )
+        parser.add_argument(
+            "--bulk_results_topic", default=None,
+            help="write one completion record per bulk_request_id to this topic, once bulk_size of its events "
+            "have an outcome (keyed state: see transforms/bulk_stream.py for the delivery caveat on Prism)",
+        )
+        parser.add_argument(
+            "--bulk_timeout_s", type=float, default=3600.0,
+            help="event time after a request's first event when its record is written anyway, as partial",
+        )
 
 
 def build_pipeline(pipeline: beam.Pipeline, options: PipelineOptions, config: PredictConfig) -> None:
@@ -48,13 +59,15 @@ def build_pipeline(pipeline: beam.Pipeline, options: PipelineOptions, config: Pr
     read = ReadConfig(
         kafka, (s.events_topic,), k.group_id, bounded=False, start_from=s.start_from, max_bundle_s=s.max_bundle_s
     )
-    outputs = (
-        pipeline
-        | "ReadEvents" >> ReadFromKafka(read)
-        | "Values" >> beam.Map(lambda r: r.value)
-        | "Predict" >> PredictProducts(config)
-    )
+    events = pipeline | "ReadEvents" >> ReadFromKafka(read) | "Values" >> beam.Map(lambda r: r.value)
+    outputs = events | "Predict" >> PredictProducts(config)
     _ = outputs | "Write" >> WritePredictionsToKafka(kafka, k.predictions_topic, k.dlq_topic)
+    if s.bulk_results_topic:
+        _ = (
+            {"events": events, **outputs}
+            | "BulkResults" >> StreamingBulkResults(s.bulk_timeout_s)
+            | "WriteBulkResults" >> WriteBulkResults(f"kafka:{s.bulk_results_topic}", kafka)
+        )
 
 
 def prism_binary() -> str | None:

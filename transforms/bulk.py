@@ -9,13 +9,9 @@ emits one `BulkResult` when the request is done.
 global window, which fires once when the bounded input is exhausted, so a request's
 record is written only after all of its events have an outcome.
 
-In a stream the end of a request is not the end of the input. The request must say how
-big it is: the API knows the number of products when it accepts the request, so each event
-carries `bulk_size` (or the API sends a final marker event with the count). A stateful
-DoFn keyed by bulk_request_id then counts outcomes and emits the record when
-predicted + skipped + failed + deleted reaches bulk_size, with an event-time timer as a
-deadline that emits a partial record (`unaccounted` > 0) instead of waiting forever.
-Only the batch version is built here; ProductEvent has no `bulk_size` yet.
+In a stream the end of a request is not the end of the input: the events carry
+`bulk_size` and `transforms/bulk_stream.py` writes the record when that many have an
+outcome (or a partial one at a deadline).
 
 How an outcome finds its request: a Prediction and a Skip carry `event_id`; a DeadLetter
 carries `event_id` when decode got that far, and its `original_payload` (the raw event)

@@ -8,6 +8,8 @@ from typing import Any, Iterator
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import MIN_TIMESTAMP, Timestamp
 from pydantic import ValidationError
 
 from transforms.dead_letters import dead_letter
@@ -27,6 +29,13 @@ def _validation_message(exc: ValidationError) -> str:
     return "; ".join(parts) + more
 
 
+def _event_time(timestamp: Any) -> float | None:
+    """A real event time (a Kafka record's), not a bounded read's MIN or a window end."""
+    if not isinstance(timestamp, Timestamp) or not MIN_TIMESTAMP < timestamp < GlobalWindow().max_timestamp():
+        return None
+    return timestamp.micros / 1e6
+
+
 class DecodeEvents(beam.DoFn):
     """bytes (a JSONL line or a Kafka value) or a dict (a Parquet row) -> WorkItem.
 
@@ -39,7 +48,9 @@ class DecodeEvents(beam.DoFn):
         self.decoded = Metrics.counter("productlens", "decoded")
         self.deletes = Metrics.counter("productlens", "deletes")
 
-    def process(self, element: bytes | str | dict[str, Any] | None) -> Iterator[Any]:
+    def process(
+        self, element: bytes | str | dict[str, Any] | None, timestamp: Timestamp = beam.DoFn.TimestampParam
+    ) -> Iterator[Any]:
         self.events.inc()
         if element is None:
             yield dead_letter(STAGE, "EmptyRecord", "the record has no value (a null Kafka value is not an event)", b"")
@@ -73,5 +84,6 @@ class DecodeEvents(beam.DoFn):
             return
         assert event.product is not None
         text, warnings = html_to_text(event.product.description_html)
-        item = WorkItem(event=event, content_hash=content_hash(event.product))
+        event_time = _event_time(timestamp)
+        item = WorkItem(event=event, content_hash=content_hash(event.product), event_time=event_time)
         yield replace(item, description_text=text, warnings=tuple(warnings))

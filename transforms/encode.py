@@ -57,6 +57,7 @@ class EncodePrediction(beam.DoFn):
             status=status,
             warnings=item.warnings,
             event_id=event.event_id,
+            bulk_request_id=event.bulk_request_id,
             predicted_at=datetime.now(timezone.utc),
         )
 

@@ -50,6 +50,7 @@ PREDICTION_PARQUET_SCHEMA = pa.schema(
         ("status", pa.string()),
         ("warnings", pa.list_(pa.string())),
         ("event_id", pa.string()),
+        ("bulk_request_id", pa.string()),
         ("predicted_at", pa.string()),
     ]
 )

@@ -3,8 +3,8 @@ cross-language transform; this one runs in the Python SDK harness, locally and o
 
 Source: `ReadFromKafka` is a splittable DoFn with one element per topic-partition, read with
 `assign()`. Bounded mode reads up to the end offsets found at start (backfills); unbounded
-mode reads forever, with a watermark from record timestamps that idle partitions do not
-hold back. Offsets are committed to the consumer group on bundle finalisation, i.e. only
+mode reads forever, with a watermark from record timestamps that idle partitions (caught
+up to their end) do not hold back. Offsets are committed to the consumer group on bundle finalisation, i.e. only
 after the runner has durably accepted everything the bundle produced.
 
 Sink: `WriteToKafka` produces keyed records with headers; `finish_bundle` flushes and raises
@@ -340,9 +340,13 @@ class _ReadPartition(beam.DoFn):
                         tracker.try_claim(restriction.stop)  # gaps (compaction, markers) end here
                         return
                     if not c.bounded:
-                        now = Timestamp.now() - Duration.of(c.idle_watermark_slack_s)
-                        if watermark.current_watermark() is None or now > watermark.current_watermark():
-                            watermark.set_watermark(now)
+                        # Idle only when caught up: an empty poll also happens before the
+                        # first fetch, and moving the watermark to wall time then would make
+                        # every record still unread late (event-time timers fire too early).
+                        if self._caught_up(element, reader):
+                            now = Timestamp.now() - Duration.of(c.idle_watermark_slack_s)
+                            if watermark.current_watermark() is None or now > watermark.current_watermark():
+                                watermark.set_watermark(now)
                         tracker.defer_remainder(Duration.of(c.idle_resume_s))
                         return
                     continue
@@ -380,6 +384,17 @@ class _ReadPartition(beam.DoFn):
                 # Prism asks every bundle of this stage to finalise; a bundle that registered
                 # nothing has been released by then and the SDK logs an error for it.
                 finalizer.register(lambda: None)
+
+    def _caught_up(self, element: KafkaPartition, reader: _PartitionReader) -> bool:
+        """Whether the reader is at the partition's end as of its last fetch (the high
+        watermark librdkafka cached from it; unknown before the first fetch)."""
+        from confluent_kafka import TopicPartition
+
+        with reader.lock:
+            _, high = reader.consumer.get_watermark_offsets(
+                TopicPartition(element.topic, element.partition), cached=True
+            )
+        return high >= 0 and reader.position >= high
 
     def _at_end(self, element: KafkaPartition, reader: _PartitionReader, restriction: OffsetRange) -> bool:
         """Whether a bounded read has consumed up to its stop offset. librdkafka's position

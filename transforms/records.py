@@ -79,6 +79,10 @@ class ProductEvent(BaseModel):
     force: bool = False
     # Set by API-driven bulk operations: the job writes one completion record per request.
     bulk_request_id: str | None = None
+    # How many events the request has (the API knows when it accepts it). A stream cannot
+    # see the end of a request otherwise: it writes the record once this many have an
+    # outcome (batch jobs do not need it: the end of the input ends every request).
+    bulk_size: int | None = Field(default=None, ge=1)
 
     @field_validator("occurred_at")
     @classmethod
@@ -141,6 +145,8 @@ class Prediction(BaseModel):
     # "description contained <script>; stripped", "image 2 unreachable".
     warnings: tuple[str, ...] = ()
     event_id: str = ""
+    # The API bulk operation the event belonged to (not part of prediction_id).
+    bulk_request_id: str | None = None
     predicted_at: datetime
 
 
@@ -220,6 +226,10 @@ class WorkItem:
     category: PredictedCategory | None = None
     raw_attributes: tuple[tuple[str, tuple[str, ...]], ...] = ()
     attributes: tuple[PredictedAttribute, ...] = ()
+    # The event time (s since the epoch) the item entered the pipeline with, when it had
+    # one. Batching stamps a batch with the end of its window; the model steps re-stamp
+    # each result with this, so event-time logic after them (bulk deadlines) stays true.
+    event_time: float | None = None
 
     @property
     def product(self) -> Product:

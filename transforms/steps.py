@@ -17,6 +17,7 @@ from typing import Any, Iterator, Sequence
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
+from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
 from model_repository.contract import (
@@ -159,16 +160,22 @@ class _ModelStep(beam.DoFn):
                     out = dead_letter(self.STAGE, type(response).__name__, f"model call failed: {response}", item)
                 else:
                     out = self._complete(item, response)
-                yield _windowed(out, window, timestamp)
+                at = event_time_of(item, timestamp)
+                yield _windowed(out, window, at)
                 if isinstance(out, beam.pvalue.TaggedOutput) and out.tag == DEAD_LETTER:
                     for letter in member_dead_letters(out, item):
-                        yield _windowed(letter, window, timestamp)
+                        yield _windowed(letter, window, at)
 
     def finish_bundle(self) -> Iterator[Any]:
         yield from self._drain(limit=0)
 
     def _complete(self, item: WorkItem, response: bytes) -> Any:
         raise NotImplementedError  # each step parses its own answer
+
+
+def event_time_of(item: WorkItem, batch_timestamp: Any) -> Any:
+    """The item's own event time; the batch's timestamp (end of window) when it has none."""
+    return Timestamp.of(item.event_time) if item.event_time is not None else batch_timestamp
 
 
 def _windowed(out: Any, window: Any, timestamp: Any) -> Any:
@@ -241,7 +248,7 @@ class ExtractStep(_ModelStep):
             category = self.taxonomy.get(item.category.id)
             if category is None or not self.taxonomy.attributes_of(category):
                 self.skipped.inc()
-                yield item
+                yield WindowedValue(item, event_time_of(item, timestamp), [window])
                 continue
             todo.append(item)
             requests.append((extract_request(item, self.taxonomy, category).model_dump_json().encode(), item.image))

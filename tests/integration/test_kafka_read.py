@@ -14,7 +14,10 @@ from typing import Any
 import pytest
 from apache_beam.io.restriction_trackers import OffsetRange
 from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
-from apache_beam.runners.sdf_utils import RestrictionTrackerView, ThreadsafeRestrictionTracker
+from apache_beam.runners.sdf_utils import (
+    RestrictionTrackerView,
+    ThreadsafeRestrictionTracker,
+)
 
 from tests.integration.kafka_stack import Broker, start_broker, topic_names
 from transforms.kafka_io import (
@@ -49,7 +52,7 @@ class _Finalizer:
 
 
 def _bundle(
-    fn: _ReadPartition, element: KafkaPartition, restriction: OffsetRange
+    fn: _ReadPartition, element: KafkaPartition, restriction: OffsetRange, watermark: ManualWatermarkEstimator | None = None
 ) -> tuple[list[KafkaRecord], OffsetRange | None, _Finalizer]:
     """One process() call: the records it emitted, its residual restriction, its finaliser."""
     threadsafe = ThreadsafeRestrictionTracker(_PartitionOffsetTracker(restriction))
@@ -58,20 +61,20 @@ def _bundle(
         element,
         finalizer,
         tracker=RestrictionTrackerView(threadsafe),  # type: ignore[arg-type]
-        watermark=ManualWatermarkEstimator(None),
+        watermark=watermark or ManualWatermarkEstimator(None),
     )
     records = [tv.value for tv in out]
     deferred = threadsafe.deferred_status()
     return records, (deferred[0] if deferred else None), finalizer
 
 
-def _produce(broker: Broker, topic: str, per_partition: int) -> None:
+def _produce(broker: Broker, topic: str, per_partition: int, timestamp_ms: int = 0) -> None:
     from confluent_kafka import Producer
 
     producer = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all"})
     for p in range(PARTITIONS):
         for i in range(per_partition):
-            producer.produce(topic, value=f"{p}-{i}".encode(), partition=p)
+            producer.produce(topic, value=f"{p}-{i}".encode(), partition=p, timestamp=timestamp_ms)
     assert producer.flush(30) == 0
 
 
@@ -128,3 +131,41 @@ def test_a_retried_bundle_rereads_from_its_own_start(broker: Broker) -> None:
     assert [r.value for r in again] == [f"1-{i}".encode() for i in range(20)]
     fn.teardown()
     assert residual is not None and residual.start == 20
+
+
+def test_the_watermark_waits_for_records_not_yet_fetched(broker: Broker) -> None:
+    import time
+
+    from apache_beam.utils.timestamp import Timestamp
+
+    topic = topic_names("watermark")["events"]
+    broker.create_topics(topic, partitions=PARTITIONS)
+    an_hour_ago_ms = int((time.time() - 3600) * 1000)
+    _produce(broker, topic, per_partition=5, timestamp_ms=an_hour_ago_ms)
+    # Empty polls happen before the first fetch: they must not pass for an idle partition.
+    config = ReadConfig(KafkaConfig(broker.bootstrap), (topic,), "group-watermark", poll_timeout_s=0.001,
+                        max_bundle_s=0.05, idle_resume_s=0.0)
+    fn = _ReadPartition(config)
+    fn.setup()
+    element = KafkaPartition(topic, 2, config)
+    estimator = ManualWatermarkEstimator(None)
+    restriction: OffsetRange | None = OffsetRange(0, UNBOUNDED)
+    read: list[KafkaRecord] = []
+    for _ in range(400):
+        assert restriction is not None
+        records, restriction, _ = _bundle(fn, element, restriction, estimator)
+        read += records
+        if len(read) < 5:
+            current = estimator.current_watermark()
+            assert current is None or current <= Timestamp.of(an_hour_ago_ms / 1000), current
+        else:
+            break
+    assert [r.offset for r in read] == list(range(5))
+    # Caught up now: an empty poll moves an idle partition's watermark to about wall time.
+    for _ in range(50):
+        assert restriction is not None
+        _, restriction, _ = _bundle(fn, element, restriction, estimator)
+        if estimator.current_watermark() > Timestamp.now() - 60:
+            break
+    fn.teardown()
+    assert estimator.current_watermark() > Timestamp.now() - 60

@@ -187,3 +187,35 @@ def test_backfill_reads_a_topic_to_its_end_and_writes_a_topic(broker: Broker, tm
     assert tombstones == [b"gid://shopify/Product/1047"]
     # The read committed its offsets: a second run finds nothing new.
     assert run(BackfillOptions(flags)).events == 0
+
+
+def test_bulk_requests_get_one_completion_record_each(broker: Broker, prism: str, tmp_path: Path) -> None:
+    job = _job(broker, prism, tmp_path, "bulk")
+    results_topic = job.topics["events"].replace("-events-", "-bulk-results-")
+    broker.create_topics(results_topic)
+    job.extra = [f"--bulk-results-topic={results_topic}", "--bulk-timeout=5"]
+    creates = _many_events(5, "bulk")
+    complete = [json.loads(line) for line in creates]
+    complete.append({**complete[0], "event_id": "bulk-bad", "product": None})  # no product: a decode dead letter
+    complete.append({**complete[1], "event_id": "bulk-delete", "type": "delete", "product": None})
+    for e in complete:
+        e.update(bulk_request_id="R1", bulk_size=len(complete))
+    # R2 says 4 events, but only 3 ever reach the topic: a partial record at its deadline.
+    partial = [{**json.loads(line), "bulk_request_id": "R2", "bulk_size": 4} for line in _many_events(3, "bulk2")]
+    broker.produce(job.topics["events"], [json.dumps(e).encode() for e in complete + partial])
+    job.start()
+    try:
+        assert wait_for(lambda: len(broker.read_all(results_topic)) >= 2, timeout_s=240, job=job), job.log.read_text()[-3000:]
+        # The record says 8 predictions were made; their writes are another branch.
+        assert wait_for(lambda: len(_predictions(broker, job.topics["predictions"])[0]) >= 8, timeout_s=60, job=job)
+    finally:
+        job.stop()
+    records = {key.decode(): json.loads(value) for key, value, _ in broker.read_all(results_topic)}
+    counts = {k: {f: r[f] for f in ("predicted", "skipped", "failed", "deleted", "unaccounted", "total")} for k, r in records.items()}
+    assert counts == {
+        "R1": {"predicted": 5, "skipped": 0, "failed": 1, "deleted": 1, "unaccounted": 0, "total": 7},
+        "R2": {"predicted": 3, "skipped": 0, "failed": 0, "deleted": 0, "unaccounted": 1, "total": 4},
+    }
+    # Predictions name their request.
+    preds, _ = _predictions(broker, job.topics["predictions"])
+    assert sorted(p.bulk_request_id for p in preds) == ["R1"] * 5 + ["R2"] * 3
