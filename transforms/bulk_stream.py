@@ -86,6 +86,10 @@ def arrival_of(raw: Any) -> tuple[str, BulkElement] | None:
     `bulk.request_of`: an event that fails validation still belongs to its request."""
     if isinstance(raw, ProductEvent):
         data: Any = raw.model_dump(mode="json")
+    elif (isinstance(raw, bytes) and b"bulk_request_id" not in raw) or (
+        isinstance(raw, str) and "bulk_request_id" not in raw
+    ):
+        return None  # most events are not part of a bulk operation: skip the second parse
     else:
         try:
             data = raw if isinstance(raw, dict) else json.loads(raw)
