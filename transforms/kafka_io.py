@@ -203,6 +203,13 @@ class _PartitionReader:
     # The offset the consumer returns next (-1: unknown, re-assign before reading).
     position: int = -1
     lock: threading.Lock = field(default_factory=threading.Lock)
+    closed: bool = False
+
+    def close(self) -> None:
+        """Call with `lock` held. A bundle still reading (a worker shutting down) sees
+        `closed` and checkpoints instead of failing on a closed consumer."""
+        self.closed = True
+        self.consumer.close()
 
 
 class _PartitionReaders:
@@ -237,7 +244,7 @@ class _PartitionReaders:
             readers, self._readers = list(self._readers.values()), OrderedDict()
         for reader in readers:
             with reader.lock:
-                reader.consumer.close()
+                reader.close()
 
     def get(self, config: ReadConfig, topic: str, partition: int) -> _PartitionReader:
         key = (config.kafka, config.group_id, topic, partition)
@@ -254,7 +261,7 @@ class _PartitionReaders:
             reader = self._readers[key]
             if reader.lock.acquire(blocking=False):  # never close one a bundle is using
                 del self._readers[key]
-                reader.consumer.close()
+                reader.close()
                 reader.lock.release()
 
     def discard(self, config: ReadConfig, topic: str, partition: int) -> None:
@@ -262,7 +269,7 @@ class _PartitionReaders:
             reader = self._readers.pop((config.kafka, config.group_id, topic, partition), None)
         if reader is not None:
             with reader.lock:
-                reader.consumer.close()
+                reader.close()
 
 
 
@@ -289,7 +296,7 @@ class _ReadPartition(beam.DoFn):
 
         reader = _READERS.get(self.config, topic, partition)
         with reader.lock:
-            if reader.position != offset:
+            if not reader.closed and reader.position != offset:
                 reader.consumer.assign([TopicPartition(topic, partition, offset)])
                 reader.position = offset
         return reader
@@ -298,9 +305,17 @@ class _ReadPartition(beam.DoFn):
         from confluent_kafka import KafkaException, TopicPartition
 
         try:
+            offsets = [TopicPartition(topic, partition, offset)]
             reader = _READERS.get(self.config, topic, partition)
             with reader.lock:
-                reader.consumer.commit(offsets=[TopicPartition(topic, partition, offset)], asynchronous=False)
+                if not reader.closed:
+                    reader.consumer.commit(offsets=offsets, asynchronous=False)
+                else:  # closed by a teardown since: any consumer of the group can commit
+                    consumer = _consumer(self.config)
+                    try:
+                        consumer.commit(offsets=offsets, asynchronous=False)
+                    finally:
+                        consumer.close()
             self.commits.inc()
             if self.config.bounded:
                 _READERS.discard(self.config, topic, partition)  # a backfill reads a partition once
@@ -331,6 +346,9 @@ class _ReadPartition(beam.DoFn):
         try:
             while True:
                 with reader.lock:
+                    if reader.closed:  # the worker is shutting down: resume from here later
+                        tracker.defer_remainder()
+                        return
                     messages = reader.consumer.consume(num_messages=c.max_records_per_poll, timeout=c.poll_timeout_s)
                     fetched = [m.offset() for m in messages if m.error() is None]
                     if fetched:
@@ -391,6 +409,8 @@ class _ReadPartition(beam.DoFn):
         from confluent_kafka import TopicPartition
 
         with reader.lock:
+            if reader.closed:
+                return False
             _, high = reader.consumer.get_watermark_offsets(
                 TopicPartition(element.topic, element.partition), cached=True
             )
@@ -403,6 +423,8 @@ class _ReadPartition(beam.DoFn):
         from confluent_kafka import TopicPartition
 
         with reader.lock:
+            if reader.closed:
+                return False
             position = reader.consumer.position([TopicPartition(element.topic, element.partition)])[0].offset
         return max(position, reader.position, restriction.start) >= restriction.stop
 

@@ -169,3 +169,26 @@ def test_the_watermark_waits_for_records_not_yet_fetched(broker: Broker) -> None
             break
     fn.teardown()
     assert estimator.current_watermark() > Timestamp.now() - 60
+
+
+def test_a_teardown_during_a_bundle_checkpoints_it(broker: Broker) -> None:
+    """A worker shutting down closes the consumers while a bundle may still be reading:
+    the bundle checkpoints where it is instead of failing on a closed consumer."""
+    topic = topic_names("teardown")["events"]
+    broker.create_topics(topic, partitions=PARTITIONS)
+    _produce(broker, topic, per_partition=20)
+    config = ReadConfig(KafkaConfig(broker.bootstrap), (topic,), "group-teardown", max_records_per_poll=1,
+                        max_bundle_s=30, idle_resume_s=0.0)
+    fn = _ReadPartition(config)
+    fn.setup()
+    element = KafkaPartition(topic, 0, config)
+    threadsafe = ThreadsafeRestrictionTracker(_PartitionOffsetTracker(OffsetRange(0, UNBOUNDED)))
+    out = fn.process(element, _Finalizer(), tracker=RestrictionTrackerView(threadsafe),  # type: ignore[arg-type]
+                     watermark=ManualWatermarkEstimator(None))
+    first = next(out)
+    fn.teardown()
+    rest = list(out)
+    read = [first.value.offset] + [tv.value.offset for tv in rest]
+    deferred = threadsafe.deferred_status()
+    assert read == list(range(len(read))) and len(read) < 20
+    assert deferred is not None and deferred[0].start == len(read)
