@@ -58,6 +58,7 @@ class EncodePrediction(beam.DoFn):
             warnings=item.warnings,
             event_id=event.event_id,
             bulk_request_id=event.bulk_request_id,
+            occurred_at=event.occurred_at,
             predicted_at=datetime.now(timezone.utc),
         )
 

@@ -51,6 +51,7 @@ PREDICTION_PARQUET_SCHEMA = pa.schema(
         ("warnings", pa.list_(pa.string())),
         ("event_id", pa.string()),
         ("bulk_request_id", pa.string()),
+        ("occurred_at", pa.string()),
         ("predicted_at", pa.string()),
     ]
 )

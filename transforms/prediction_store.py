@@ -5,8 +5,8 @@ in the compacted predictions topic or a snapshot. Two sources give the same PCol
 `(product_id, StoreEntry)`:
 
 - a snapshot written by backfill (`predictions.jsonl` or `predictions.parquet`, glob ok,
-  or the backfill output directory): the last row per product wins, ordered by
-  `predicted_at` (then `prediction_id`, so that ties are deterministic);
+  or the backfill output directory): the last row per product wins, ordered by the
+  answered event's `occurred_at`, then `predicted_at`, then `prediction_id`;
 - the compacted predictions topic, read bounded from offset 0 with a fresh consumer group:
   the record with the highest offset per key wins (that is what compaction keeps), and a
   tombstone deletes the key. Records of one key are in one partition unless the topic was
@@ -115,14 +115,21 @@ def entry_from_prediction(row: dict[str, Any]) -> tuple[str, StoreEntry]:
     )
 
 
-def snapshot_order(row: dict[str, Any]) -> tuple[float, str]:
-    """Order of snapshot rows of one product: later predicted_at wins; ties by id."""
-    at = row.get("predicted_at") or ""
+def _seconds(value: Any) -> float:
+    if isinstance(value, datetime):
+        return value.timestamp()
     try:
-        ts = datetime.fromisoformat(str(at)).timestamp() if at else 0.0
+        return datetime.fromisoformat(str(value)).timestamp() if value else 0.0
     except ValueError:
-        ts = 0.0
-    return ts, str(row.get("prediction_id", ""))
+        return 0.0
+
+
+def snapshot_order(row: dict[str, Any]) -> tuple[float, float, str]:
+    """Order of snapshot rows of one product: the prediction of the later event wins
+    (`occurred_at`: one batch job predicts a product's create and its later update in any
+    order), then the later `predicted_at` (rows written before `occurred_at` existed),
+    then the id, so that ties are deterministic."""
+    return _seconds(row.get("occurred_at")), _seconds(row.get("predicted_at")), str(row.get("prediction_id", ""))
 
 
 Versioned = tuple[tuple[Any, ...], StoreEntry | None]  # (order, entry); None = tombstone
@@ -242,6 +249,23 @@ class _Latest(beam.CombineFn):
         return None if acc is None else acc[1]
 
 
+_STORE_COLUMNS = ["product_id", "content_hash", "model_version", "taxonomy_version", "prediction_id", "category", "predicted_at"]
+
+
+def _parquet_columns(pattern: str) -> list[str]:
+    """The columns the store reads; `occurred_at` only where the snapshot has it (older
+    snapshots do not, and naming a missing column fails the read)."""
+    import pyarrow.parquet as pq
+    from apache_beam.io.filesystems import FileSystems
+
+    matched = FileSystems.match([pattern])[0].metadata_list
+    if not matched:
+        raise FileNotFoundError(f"no Parquet snapshot matches {pattern}")
+    with FileSystems.open(matched[0].path) as f:
+        names = pq.read_schema(f).names
+    return _STORE_COLUMNS + (["occurred_at"] if "occurred_at" in names else [])
+
+
 class ReadPredictionStore(beam.PTransform):
     """PBegin -> PCollection[(product_id, StoreEntry)], one per product that has a live
     prediction (tombstoned products are absent)."""
@@ -264,9 +288,7 @@ class ReadPredictionStore(beam.PTransform):
         else:
             assert s.path is not None
             if is_parquet(s.path):
-                rows = pbegin | "ReadParquet" >> beam.io.ReadFromParquet(
-                    s.path, columns=["product_id", "content_hash", "model_version", "taxonomy_version", "prediction_id", "category", "predicted_at"]
-                )
+                rows = pbegin | "ReadParquet" >> beam.io.ReadFromParquet(s.path, columns=_parquet_columns(s.path))
             else:
                 rows = pbegin | "ReadJsonl" >> beam.io.ReadFromText(s.path, coder=beam.coders.BytesCoder()) | "NonBlank" >> beam.Filter(
                     lambda line: bool(line.strip())

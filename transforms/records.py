@@ -147,6 +147,9 @@ class Prediction(BaseModel):
     event_id: str = ""
     # The API bulk operation the event belonged to (not part of prediction_id).
     bulk_request_id: str | None = None
+    # When the answered event happened, i.e. which version of the product this describes:
+    # a snapshot's latest prediction per product is the one of the latest event.
+    occurred_at: datetime | None = None
     predicted_at: datetime
 
 

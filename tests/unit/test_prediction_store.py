@@ -107,6 +107,27 @@ def test_entry_from_prediction_and_order() -> None:
     assert snapshot_order(_prediction("p1", at=5)) > snapshot_order(_prediction("p1", at=4))
 
 
+def test_the_prediction_of_the_later_event_wins_whenever_it_was_made() -> None:
+    # One batch job predicted the update (event at t=20) before the create (event at t=10).
+    update = {**_prediction("p1", chash="h-update", at=1), "occurred_at": (T0 + timedelta(seconds=20)).isoformat()}
+    create = {**_prediction("p1", chash="h-create", at=2), "occurred_at": (T0 + timedelta(seconds=10)).isoformat()}
+    assert snapshot_order(update) > snapshot_order(create)
+    store = last_per_product(
+        [(entry_from_prediction(r)[0], (snapshot_order(r), entry_from_prediction(r)[1])) for r in (create, update)]
+    )
+    assert store["p1"].content_hash == "h-update"
+
+
+def test_a_parquet_snapshot_from_before_occurred_at_still_reads(tmp_path: Path) -> None:
+    rows = [{k: v for k, v in r.items() if k != "occurred_at"} for r in _rows()]
+    schema = pa.schema([f for f in PREDICTION_PARQUET_SCHEMA if f.name != "occurred_at"])
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp_path / "predictions.parquet")
+    p = TestPipeline(runner=FnApiRunner())
+    store = p | ReadPredictionStore(StoreSource.parse(str(tmp_path)))
+    assert_that(store, equal_to(_expected()))
+    p.run().wait_until_finish()
+
+
 def test_event_key_accepts_every_form() -> None:
     raw = _event("p1", force=True, bulk="b1")
     ev = ProductEvent.model_validate_json(raw)
