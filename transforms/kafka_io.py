@@ -4,8 +4,9 @@ cross-language transform; this one runs in the Python SDK harness, locally and o
 Source: `ReadFromKafka` is a splittable DoFn with one element per topic-partition, read with
 `assign()`. Bounded mode reads up to the end offsets found at start (backfills); unbounded
 mode reads forever, with a watermark from record timestamps that idle partitions (caught
-up to their end) do not hold back. Offsets are committed to the consumer group on bundle finalisation, i.e. only
-after the runner has durably accepted everything the bundle produced.
+up to their end) do not hold back. Offsets are committed to the consumer group on bundle
+finalisation, i.e. only after the runner has durably accepted everything the bundle
+produced.
 
 Sink: `WriteToKafka` produces keyed records with headers; `finish_bundle` flushes and raises
 when any record was not delivered, so the bundle is retried instead of losing records
@@ -272,7 +273,6 @@ class _PartitionReaders:
                 reader.close()
 
 
-
 _READERS = _PartitionReaders(max_open=64)
 
 
@@ -408,13 +408,14 @@ class _ReadPartition(beam.DoFn):
         watermark librdkafka cached from it; unknown before the first fetch)."""
         from confluent_kafka import TopicPartition
 
+        tp = TopicPartition(element.topic, element.partition)
         with reader.lock:
             if reader.closed:
                 return False
-            _, high = reader.consumer.get_watermark_offsets(
-                TopicPartition(element.topic, element.partition), cached=True
-            )
-        return high >= 0 and reader.position >= high
+            _, high = reader.consumer.get_watermark_offsets(tp, cached=True)
+            # librdkafka's own position also moves past trailing transaction markers.
+            position = max(reader.position, reader.consumer.position([tp])[0].offset)
+        return high >= 0 and position >= high
 
     def _at_end(self, element: KafkaPartition, reader: _PartitionReader, restriction: OffsetRange) -> bool:
         """Whether a bounded read has consumed up to its stop offset. librdkafka's position
