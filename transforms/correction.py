@@ -20,7 +20,6 @@ from transforms.records import (
 )
 from transforms.shared import shared_corrector, shared_normaliser, shared_taxonomy
 
-UNRESOLVED = "unresolved"
 
 
 class CorrectCategory(beam.DoFn):
@@ -41,7 +40,10 @@ class CorrectCategory(beam.DoFn):
         if result.category is None:
             self.unresolved.inc()
             warning = f"category {item.raw_category!r} matches no taxonomy category (best score {result.score:.2f})"
-            yield beam.pvalue.TaggedOutput(UNRESOLVED, replace(item, warnings=(*item.warnings, warning)))
+            # Stays on the main output (category None): later steps pass it through, so the
+            # flow needs no Flatten (on Prism a Flatten breaks the fused stage that makes the
+            # stream's offset commits follow its writes).
+            yield replace(item, warnings=(*item.warnings, warning))
             return
         (self.corrected if result.corrected else self.exact).inc()
         # A corrected path is only as sure as both the model and the match.
@@ -74,7 +76,9 @@ class ValidateAttributes(beam.DoFn):
         self.normaliser = shared_normaliser(self.taxonomy_path)
 
     def process(self, item: WorkItem) -> Iterator[WorkItem]:
-        assert item.category is not None
+        if item.category is None:  # unresolved: nothing to validate
+            yield item
+            return
         category = self.taxonomy.get(item.category.id)
         assert category is not None
         allowed = {a.handle for a in self.taxonomy.attributes_of(category)}

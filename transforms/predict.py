@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import apache_beam as beam
 
-from transforms.correction import UNRESOLVED, CorrectCategory, ValidateAttributes
+from transforms.correction import CorrectCategory, ValidateAttributes
 from transforms.dead_letters import DEAD_LETTER
 from transforms.decode import DELETED, DecodeEvents
 from transforms.dedupe import DedupeByContent, DedupeConfig
@@ -53,6 +53,17 @@ class PredictConfig:
         return RefreshConfig(self.metadata.model_version, self.metadata.taxonomy_version, self.refresh_quiet_s)
 
 
+# Outputs "dead_letters:<stage>": each stage's dead letters, unflattened. A sink that
+# writes them one by one stays in the source's fused stage: on Prism a Flatten is a
+# runner-side transform and a fusion break, after which a source bundle is finalised (its
+# Kafka offsets committed) before its records are written.
+DEAD_LETTER_PART = "dead_letters:"
+
+
+def dead_letter_part(stage: str) -> str:
+    return DEAD_LETTER_PART + stage
+
+
 class ModelPath(beam.PTransform):
     """PCollection[WorkItem] -> {"items": WorkItem with model results (resolved or not),
     "dead_letters": DeadLetter}: everything between decode and encode."""
@@ -71,18 +82,16 @@ class ModelPath(beam.PTransform):
             | "BatchClassify" >> c.batching.transform()
             | "Classify" >> beam.ParDo(ClassifyStep(c.model, c.max_in_flight)).with_outputs(DEAD_LETTER, main="items")
         )
-        corrected = classified.items | "CorrectCategory" >> beam.ParDo(
-            CorrectCategory(c.taxonomy_path)
-        ).with_outputs(UNRESOLVED, main="items")
+        corrected = classified.items | "CorrectCategory" >> beam.ParDo(CorrectCategory(c.taxonomy_path))
         extracted = (
-            corrected.items
+            corrected
             | "BatchExtract" >> c.batching.transform()
             | "Extract" >> beam.ParDo(ExtractStep(c.model, c.taxonomy_path, c.max_in_flight)).with_outputs(DEAD_LETTER, main="items")
         )
-        validated = extracted.items | "ValidateAttributes" >> beam.ParDo(ValidateAttributes(c.taxonomy_path))
-        done = (validated, corrected[UNRESOLVED]) | "AllPredicted" >> beam.Flatten()
-        letters = (prepared[DEAD_LETTER], classified[DEAD_LETTER], extracted[DEAD_LETTER]) | "ModelDeadLetters" >> beam.Flatten()
-        return {"items": done, "dead_letters": letters}
+        done = extracted.items | "ValidateAttributes" >> beam.ParDo(ValidateAttributes(c.taxonomy_path))
+        parts = {"prepare_images": prepared[DEAD_LETTER], "classify": classified[DEAD_LETTER], "extract": extracted[DEAD_LETTER]}
+        letters = tuple(parts.values()) | "ModelDeadLetters" >> beam.Flatten()
+        return {"items": done, "dead_letters": letters, **{dead_letter_part(k): v for k, v in parts.items()}}
 
 
 class PredictProducts(beam.PTransform):
@@ -111,4 +120,6 @@ class PredictProducts(beam.PTransform):
         done = work | "Model" >> (DedupeByContent(path, c.dedupe) if c.dedupe is not None else path)
         predictions = done["items"] | "Encode" >> beam.ParDo(EncodePrediction(c.metadata))
         dead_letters = (decoded[DEAD_LETTER], done["dead_letters"]) | "AllDeadLetters" >> beam.Flatten()
-        return {"predictions": predictions, "dead_letters": dead_letters, "deletes": deletes, "skipped": skipped}
+        parts = {dead_letter_part("decode"): decoded[DEAD_LETTER]}
+        parts.update({k: v for k, v in done.items() if k.startswith(DEAD_LETTER_PART)})
+        return {"predictions": predictions, "dead_letters": dead_letters, "deletes": deletes, "skipped": skipped, **parts}

@@ -224,9 +224,10 @@ class ClassifyStep(_ModelStep):
 
 
 class ExtractStep(_ModelStep):
-    """list[WorkItem] (category resolved) -> WorkItem with raw_attributes.
+    """list[WorkItem] -> WorkItem with raw_attributes.
 
-    A category without attributes needs no model call: it passes straight through.
+    An unresolved item (no category) or a category without attributes needs no model
+    call: it passes straight through.
     """
 
     STAGE = "extract"
@@ -244,8 +245,7 @@ class ExtractStep(_ModelStep):
         todo: list[WorkItem] = []
         requests: list[tuple[bytes, bytes | None]] = []
         for item in batch:
-            assert item.category is not None
-            category = self.taxonomy.get(item.category.id)
+            category = self.taxonomy.get(item.category.id) if item.category is not None else None
             if category is None or not self.taxonomy.attributes_of(category):
                 self.skipped.inc()
                 yield WindowedValue(item, event_time_of(item, timestamp), [window])
