@@ -6,8 +6,9 @@ with --prism_location); on Dataflow the same `build_pipeline` runs with
 --runner DataflowRunner --streaming.
 
 Delivery: the Kafka source commits offsets on bundle finalisation, and the whole flow is
-one fused stage (no shuffle between source and sink), so a bundle is finalised only after
-WriteToKafka's finish_bundle had every output acknowledged. A crash before that re-reads
+one fused stage (no shuffle and no Flatten between source and sink: Prism runs a Flatten
+runner-side, which splits the stage), so a bundle is finalised only after WriteToKafka's
+finish_bundle had every output acknowledged. A crash before that re-reads
 the bundle: at-least-once, with identical duplicates (same prediction_id).
 """
 
