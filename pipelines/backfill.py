@@ -26,7 +26,7 @@ from transforms.file_io import ReadEvents, WriteDeadLetters, WritePredictions
 from transforms.gcs import configure_beam_for_emulator
 from transforms.images import ImageConfig
 from transforms.inference import TritonModel
-from transforms.kafka_io import ReadConfig, ReadFromKafka
+from transforms.kafka_io import ReadConfig, ReadFromKafka, commit_offsets, end_offsets
 from transforms.kafka_sink import WritePredictionsToKafka
 from transforms.model_client import (
     InProcessBaseline,
@@ -90,11 +90,24 @@ def model_factory(options: PipelineOptions) -> ModelClientFactory:
     return InProcessBaseline(options.taxonomy)
 
 
+def kafka_input(options: BackfillOptions, stop_offsets: tuple[tuple[str, int, int], ...] | None = None) -> ReadConfig:
+    """The bounded read of `--input kafka:TOPIC` for the job's consumer group."""
+    topic = options.input[len(KAFKA_PREFIX) :]
+    group = options.view_as(KafkaOptions).group_id
+    return ReadConfig(kafka_config(options), (topic,), group, bounded=True, stop_offsets=stop_offsets)
+
+
 def build_pipeline(
-    pipeline: beam.Pipeline, options: BackfillOptions, config: PredictConfig, run_id: str = ""
+    pipeline: beam.Pipeline,
+    options: BackfillOptions,
+    config: PredictConfig,
+    run_id: str = "",
+    kafka_read: ReadConfig | None = None,
 ) -> dict[str, beam.PCollection]:
+    """`kafka_read`: the bounded read of a `kafka:` input with its end offsets fixed (run()
+    commits them once the pipeline succeeded); by default the ends found at start."""
     if options.input.startswith(KAFKA_PREFIX):
-        read = ReadConfig(kafka_config(options), (options.input[len(KAFKA_PREFIX) :],), options.view_as(KafkaOptions).group_id, bounded=True)
+        read = kafka_read or kafka_input(options)
         events = pipeline | "ReadEvents" >> ReadFromKafka(read) | "Values" >> beam.Map(lambda r: r.value)
     else:
         events = pipeline | "ReadEvents" >> ReadEvents(options.input)
@@ -209,13 +222,18 @@ def run(
     start = time.perf_counter()
     if on_progress:
         register(run_id, on_progress)
+    # A Kafka input's end offsets are fixed now and committed only after every output was
+    # written: the pipeline's shuffles (refresh, dedupe) run after the source's bundles end.
+    kafka_read = kafka_input(options, end_offsets(kafka_input(options))) if options.input.startswith(KAFKA_PREFIX) else None
     try:
         pipeline = beam.Pipeline(runner=runner, options=options)
-        build_pipeline(pipeline, options, config, run_id)
+        build_pipeline(pipeline, options, config, run_id, kafka_read)
         result = pipeline.run()
         result.wait_until_finish()
     finally:
         unregister(run_id)
+    if kafka_read is not None and kafka_read.stop_offsets is not None:
+        commit_offsets(kafka_read, kafka_read.stop_offsets)
     seconds = time.perf_counter() - start
     counts = counter_totals(result, "productlens")
     model = counter_totals(result, "model")

@@ -2,7 +2,8 @@
 cross-language transform; this one runs in the Python SDK harness, locally and on Dataflow).
 
 Source: `ReadFromKafka` is a splittable DoFn with one element per topic-partition, read with
-`assign()`. Bounded mode reads up to the end offsets found at start (backfills); unbounded
+`assign()`. Bounded mode reads up to end offsets fixed at start (backfills) and commits
+nothing itself: the caller commits those ends after the pipeline succeeded; unbounded
 mode reads forever, with a watermark from record timestamps that idle partitions (caught
 up to their end) do not hold back. Offsets are committed to the consumer group on bundle
 finalisation, i.e. only after the runner has durably accepted everything the bundle
@@ -91,6 +92,11 @@ class ReadConfig:
     # An idle partition's watermark advances to wall time minus this slack.
     idle_watermark_slack_s: float = 1.0
     idle_resume_s: float = 0.5
+    # Bounded only: (topic, partition, end offset) fixed by the caller before the run. A
+    # bounded read never commits offsets itself: outputs behind a shuffle are written after
+    # the source's bundles finish, so the caller commits these ends once the whole pipeline
+    # succeeded (`commit_offsets`). None: each partition's end offset at start, no commit.
+    stop_offsets: tuple[tuple[str, int, int], ...] | None = None
 
     def __post_init__(self) -> None:
         if not self.topics:
@@ -186,6 +192,9 @@ class _PartitionOffsets(RestrictionProvider):
         else:
             start = low if config.start_from == "earliest" else high
         stop = high if config.bounded else UNBOUNDED
+        if config.bounded and config.stop_offsets is not None:
+            ends = {(t, p): end for t, p, end in config.stop_offsets}
+            stop = ends.get((element.topic, element.partition), start)  # a partition added since: none
         return OffsetRange(start, max(start, stop))
 
     def create_tracker(self, restriction: OffsetRange) -> OffsetRestrictionTracker:
@@ -317,8 +326,6 @@ class _ReadPartition(beam.DoFn):
                     finally:
                         consumer.close()
             self.commits.inc()
-            if self.config.bounded:
-                _READERS.discard(self.config, topic, partition)  # a backfill reads a partition once
         except KafkaException as exc:
             # Not fatal: the next finalised bundle commits a later offset, and until then a
             # restart re-reads a little (at-least-once).
@@ -356,6 +363,7 @@ class _ReadPartition(beam.DoFn):
                 if not messages:
                     if c.bounded and self._at_end(element, reader, restriction):
                         tracker.try_claim(restriction.stop)  # gaps (compaction, markers) end here
+                        _READERS.discard(c, element.topic, element.partition)  # read once
                         return
                     if not c.bounded:
                         # Idle only when caught up: an empty poll also happens before the
@@ -395,7 +403,7 @@ class _ReadPartition(beam.DoFn):
                     tracker.defer_remainder()
                     return
         finally:
-            if last is not None:
+            if last is not None and not c.bounded:
                 topic, partition, offset = element.topic, element.partition, last + 1
                 finalizer.register(lambda: self._commit(topic, partition, offset))
             else:
@@ -428,6 +436,43 @@ class _ReadPartition(beam.DoFn):
                 return False
             position = reader.consumer.position([TopicPartition(element.topic, element.partition)])[0].offset
         return max(position, reader.position, restriction.start) >= restriction.stop
+
+
+def end_offsets(config: ReadConfig) -> tuple[tuple[str, int, int], ...]:
+    """(topic, partition, end offset) of every partition of the config's topics, now: the
+    `stop_offsets` of a bounded read, looked up by the caller before the run."""
+    from confluent_kafka import TopicPartition
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient(config.kafka.client_config())
+    consumer = _consumer(config)
+    try:
+        out = []
+        for topic in config.topics:
+            info = admin.list_topics(topic, timeout=30).topics.get(topic)
+            if info is None or info.error is not None:
+                raise RuntimeError(f"Kafka topic {topic!r} does not exist or cannot be read: {info and info.error}")
+            for p in sorted(info.partitions):
+                tp = TopicPartition(topic, p)
+                _, high = call_with_retries(lambda: consumer.get_watermark_offsets(tp, timeout=30), _KAFKA_RETRY, _retriable)
+                out.append((topic, p, high))
+        return tuple(out)
+    finally:
+        consumer.close()
+
+
+def commit_offsets(config: ReadConfig, offsets: tuple[tuple[str, int, int], ...]) -> None:
+    """Commit a bounded read's end offsets for its group, after its pipeline succeeded: the
+    next run starts there. A crash before this re-reads the range (at-least-once)."""
+    from confluent_kafka import TopicPartition
+
+    consumer = _consumer(config)
+    try:
+        tps = [TopicPartition(t, p, end) for t, p, end in offsets]
+        if tps:
+            call_with_retries(lambda: consumer.commit(offsets=tps, asynchronous=False), _KAFKA_RETRY, _retriable)
+    finally:
+        consumer.close()
 
 
 class _ListPartitions(beam.DoFn):

@@ -192,3 +192,35 @@ def test_a_teardown_during_a_bundle_checkpoints_it(broker: Broker) -> None:
     deferred = threadsafe.deferred_status()
     assert read == list(range(len(read))) and len(read) < 20
     assert deferred is not None and deferred[0].start == len(read)
+
+
+def test_a_bounded_read_stops_at_its_fixed_ends_and_commits_nothing_itself(broker: Broker) -> None:
+    from transforms.kafka_io import commit_offsets, end_offsets
+
+    topic = topic_names("bounded")["events"]
+    broker.create_topics(topic, partitions=PARTITIONS)
+    _produce(broker, topic, per_partition=10)
+    config = ReadConfig(KafkaConfig(broker.bootstrap), (topic,), "group-bounded", bounded=True)
+    ends = end_offsets(config)
+    assert ends == tuple((topic, p, 10) for p in range(PARTITIONS))
+    _produce(broker, topic, per_partition=5)  # after the ends were fixed: not this run's
+    fixed = ReadConfig(KafkaConfig(broker.bootstrap), (topic,), "group-bounded", bounded=True, stop_offsets=ends)
+    fn = _ReadPartition(fixed)
+    fn.setup()
+    read: list[int] = []
+    for p in range(PARTITIONS):
+        element = KafkaPartition(topic, p, fixed)
+        restriction = _PartitionOffsets().initial_restriction(element)
+        assert restriction == OffsetRange(0, 10)
+        records, residual, finalizer = _bundle(fn, element, restriction)
+        for callback in finalizer.callbacks:
+            callback()
+        assert residual is None
+        read += [r.offset for r in records]
+    fn.teardown()
+    assert sorted(read) == sorted(list(range(10)) * PARTITIONS)
+    # Finalising the bundles committed nothing: outputs behind a shuffle are not written yet.
+    element = KafkaPartition(topic, 0, config)
+    assert _PartitionOffsets().initial_restriction(element).start == 0
+    commit_offsets(fixed, ends)  # what backfill does once its pipeline succeeded
+    assert _PartitionOffsets().initial_restriction(element) == OffsetRange(10, 15)
