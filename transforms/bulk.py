@@ -64,16 +64,23 @@ class BulkResult:
         return json.dumps(asdict(self), sort_keys=True)
 
 
-def request_of(element: Any) -> tuple[str, str] | None:
-    """(event_id, bulk_request_id) of a raw event when it names both, else None. Lenient:
-    an event that fails validation still belongs to its request (it ends as `failed`)."""
+def event_fields(element: Any) -> dict[str, Any] | None:
+    """A raw event (bytes, str, dict or ProductEvent) as a dict, without validating it;
+    None when it is not a JSON object."""
     if isinstance(element, ProductEvent):
-        return (element.event_id, element.bulk_request_id) if element.bulk_request_id else None
+        return element.model_dump(mode="json")
     try:
         data = element if isinstance(element, dict) else json.loads(element)
     except (ValueError, TypeError):
         return None
-    if not isinstance(data, dict):
+    return data if isinstance(data, dict) else None
+
+
+def request_of(element: Any) -> tuple[str, str] | None:
+    """(event_id, bulk_request_id) of a raw event when it names both, else None. Lenient:
+    an event that fails validation still belongs to its request (it ends as `failed`)."""
+    data = event_fields(element)
+    if data is None:
         return None
     event_id, bulk = data.get("event_id"), data.get("bulk_request_id")
     if isinstance(event_id, str) and event_id.strip() and isinstance(bulk, str) and bulk.strip():

@@ -27,7 +27,6 @@ reason, like the refresh trigger in the stream.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -51,7 +50,9 @@ from transforms.bulk import (
     PREDICTED,
     SKIPPED,
     BulkResult,
+    event_fields,
     outcome_of,
+    request_of,
     to_result,
 )
 from transforms.records import DeadLetter, ProductEvent
@@ -84,23 +85,16 @@ def _size(value: Any) -> int | None:
 def arrival_of(raw: Any) -> tuple[str, BulkElement] | None:
     """(bulk_request_id, arrival) of a raw event that names a request, else None. Lenient, as
     `bulk.request_of`: an event that fails validation still belongs to its request."""
-    if isinstance(raw, ProductEvent):
-        data: Any = raw.model_dump(mode="json")
-    elif (isinstance(raw, bytes) and b"bulk_request_id" not in raw) or (
+    if (isinstance(raw, bytes) and b"bulk_request_id" not in raw) or (
         isinstance(raw, str) and "bulk_request_id" not in raw
     ):
         return None  # most events are not part of a bulk operation: skip the second parse
-    else:
-        try:
-            data = raw if isinstance(raw, dict) else json.loads(raw)
-        except (ValueError, TypeError):
-            return None
-    if not isinstance(data, dict):
+    data = event_fields(raw)
+    found = request_of(data) if data is not None else None
+    if found is None:
         return None
-    event_id, bulk = data.get("event_id"), data.get("bulk_request_id")
-    if not (isinstance(event_id, str) and event_id.strip() and isinstance(bulk, str) and bulk.strip()):
-        return None
-    return bulk.strip(), BulkElement(event_id.strip(), None, _size(data.get("bulk_size")))
+    event_id, bulk = found
+    return bulk, BulkElement(event_id, None, _size(data.get("bulk_size")))  # type: ignore[union-attr]
 
 
 def _bulk_of(element: Any) -> str | None:

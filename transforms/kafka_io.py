@@ -314,17 +314,12 @@ class _ReadPartition(beam.DoFn):
         from confluent_kafka import KafkaException, TopicPartition
 
         try:
-            offsets = [TopicPartition(topic, partition, offset)]
             reader = _READERS.get(self.config, topic, partition)
             with reader.lock:
                 if not reader.closed:
-                    reader.consumer.commit(offsets=offsets, asynchronous=False)
+                    reader.consumer.commit(offsets=[TopicPartition(topic, partition, offset)], asynchronous=False)
                 else:  # closed by a teardown since: any consumer of the group can commit
-                    consumer = _consumer(self.config)
-                    try:
-                        consumer.commit(offsets=offsets, asynchronous=False)
-                    finally:
-                        consumer.close()
+                    commit_offsets(self.config, ((topic, partition, offset),))
             self.commits.inc()
         except KafkaException as exc:
             # Not fatal: the next finalised bundle commits a later offset, and until then a
@@ -438,21 +433,26 @@ class _ReadPartition(beam.DoFn):
         return max(position, reader.position, restriction.start) >= restriction.stop
 
 
+def partitions_of(kafka: KafkaConfig, topic: str) -> list[int]:
+    """The topic's partition numbers; a clear error when it does not exist."""
+    from confluent_kafka.admin import AdminClient
+
+    info = AdminClient(kafka.client_config()).list_topics(topic, timeout=30).topics.get(topic)
+    if info is None or info.error is not None:
+        raise RuntimeError(f"Kafka topic {topic!r} does not exist or cannot be read: {info and info.error}")
+    return sorted(info.partitions)
+
+
 def end_offsets(config: ReadConfig) -> tuple[tuple[str, int, int], ...]:
     """(topic, partition, end offset) of every partition of the config's topics, now: the
     `stop_offsets` of a bounded read, looked up by the caller before the run."""
     from confluent_kafka import TopicPartition
-    from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient(config.kafka.client_config())
     consumer = _consumer(config)
     try:
         out = []
         for topic in config.topics:
-            info = admin.list_topics(topic, timeout=30).topics.get(topic)
-            if info is None or info.error is not None:
-                raise RuntimeError(f"Kafka topic {topic!r} does not exist or cannot be read: {info and info.error}")
-            for p in sorted(info.partitions):
+            for p in partitions_of(config.kafka, topic):
                 tp = TopicPartition(topic, p)
                 _, high = call_with_retries(lambda: consumer.get_watermark_offsets(tp, timeout=30), _KAFKA_RETRY, _retriable)
                 out.append((topic, p, high))
@@ -482,13 +482,7 @@ class _ListPartitions(beam.DoFn):
         self.config = config
 
     def process(self, topic: str) -> Iterator[KafkaPartition]:
-        from confluent_kafka.admin import AdminClient
-
-        metadata = AdminClient(self.config.kafka.client_config()).list_topics(topic, timeout=30)
-        info = metadata.topics.get(topic)
-        if info is None or info.error is not None:
-            raise RuntimeError(f"Kafka topic {topic!r} does not exist or cannot be read: {info and info.error}")
-        for p in sorted(info.partitions):
+        for p in partitions_of(self.config.kafka, topic):
             yield KafkaPartition(topic, p, self.config)
 
 
