@@ -33,8 +33,10 @@ def skip_without_kafka() -> None:
 def prism_binary() -> str:
     if shutil.which("go") is None and not list((ROOT / ".cache" / "prism").glob("*/bin/prism")):
         pytest.skip("go is not on PATH and no Prism binary is cached: cannot build the streaming runner")
-    out = subprocess.run([str(PRISM_SH)], capture_output=True, text=True, timeout=900)
-    assert out.returncode == 0, out.stderr[-3000:]
+    t0 = time.monotonic()
+    out = subprocess.run([str(PRISM_SH)], capture_output=True, text=True, timeout=1500)
+    assert out.returncode == 0, f"prism.sh failed:\n{out.stderr[-6000:]}"
+    print(f"prism.sh took {time.monotonic() - t0:.1f}s\n{out.stderr[-2000:]}")
     return out.stdout.strip().splitlines()[-1]
 
 
@@ -44,11 +46,14 @@ class Broker:
     data_dir: Path
     env: dict[str, str]
 
-    def sh(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([str(KAFKA_SH), *args], env=self.env, capture_output=True, text=True, timeout=600)
+    def sh(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run([str(KAFKA_SH), *args], env=self.env, capture_output=True, text=True, timeout=timeout)
         if check and proc.returncode != 0:
             raise AssertionError(f"kafka.sh {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr[-4000:]}")
         return proc
+
+    def pid(self) -> int:
+        return int((self.data_dir / "kafka.pid").read_text().strip())
 
     def create_topics(self, *names: str, partitions: int = 3, compacted: tuple[str, ...] = ()) -> None:
         from confluent_kafka.admin import AdminClient, NewTopic
@@ -97,13 +102,21 @@ class Broker:
         return out
 
 
-def start_broker(tmp: Path) -> Broker:
+def new_broker(tmp: Path, partitions: int | None = None) -> Broker:
+    """A broker on free ports with its data under `tmp`, not started yet (skips with the
+    reason when Java, the jars or confluent-kafka are missing)."""
     skip_without_kafka()
-    pytest.importorskip("confluent_kafka")
+    pytest.importorskip("confluent_kafka", reason="confluent-kafka is not installed in this venv")
     port, controller = free_ports(2)
     data_dir = tmp / "kafka-data"
     env = {**os.environ, "KAFKA_PORT": str(port), "KAFKA_CONTROLLER_PORT": str(controller), "KAFKA_DATA_DIR": str(data_dir)}
-    broker = Broker(f"127.0.0.1:{port}", data_dir, env)
+    if partitions is not None:
+        env["KAFKA_PARTITIONS"] = str(partitions)
+    return Broker(f"127.0.0.1:{port}", data_dir, env)
+
+
+def start_broker(tmp: Path) -> Broker:
+    broker = new_broker(tmp)
     broker.sh("up")
     return broker
 
@@ -170,4 +183,4 @@ def topic_names(prefix: str) -> dict[str, str]:
     return {k: f"{prefix}-{k}-{run}" for k in ("events", "predictions", "dlq")}
 
 
-__all__ = ["Broker", "StreamJob", "prism_binary", "start_broker", "topic_names", "wait_for"]
+__all__ = ["Broker", "StreamJob", "new_broker", "prism_binary", "start_broker", "topic_names", "wait_for"]

@@ -9,23 +9,15 @@ end. Skipped with a reason when java/mvn (Kafka) or go (Prism) are missing.
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
-from tests.integration.triton_server import free_ports
+from tests.integration.kafka_stack import Broker, new_broker, prism_binary
 
 pytestmark = pytest.mark.integration
-
-ROOT = Path(__file__).resolve().parents[2]
-KAFKA_SH = ROOT / "deploy" / "local" / "kafka" / "kafka.sh"
-PRISM_SH = ROOT / "deploy" / "local" / "prism" / "prism.sh"
 
 EVENTS = "product-events"
 PREDICTIONS = "product-predictions"
@@ -35,49 +27,10 @@ BULK = "bulk-results"
 PARTITIONS = 3
 
 
-def _kafka_libs_cached() -> bool:
-    return any((ROOT / ".cache" / "kafka").glob("*/libs/.complete"))
-
-
-@dataclass
-class Broker:
-    bootstrap: str
-    data_dir: Path
-    env: dict[str, str]
-
-    def sh(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(
-            [str(KAFKA_SH), *args], env=self.env, capture_output=True, text=True, timeout=timeout
-        )
-        if check and proc.returncode != 0:
-            raise AssertionError(
-                f"kafka.sh {' '.join(args)} exited {proc.returncode}\n"
-                f"--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr[-6000:]}"
-            )
-        return proc
-
-    def pid(self) -> int:
-        return int((self.data_dir / "kafka.pid").read_text().strip())
-
-
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
-    if shutil.which("java") is None:
-        pytest.skip("java is not on PATH: the local Kafka broker needs Java 17+")
-    if shutil.which("mvn") is None and not _kafka_libs_cached():
-        pytest.skip("mvn is not on PATH and no Kafka jars are cached under .cache/kafka: cannot fetch the broker")
-    pytest.importorskip("confluent_kafka", reason="confluent-kafka is not installed in this venv")
-
-    port, controller_port = free_ports(2)
-    data_dir = tmp_path_factory.mktemp("kafka") / "data"
-    env = {
-        **os.environ,
-        "KAFKA_PORT": str(port),
-        "KAFKA_CONTROLLER_PORT": str(controller_port),
-        "KAFKA_DATA_DIR": str(data_dir),
-        "KAFKA_PARTITIONS": str(PARTITIONS),
-    }
-    b = Broker(bootstrap=f"127.0.0.1:{port}", data_dir=data_dir, env=env)
+    b = new_broker(tmp_path_factory.mktemp("kafka"), partitions=PARTITIONS)
+    data_dir = b.data_dir
     t0 = time.monotonic()
     try:
         up = b.sh("up")
@@ -237,16 +190,9 @@ def test_restart_keeps_messages(broker: Broker) -> None:
 # Prism
 
 
-@pytest.fixture(scope="module")
-def prism_binary() -> str:
-    cached = ROOT / ".cache" / "prism"
-    if shutil.which("go") is None and not any(cached.glob("v*/bin/prism")):
-        pytest.skip("go is not on PATH and no Prism binary is cached: cannot build Beam's Prism runner")
-    t0 = time.monotonic()
-    proc = subprocess.run([str(PRISM_SH)], capture_output=True, text=True, timeout=1500)
-    assert proc.returncode == 0, f"prism.sh failed:\n{proc.stderr[-6000:]}"
-    print(f"prism.sh took {time.monotonic() - t0:.1f}s\n{proc.stderr[-2000:]}")
-    path = proc.stdout.strip().splitlines()[-1]
+@pytest.fixture(scope="module", name="prism_binary")
+def prism_binary_fixture() -> str:
+    path = prism_binary()
     assert os.access(path, os.X_OK), path
     return path
 
