@@ -47,7 +47,7 @@ triton-down:
 
 demo: venv
 	rm -rf $(DEMO_OUT)
-	$(BIN)/productlens backfill --input 'examples/*events.jsonl' --output $(DEMO_OUT)
+	$(BIN)/productlens backfill --input 'examples/*events.jsonl' --output $(DEMO_OUT) --image-base-dir examples
 	@echo "predictions: $(DEMO_OUT)/predictions.jsonl"
 
 test: venv triton-venv prism

@@ -18,13 +18,12 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
-from pipelines.options import KafkaOptions, PredictOptions, StoreOptions, kafka_config
+from pipelines.options import KafkaOptions, PredictOptions, StoreOptions, image_config, kafka_config
 from pipelines.results import counter_totals
 from transforms.bulk import BulkResults, WriteBulkResults
 from transforms.dedupe import DedupeConfig
 from transforms.file_io import ReadEvents, WriteDeadLetters, WritePredictions
 from transforms.gcs import configure_beam_for_emulator
-from transforms.images import ImageConfig
 from transforms.inference import TritonModel
 from transforms.kafka_io import ReadConfig, ReadFromKafka, commit_offsets, end_offsets
 from transforms.kafka_sink import WritePredictionsToKafka
@@ -69,11 +68,7 @@ def predict_config(
         model=model,
         metadata=metadata,
         taxonomy_path=options.taxonomy,
-        images=ImageConfig(
-            max_side=options.image_max_side,
-            max_bytes=options.image_max_bytes,
-            timeout_s=options.image_timeout_s,
-        ),
+        images=image_config(options),
         batching=BatchConfig(min_size=options.batch_min, max_size=options.batch_max),
         image_base_dir=image_base_dir or options.image_base_dir,
         refresh_quiet_s=options.refresh_quiet_s,
@@ -211,9 +206,9 @@ def run(
     if not options.input or not options.output:
         raise ValueError("backfill needs --input (events file) and --output (directory)")
     configure_beam_for_emulator()  # no-op unless STORAGE_EMULATOR_HOST is set
-    local_input = "://" not in options.input and not options.input.startswith(KAFKA_PREFIX)
-    base_dir = os.path.dirname(os.path.abspath(options.input)) if local_input else None
-    config = predict_config(options, model or model_factory(options), base_dir)
+    # Local image files only under --image_base_dir: the events are merchant data, and
+    # their directory is no more trusted than they are.
+    config = predict_config(options, model or model_factory(options))
     run_id = uuid.uuid4().hex
     runner_name = options.view_as(StandardOptions).runner
     runner = FnApiRunner() if runner_name in (None, "FnApiRunner") else runner_name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import sys
@@ -31,8 +32,48 @@ TaxonomyOpt = Annotated[
 
 
 def _fail(message: str) -> None:
+    """A usage or configuration error: exit 2 (as typer does for bad flags)."""
     console.print(f"[red]error:[/red] {message}")
     raise typer.Exit(2)
+
+
+def _pipeline_failed(exc: BaseException) -> None:
+    """The job itself failed (not the flags): exit 1, with the cause and no traceback
+    (it is in the log at DEBUG). Bad products never get here: they are dead letters."""
+    logging.getLogger("productlens").debug("pipeline failed", exc_info=exc)
+    console.print(f"[red]pipeline failed:[/red] {type(exc).__name__}: {str(exc)[:2000]}")
+    raise typer.Exit(1)
+
+
+ImageBaseDirOpt = Annotated[
+    Optional[str],
+    typer.Option("--image-base-dir", help="directory that local image paths (relative, absolute or file://) must lie in; "
+                 "default: events cannot name local files"),
+]
+ImageBucketOpt = Annotated[
+    Optional[list[str]], typer.Option("--image-gcs-bucket", help="gs:// bucket images may come from (repeatable); default: none")
+]
+ImageHostOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--image-host", help="allow-list of image hosts, e.g. cdn.shopify.com or .example-cdn.com (repeatable); "
+                 "default: any public host"),
+]
+PrivateImagesOpt = Annotated[
+    bool,
+    typer.Option("--allow-private-image-addresses", help="tests and local use only: let image URLs reach loopback and "
+                 "private addresses (never on a shared or cloud worker)"),
+]
+
+
+def _image_flags(base_dir: str | None, buckets: list[str] | None, hosts: list[str] | None, allow_private: bool) -> list[str]:
+    if base_dir and not Path(base_dir).is_dir():
+        _fail(f"--image-base-dir {base_dir} is not a directory")
+    return [
+        *([f"--image_base_dir={base_dir}"] if base_dir else []),
+        *(f"--image_gcs_bucket={b}" for b in buckets or []),
+        *(f"--image_host={h}" for h in hosts or []),
+        *(["--image_allow_private_addresses"] if allow_private else []),
+    ]
 
 
 @taxonomy_app.command("info")
@@ -125,6 +166,10 @@ def backfill(
     dedupe: Annotated[bool, typer.Option(help="one model call per distinct product content")] = True,
     prediction_store: Annotated[Optional[str], typer.Option("--prediction-store", help="skip products whose last prediction is current: predictions snapshot/dir or kafka:TOPIC")] = None,
     bulk_results: Annotated[Optional[str], typer.Option("--bulk-results", help="one completion record per bulk_request_id: directory, .jsonl, or kafka:TOPIC")] = None,
+    image_base_dir: ImageBaseDirOpt = None,
+    image_gcs_bucket: ImageBucketOpt = None,
+    image_host: ImageHostOpt = None,
+    allow_private_image_addresses: PrivateImagesOpt = False,
     runner: Annotated[str, typer.Option(help="Beam runner")] = "FnApiRunner",
     beam_arg: Annotated[Optional[list[str]], typer.Option("--beam-arg", help="extra Beam pipeline flag (repeatable)")] = None,
 ) -> None:
@@ -148,6 +193,7 @@ def backfill(
         *(["--dedupe"] if dedupe else []),
         *([f"--prediction_store={prediction_store}"] if prediction_store else []),
         *([f"--bulk_results={bulk_results}"] if bulk_results else []),
+        *_image_flags(image_base_dir, image_gcs_bucket, image_host, allow_private_image_addresses),
         *(beam_arg or []),
     ]
     if taxonomy:
@@ -155,8 +201,8 @@ def backfill(
     if triton_url:
         flags.append(f"--triton_url={triton_url}")
     local = "://" not in input and not input.startswith("kafka:")
-    if local and not Path(input).exists() and not any(c in input for c in "*?["):
-        _fail(f"input {input} does not exist")
+    if local and not glob.glob(input):
+        _fail(f"no input file matches {input}" if any(c in input for c in "*?[") else f"input {input} does not exist")
     options = BackfillOptions(flags)
     total = count_lines(input)
     progress = Progress(
@@ -169,6 +215,8 @@ def backfill(
             summary = run(options, on_progress=lambda n: progress.advance(task, n))
     except (TaxonomyError, TaxonomyVersionMismatch, ModelConfigError, RetriesExhausted, ValueError) as exc:
         _fail(str(exc))
+    except Exception as exc:  # noqa: BLE001 - a failed job is reported, not dumped as a traceback
+        _pipeline_failed(exc)
     _print_summary(summary)
     if "://" not in output and not output.startswith("kafka:"):
         Path(output, "summary.json").write_text(json.dumps(summary.as_dict(), indent=2) + "\n")
@@ -224,7 +272,10 @@ def stream(
     taxonomy: TaxonomyOpt = None,
     triton_url: Annotated[Optional[str], typer.Option(help="Triton gRPC host:port; default: the in-process baseline")] = None,
     model_name: Annotated[str, typer.Option(help="Triton model that answers the contract")] = "product_baseline",
-    image_base_dir: Annotated[Optional[str], typer.Option(help="relative image paths resolve against this")] = None,
+    image_base_dir: ImageBaseDirOpt = None,
+    image_gcs_bucket: ImageBucketOpt = None,
+    image_host: ImageHostOpt = None,
+    allow_private_image_addresses: PrivateImagesOpt = False,
     kafka_config: KafkaConfigOpt = None,
     refresh_quiet_period: Annotated[
         Optional[float],
@@ -258,9 +309,10 @@ def stream(
         *(["--dedupe"] if dedupe else []),
         *([f"--refresh_quiet_s={refresh_quiet_period}"] if refresh_quiet_period is not None else []),
         *([f"--bulk_results_topic={bulk_results_topic}", f"--bulk_timeout_s={bulk_timeout}"] if bulk_results_topic else []),
+        *_image_flags(image_base_dir, image_gcs_bucket, image_host, allow_private_image_addresses),
         *(beam_arg or []),
     ]
-    for name, value in (("taxonomy", taxonomy), ("triton_url", triton_url), ("image_base_dir", image_base_dir)):
+    for name, value in (("taxonomy", taxonomy), ("triton_url", triton_url)):
         if value:
             flags.append(f"--{name}={value}")
     console.print(f"streaming {events_topic} -> {predictions_topic} (dead letters: {dlq_topic}) on {runner}; Ctrl-C stops")
@@ -270,6 +322,8 @@ def stream(
         _fail(str(exc))
     except KeyboardInterrupt:
         console.print("stopped; a restart resumes from the committed offsets")
+    except Exception as exc:  # noqa: BLE001
+        _pipeline_failed(exc)
 
 
 @app.command()
@@ -283,6 +337,9 @@ def repredict(
     model_name: Annotated[str, typer.Option(help="Triton model that answers the contract")] = "product_baseline",
     bootstrap_servers: BootstrapOpt = "127.0.0.1:9092",
     kafka_config: KafkaConfigOpt = None,
+    image_base_dir: ImageBaseDirOpt = None,
+    image_gcs_bucket: ImageBucketOpt = None,
+    image_host: ImageHostOpt = None,
     runner: Annotated[str, typer.Option(help="Beam runner")] = "FnApiRunner",
     beam_arg: Annotated[Optional[list[str]], typer.Option("--beam-arg", help="extra Beam pipeline flag (repeatable)")] = None,
 ) -> None:
@@ -301,6 +358,7 @@ def repredict(
         f"--kafka_bootstrap={bootstrap_servers}",
         f"--runner={runner}",
         *(f"--kafka_config={c}" for c in kafka_config or []),
+        *_image_flags(image_base_dir, image_gcs_bucket, image_host, False),
         *(beam_arg or []),
     ]
     for name, value in (("repredict_output", output), ("taxonomy", taxonomy), ("triton_url", triton_url)):
@@ -313,6 +371,8 @@ def repredict(
             summary = run_repredict(RepredictOptions(flags))
     except (TaxonomyError, TaxonomyVersionMismatch, ModelConfigError, FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
+    except Exception as exc:  # noqa: BLE001
+        _pipeline_failed(exc)
     Console().print(summary_table(summary))
     if summary.dry_run:
         console.print("dry run: no model was called. Extract calls depend on the category classify finds; "

@@ -267,7 +267,9 @@ def run(
     if e.predictions:
         versions = check_predictions_file(e.predictions)
     else:
-        image_base_dir = os.path.dirname(os.path.abspath(e.golden)) if _local(e.golden) else None
+        # A golden file is curated by the operator, so its own directory may hold its images.
+        golden_dir = os.path.dirname(os.path.abspath(e.golden)) if _local(e.golden) else None
+        image_base_dir = options.view_as(PredictOptions).image_base_dir or golden_dir
         config = predict_config(options, model or model_factory(options), image_base_dir)
     if _local(e.out):
         os.makedirs(e.out, exist_ok=True)

@@ -24,7 +24,19 @@ class PredictOptions(PipelineOptions):
         parser.add_argument("--triton_url", default=None, help="Triton gRPC host:port; default: the in-process baseline")
         parser.add_argument("--model_name", default="product_baseline", help="Triton model answering the contract")
         parser.add_argument("--model_timeout_s", type=float, default=60.0)
-        parser.add_argument("--image_base_dir", default=None, help="relative image paths resolve against this")
+        parser.add_argument(
+            "--image_base_dir", default=None,
+            help="directory local image paths (relative, absolute or file://) must lie in; default: events cannot name local files",
+        )
+        parser.add_argument("--image_max_attempts", type=int, default=ImageConfig.max_attempts, help="images tried per product")
+        parser.add_argument("--image_product_budget_s", type=float, default=ImageConfig.product_budget_s, help="seconds of image fetching per product")
+        parser.add_argument("--image_gcs_bucket", action="append", default=[], help="gs:// bucket images may come from (repeatable); default: none")
+        parser.add_argument("--image_host", action="append", default=[], help="allow-list of image hosts, e.g. cdn.shopify.com or .example-cdn.com (repeatable); default: any public host")
+        parser.add_argument("--image_proxy", default=None, help="HTTP proxy host:port for image fetches (proxy environment variables are ignored)")
+        parser.add_argument(
+            "--image_allow_private_addresses", action="store_true",
+            help="tests and local use only: let image URLs reach loopback and private addresses",
+        )
         parser.add_argument(
             "--refresh_quiet_s", type=float, default=None,
             help="run the refresh trigger (skip unchanged products, one prediction per burst of edits "
@@ -57,3 +69,18 @@ class StoreOptions(PipelineOptions):
 def kafka_config(options: PipelineOptions) -> KafkaConfig:
     k = options.view_as(KafkaOptions)
     return KafkaConfig.from_options(k.kafka_bootstrap, k.kafka_config)
+
+
+def image_config(options: PipelineOptions) -> ImageConfig:
+    o = options.view_as(PredictOptions)
+    return ImageConfig(
+        max_side=o.image_max_side,
+        max_bytes=o.image_max_bytes,
+        timeout_s=o.image_timeout_s,
+        max_attempts=o.image_max_attempts,
+        product_budget_s=o.image_product_budget_s,
+        gcs_buckets=tuple(o.image_gcs_bucket),
+        allowed_hosts=tuple(o.image_host),
+        allow_private_addresses=o.image_allow_private_addresses,
+        proxy=o.image_proxy,
+    )

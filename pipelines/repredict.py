@@ -374,9 +374,8 @@ def run(options: RepredictOptions, model: ModelClientFactory | None = None) -> R
         raise ValueError("repredict needs --catalog (snapshot of the catalog) and --prediction_store (snapshot or kafka:TOPIC)")
     if not o.repredict_dry_run and not o.repredict_output:
         raise ValueError("repredict needs --output (directory or kafka:TOPIC) unless --dry-run")
-    local_catalog = "://" not in o.catalog
-    base_dir = os.path.dirname(os.path.abspath(o.catalog)) if local_catalog else None
-    predict = predict_config(options, model or model_factory(options), base_dir)
+    # Local image files only under --image_base_dir (the catalog is merchant data).
+    predict = predict_config(options, model or model_factory(options))
     config = RepredictConfig(
         model_version=predict.metadata.model_version,
         taxonomy_version=predict.metadata.taxonomy_version,

@@ -18,8 +18,8 @@ from transforms.records import (
     PredictedValue,
     WorkItem,
 )
+from transforms.dead_letters import guard_stage
 from transforms.shared import shared_corrector, shared_normaliser, shared_taxonomy
-
 
 
 class CorrectCategory(beam.DoFn):
@@ -35,6 +35,7 @@ class CorrectCategory(beam.DoFn):
     def setup(self) -> None:
         self.corrector = shared_corrector(self.taxonomy_path)
 
+    @guard_stage("correct_category")
     def process(self, item: WorkItem) -> Iterator[Any]:
         result = self.corrector.correct(item.raw_category)
         if result.category is None:
@@ -75,6 +76,7 @@ class ValidateAttributes(beam.DoFn):
         self.taxonomy = shared_taxonomy(self.taxonomy_path)
         self.normaliser = shared_normaliser(self.taxonomy_path)
 
+    @guard_stage("validate_attributes")
     def process(self, item: WorkItem) -> Iterator[WorkItem]:
         if item.category is None:  # unresolved: nothing to validate
             yield item

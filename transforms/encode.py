@@ -8,6 +8,7 @@ from typing import Iterator
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
+from transforms.dead_letters import guard_stage
 from transforms.kafka_io import OutgoingRecord
 from transforms.model_client import ModelMetadata
 from transforms.records import (
@@ -28,6 +29,7 @@ class EncodePrediction(beam.DoFn):
         self.unresolved = Metrics.counter("productlens", "unresolved")
         self.flagged = Metrics.counter("productlens", "predictions_with_warnings")
 
+    @guard_stage("encode")
     def process(self, item: WorkItem) -> Iterator[Prediction]:
         if item.category is None:
             status = PredictionStatus.UNRESOLVED

@@ -82,16 +82,26 @@ class ModelPath(beam.PTransform):
             | "BatchClassify" >> c.batching.transform()
             | "Classify" >> beam.ParDo(ClassifyStep(c.model, c.max_in_flight)).with_outputs(DEAD_LETTER, main="items")
         )
-        corrected = classified.items | "CorrectCategory" >> beam.ParDo(CorrectCategory(c.taxonomy_path))
+        corrected = classified.items | "CorrectCategory" >> beam.ParDo(CorrectCategory(c.taxonomy_path)).with_outputs(
+            DEAD_LETTER, main="items"
+        )
         extracted = (
-            corrected
+            corrected.items
             | "BatchExtract" >> c.batching.transform()
             | "Extract" >> beam.ParDo(ExtractStep(c.model, c.taxonomy_path, c.max_in_flight)).with_outputs(DEAD_LETTER, main="items")
         )
-        done = extracted.items | "ValidateAttributes" >> beam.ParDo(ValidateAttributes(c.taxonomy_path))
-        parts = {"prepare_images": prepared[DEAD_LETTER], "classify": classified[DEAD_LETTER], "extract": extracted[DEAD_LETTER]}
+        validated = extracted.items | "ValidateAttributes" >> beam.ParDo(
+            ValidateAttributes(c.taxonomy_path)
+        ).with_outputs(DEAD_LETTER, main="items")
+        parts = {
+            "prepare_images": prepared[DEAD_LETTER],
+            "classify": classified[DEAD_LETTER],
+            "correct_category": corrected[DEAD_LETTER],
+            "extract": extracted[DEAD_LETTER],
+            "validate_attributes": validated[DEAD_LETTER],
+        }
         letters = tuple(parts.values()) | "ModelDeadLetters" >> beam.Flatten()
-        return {"items": done, "dead_letters": letters, **{dead_letter_part(k): v for k, v in parts.items()}}
+        return {"items": validated.items, "dead_letters": letters, **{dead_letter_part(k): v for k, v in parts.items()}}
 
 
 class PredictProducts(beam.PTransform):
@@ -118,8 +128,10 @@ class PredictProducts(beam.PTransform):
             work, deletes, skipped = refreshed["items"], refreshed[DELETED], refreshed[SKIPPED]
         path = ModelPath(c)
         done = work | "Model" >> (DedupeByContent(path, c.dedupe) if c.dedupe is not None else path)
-        predictions = done["items"] | "Encode" >> beam.ParDo(EncodePrediction(c.metadata))
-        dead_letters = (decoded[DEAD_LETTER], done["dead_letters"]) | "AllDeadLetters" >> beam.Flatten()
+        encoded = done["items"] | "Encode" >> beam.ParDo(EncodePrediction(c.metadata)).with_outputs(DEAD_LETTER, main="items")
+        predictions = encoded.items
+        dead_letters = (decoded[DEAD_LETTER], done["dead_letters"], encoded[DEAD_LETTER]) | "AllDeadLetters" >> beam.Flatten()
         parts = {dead_letter_part("decode"): decoded[DEAD_LETTER]}
         parts.update({k: v for k, v in done.items() if k.startswith(DEAD_LETTER_PART)})
+        parts[dead_letter_part("encode")] = encoded[DEAD_LETTER]
         return {"predictions": predictions, "dead_letters": dead_letters, "deletes": deletes, "skipped": skipped, **parts}

@@ -159,7 +159,7 @@ class _ModelStep(beam.DoFn):
                     self.item_failures.inc()
                     out = dead_letter(self.STAGE, type(response).__name__, f"model call failed: {response}", item)
                 else:
-                    out = self._complete(item, response)
+                    out = self._complete_safely(item, response)
                 at = event_time_of(item, timestamp)
                 yield _windowed(out, window, at)
                 if isinstance(out, beam.pvalue.TaggedOutput) and out.tag == DEAD_LETTER:
@@ -171,6 +171,39 @@ class _ModelStep(beam.DoFn):
 
     def _complete(self, item: WorkItem, response: bytes) -> Any:
         raise NotImplementedError  # each step parses its own answer
+
+    def _complete_safely(self, item: WorkItem, response: bytes) -> Any:
+        """`_complete`, with anything its own handling did not foresee as a dead letter:
+        one bad answer must not fail the batch (nor the others already answered in it)."""
+        try:
+            return self._complete(item, response)
+        except Exception as exc:  # noqa: BLE001 - the last resort behind the parser's own errors
+            return self._unexpected(item, exc)
+
+    def _unexpected(self, item: WorkItem, exc: Exception) -> beam.pvalue.TaggedOutput:
+        Metrics.counter("dead_letters", "unexpected_errors").inc()
+        return dead_letter(self.STAGE, type(exc).__name__, f"unexpected error at {self.STAGE}: {exc!r}", item)
+
+    def _requests(
+        self, batch: Sequence[WorkItem], build: Any, window: Any, timestamp: Any
+    ) -> tuple[list[WorkItem], list[tuple[bytes, bytes | None]], list[Any]]:
+        """(items, their requests, dead letters of items whose request could not be built)."""
+        items: list[WorkItem] = []
+        requests: list[tuple[bytes, bytes | None]] = []
+        failed: list[Any] = []
+        for item in batch:
+            try:
+                request = build(item)
+            except Exception as exc:  # noqa: BLE001 - one product's request never fails the batch
+                letter = self._unexpected(item, exc)
+                at = event_time_of(item, timestamp)
+                failed.append(_windowed(letter, window, at))
+                failed.extend(_windowed(m, window, at) for m in member_dead_letters(letter, item))
+                continue
+            if request is not None:
+                items.append(item)
+                requests.append(request)
+        return items, requests, failed
 
 
 def event_time_of(item: WorkItem, batch_timestamp: Any) -> Any:
@@ -200,11 +233,14 @@ class ClassifyStep(_ModelStep):
     STAGE = "classify"
 
     def process(self, batch: list[WorkItem], window: Any = beam.DoFn.WindowParam, timestamp: Any = beam.DoFn.TimestampParam) -> Iterator[Any]:
-        requests = [
-            (ModelRequest(task=Task.CLASSIFY, product=model_product(i)).model_dump_json().encode(), i.image)
-            for i in batch
-        ]
-        yield from self._submit(list(batch), requests, window, timestamp)
+        items, requests, failed = self._requests(
+            batch,
+            lambda i: (ModelRequest(task=Task.CLASSIFY, product=model_product(i)).model_dump_json().encode(), i.image),
+            window,
+            timestamp,
+        )
+        yield from failed
+        yield from self._submit(items, requests, window, timestamp)
 
     def _complete(self, item: WorkItem, response: bytes) -> Any:
         error = _model_error(response)
@@ -242,16 +278,19 @@ class ExtractStep(_ModelStep):
         self.taxonomy = shared_taxonomy(self.taxonomy_path)
 
     def process(self, batch: list[WorkItem], window: Any = beam.DoFn.WindowParam, timestamp: Any = beam.DoFn.TimestampParam) -> Iterator[Any]:
-        todo: list[WorkItem] = []
-        requests: list[tuple[bytes, bytes | None]] = []
-        for item in batch:
+        passed: list[Any] = []
+
+        def build(item: WorkItem) -> tuple[bytes, bytes | None] | None:
             category = self.taxonomy.get(item.category.id) if item.category is not None else None
             if category is None or not self.taxonomy.attributes_of(category):
                 self.skipped.inc()
-                yield WindowedValue(item, event_time_of(item, timestamp), [window])
-                continue
-            todo.append(item)
-            requests.append((extract_request(item, self.taxonomy, category).model_dump_json().encode(), item.image))
+                passed.append(WindowedValue(item, event_time_of(item, timestamp), [window]))
+                return None
+            return extract_request(item, self.taxonomy, category).model_dump_json().encode(), item.image
+
+        todo, requests, failed = self._requests(batch, build, window, timestamp)
+        yield from passed
+        yield from failed
         yield from self._submit(todo, requests, window, timestamp)
 
     def _complete(self, item: WorkItem, response: bytes) -> Any:

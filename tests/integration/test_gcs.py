@@ -104,7 +104,7 @@ def test_gcs_sh_status_and_a_second_up(emulator_env: dict[str, str], emulator: s
 def test_fetch_image_reads_a_gs_object(emulator: str) -> None:
     from transforms.images import ImageConfig, fetch_image, prepare_image
 
-    config = ImageConfig()
+    config = ImageConfig(gcs_buckets=(BUCKET,))
     data = fetch_image(f"gs://{BUCKET}/images/dress-red.png", config)
     assert data == (EXAMPLES / "images" / "dress-red.png").read_bytes()
     assert prepare_image(data, config)[:2] == b"\xff\xd8"  # a JPEG
@@ -118,9 +118,18 @@ def test_fetch_image_missing_object_is_unreachable(emulator: str, url: str) -> N
     from transforms.images import ImageConfig, ImageError, fetch_image
 
     with pytest.raises(ImageError) as caught:
-        fetch_image(url, ImageConfig())
+        fetch_image(url, ImageConfig(gcs_buckets=(BUCKET, "no-such-bucket")))
     assert caught.value.kind == "unreachable"
     assert url in str(caught.value)
+
+
+def test_fetch_image_from_a_bucket_not_configured_is_refused(emulator: str) -> None:
+    """The job reads gs:// with its own credentials: only buckets named in its config."""
+    from transforms.images import ImageConfig, ImageError, fetch_image
+
+    with pytest.raises(ImageError) as caught:
+        fetch_image(f"gs://{BUCKET}/images/dress-red.png", ImageConfig())
+    assert caught.value.kind == "refused"
 
 
 def test_fetch_image_over_the_byte_limit_is_too_large(emulator: str) -> None:
@@ -128,7 +137,7 @@ def test_fetch_image_over_the_byte_limit_is_too_large(emulator: str) -> None:
 
     size = (EXAMPLES / "images" / "dress-red.png").stat().st_size
     with pytest.raises(ImageError) as caught:
-        fetch_image(f"gs://{BUCKET}/images/dress-red.png", ImageConfig(max_bytes=size - 1))
+        fetch_image(f"gs://{BUCKET}/images/dress-red.png", ImageConfig(max_bytes=size - 1, gcs_buckets=(BUCKET,)))
     assert caught.value.kind == "too_large"
     assert f"{size} bytes" in str(caught.value)
 
@@ -194,7 +203,7 @@ def test_backfill_reads_a_gs_snapshot_with_gs_images_and_writes_gs(emulator: str
 
     events = _gs_events()
     out = f"gs://{BUCKET}/backfill/run-1"
-    summary = run(BackfillOptions([f"--input=gs://{BUCKET}/snapshots/events.jsonl", f"--output={out}"]))
+    summary = run(BackfillOptions([f"--input=gs://{BUCKET}/snapshots/events.jsonl", f"--output={out}", f"--image_gcs_bucket={BUCKET}"]))
 
     assert summary.events == len(events)
     assert summary.deletes == 1 and summary.predicted == len(events) - 1

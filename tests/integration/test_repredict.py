@@ -46,13 +46,13 @@ def backfilled(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     catalog.write_text("".join(lines[p] + "\n" for p, e in latest.items() if e.type.value != "delete"))
     (root / "images").symlink_to(EXAMPLES / "images")  # image paths are relative to the catalog
     out = root / "backfill"
-    summary = run_backfill(BackfillOptions([f"--input={catalog}", f"--output={out}"]))
+    summary = run_backfill(BackfillOptions([f"--input={catalog}", f"--output={out}", f"--image_base_dir={EXAMPLES}"]))
     assert summary.predicted == 76 and summary.dead_letter_total == 0, summary
     return {"root": root, "catalog": catalog, "backfill": out}
 
 
 def _repredict(catalog: Path, store: str, output: Path | None, dry_run: bool = False, *extra: str):
-    flags = [f"--catalog={catalog}", f"--prediction_store={store}", *extra]
+    flags = [f"--catalog={catalog}", f"--prediction_store={store}", f"--image_base_dir={EXAMPLES}", *extra]
     if output is not None:
         flags.append(f"--repredict_output={output}")
     if dry_run:

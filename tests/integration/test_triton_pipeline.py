@@ -71,7 +71,7 @@ def triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonHandle]:
 
 
 def _backfill(events: Path, out: Path, triton: TritonHandle | None, model: str = "product_baseline", **extra: str):
-    flags = [f"--input={events}", f"--output={out}"]
+    flags = [f"--input={events}", f"--output={out}", f"--image_base_dir={events.parent}"]
     if triton is not None:
         flags += [f"--triton_url={triton.grpc_url}", f"--model_name={model}"]
     flags += [f"--{k}={v}" for k, v in extra.items()]
