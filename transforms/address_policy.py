@@ -163,6 +163,8 @@ def _normalise_allowed_host(entry: object) -> str:
     text = text.strip("[]")
     if text in ("", "."):
         raise ValueError(f"AddressPolicy.allowed_hosts entry {entry!r} names no host")
+    if _is_ip_literal(text):
+        text = str(ipaddress.ip_address(text))  # the same spelling parse_image_url produces
     return text
 
 

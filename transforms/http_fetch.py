@@ -21,6 +21,7 @@ everything the server sends are attacker-controlled. So:
 from __future__ import annotations
 
 import http.client
+import math
 import socket
 import ssl
 import threading
@@ -248,17 +249,22 @@ def fetch_http(
 ) -> bytes:
     """The bytes at an http(s) image URL, within `deadline_s` seconds in total and at
     most `max_bytes` bytes. Raises FetchError and nothing else for anything the URL, DNS
-    or the server do; ValueError/TypeError only for invalid arguments (a caller bug)."""
+    or the server do (a deadline of 0 or less is a "timeout"); ValueError/TypeError only
+    for arguments that are not what the signature says (a caller bug)."""
     if not isinstance(policy, AddressPolicy):
         raise TypeError(f"fetch_http needs an AddressPolicy, got {type(policy).__name__}")
     if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes <= 0:
         raise ValueError(f"fetch_http max_bytes must be a positive integer, got {max_bytes!r}")
-    if isinstance(deadline_s, bool) or not isinstance(deadline_s, (int, float)) or not 0 < deadline_s <= 3600:
-        raise ValueError(f"fetch_http deadline_s must be seconds in (0, 3600], got {deadline_s!r}")
+    if isinstance(deadline_s, bool) or not isinstance(deadline_s, (int, float)) or not math.isfinite(deadline_s):
+        raise ValueError(f"fetch_http deadline_s must be a finite number of seconds, got {deadline_s!r}")
     if not isinstance(user_agent, str) or not user_agent.isascii() or not user_agent.isprintable():
         raise ValueError(f"fetch_http user_agent must be printable ASCII, got {user_agent!r}")
 
     shown = echo_url(url)
+    if deadline_s <= 0:
+        # A caller passing what is left of a larger budget may have nothing left: that is
+        # a timeout of this image, not a bug.
+        raise _timeout(shown, deadline_s)
     clock = _Deadline(float(deadline_s))
     try:
         return _fetch(url, shown, policy, max_bytes, clock, user_agent)
@@ -326,7 +332,10 @@ def _fetch(url: str, shown: str, policy: AddressPolicy, max_bytes: int, clock: _
                 raise FetchError(
                     "refused", f"image URL {shown} redirects more than {policy.max_redirects} times; link the image itself"
                 )
-            current = urllib.parse.urljoin(current, location)
+            try:
+                current = urllib.parse.urljoin(current, location)
+            except ValueError:  # e.g. an unbalanced "[" in the Location
+                raise FetchError("refused", _refused_message(shown, redirected=True)) from None
             continue
         if not 200 <= status < 300:
             raise FetchError("unreachable", f"image {shown} answered HTTP {status}")

@@ -235,3 +235,26 @@ def test_bulk_requests_get_one_completion_record_each(broker: Broker, prism: str
     # Predictions name their request.
     preds, _ = _predictions(broker, job.topics["predictions"])
     assert sorted(p.bulk_request_id for p in preds) == ["R1"] * 5 + ["R2"] * 3
+
+
+def test_a_poison_record_is_a_dead_letter_and_the_offsets_move_on(broker: Broker, tmp_path: Path) -> None:
+    """A record that once failed the whole job (JSON nested 2,000 levels: RecursionError)
+    is a dead letter in the DLQ topic; the good records behind it are predicted and the
+    offsets are committed, so a rerun does not stumble on it again."""
+    from pipelines.backfill import BackfillOptions, run
+
+    topics = topic_names("poison")
+    broker.create_topics(*topics.values())
+    good = [line for line in (EXAMPLES / "events.jsonl").read_bytes().splitlines() if b'"create"' in line][:3]
+    deep = b'{"event_id": "poison", "type": "create", "product_id": "p", "shop_id": "s", "occurred_at": "2026-01-01T00:00:00Z", "product": {"title": "x", "tags": ' + b"[" * 2000 + b"]" * 2000 + b"}}"
+    broker.produce(topics["events"], [good[0], deep, good[1], b"\xff\xfe\x00", good[2]])
+    flags = [
+        f"--input=kafka:{topics['events']}", f"--output=kafka:{topics['predictions']}",
+        f"--dlq_topic={topics['dlq']}", f"--kafka_bootstrap={broker.bootstrap}",
+        f"--image_base_dir={EXAMPLES}", "--group_id=poison-backfill",
+    ]
+    summary = run(BackfillOptions(flags))
+    assert summary.events == 5 and summary.predicted == 3
+    letters = [DeadLetter.model_validate_json(value) for _, value, _ in broker.read_all(topics["dlq"]) if value]
+    assert sorted((d.stage, d.error_type) for d in letters) == [("decode", "InvalidUtf8"), ("decode", "TooDeeplyNested")]
+    assert run(BackfillOptions(flags)).events == 0
