@@ -86,7 +86,7 @@ class HostUnresolvable(AddressRefused):
 
 
 def _refused(url: object) -> AddressRefused:
-    return AddressRefused(f"image URL {echo_url(url)} is not allowed: only public http(s) hosts are fetched")
+    return AddressRefused(f"image URL {echo_url(url)} is not allowed: only http(s) hosts that resolve to public addresses are fetched")
 
 
 @dataclass(frozen=True)
@@ -384,7 +384,7 @@ def resolve_checked(host: str, port: int, policy: AddressPolicy, *, timeout_s: f
     private answers is a rebinding trick, not a CDN.
     """
     refused = AddressRefused(
-        f"image host {echo_url(host)} is not allowed: only public http(s) hosts are fetched"
+        f"image host {echo_url(host)} is not allowed: only http(s) hosts that resolve to public addresses are fetched"
     )
     if not isinstance(host, str) or not host:
         raise refused

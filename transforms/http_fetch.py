@@ -276,7 +276,9 @@ def fetch_http(
     except HostUnresolvable as exc:
         if exc.timed_out or clock.expired:
             raise _timeout(shown, deadline_s) from None
-        raise FetchError("unreachable", f"image URL {shown} cannot be fetched: its host name does not resolve") from None
+        # Same kind and words as a refusal: "does not resolve" vs "refused" would tell a
+        # scanner which internal host names exist.
+        raise FetchError("refused", _refused_message(shown)) from None
     except AddressRefused:
         raise FetchError("refused", _refused_message(shown)) from None
     except (_Expired, TimeoutError) as exc:
@@ -302,7 +304,7 @@ def _timeout(shown: str, deadline_s: float) -> FetchError:
 
 def _refused_message(shown: str, *, redirected: bool = False) -> str:
     via = " (it redirects to a URL that is not)" if redirected else ""
-    return f"image URL {shown} is not allowed: only public http(s) hosts are fetched{via}"
+    return f"image URL {shown} is not allowed: only http(s) hosts that resolve to public addresses are fetched{via}"
 
 
 def _fetch(url: str, shown: str, policy: AddressPolicy, max_bytes: int, clock: _Deadline, user_agent: str) -> bytes:

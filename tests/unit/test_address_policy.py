@@ -65,7 +65,7 @@ def test_non_public_targets_are_refused_by_default(url: str) -> None:
         _check(url)
     # Generic reason: it must not say what the host resolved to or why exactly.
     message = str(info.value)
-    assert "only public http(s) hosts" in message
+    assert "hosts that resolve to public addresses" in message
     assert "127.0.0.1" not in message or "127.0.0.1" in url
 
 

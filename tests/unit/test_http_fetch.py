@@ -218,7 +218,7 @@ def test_default_policy_refuses_loopback_before_connecting(serve: Callable[..., 
     server = serve(answer())
     error = _fails(server.url(host=host), "refused", AddressPolicy())
     assert str(error).startswith("image URL ")
-    assert "only public http(s) hosts are fetched" in str(error)
+    assert "only http(s) hosts that resolve to public addresses are fetched" in str(error)
     assert server.accepted == 0  # refused before any packet
 
 
