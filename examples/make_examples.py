@@ -1129,7 +1129,7 @@ BAD_ROWS = [
      "`javascript:` link; otherwise a valid mug.",
      "Prediction with the script/handlers stripped and a warning flagged (no dead letter)"),
     ("Raw bytes `\\xff\\xfe` inside the title: the line is not valid UTF-8.", "Dead letter, stage `decode`"),
-    ("Image URL `http://127.0.0.1:9/unreachable.jpg` (discard port: connection refused); otherwise valid.",
+    ("Image URL `http://127.0.0.1:9/unreachable.jpg`: a loopback address, which the image address policy refuses before any connection (`ImageRefused`); otherwise valid.",
      "Prediction (text only) with a warning + an image dead letter, stage `prepare_images`"),
     ("`image_urls` points at `images/not-an-image.png`, which is a text file.",
      "Prediction (text only) with a warning + an image dead letter, stage `prepare_images`"),
@@ -1236,7 +1236,8 @@ def bad_events_md(lines: list[bytes]) -> str:
         "- Line 9's image is 81 megapixels, just under Pillow's own `Image.MAX_IMAGE_PIXELS` default",
         "  (89,478,485), so Pillow opens it without a `DecompressionBombWarning`: the pipeline's own pixel",
         "  limit has to catch it.",
-        "- Line 7 uses port 9 (discard) on localhost, which refuses the connection quickly instead of timing out.",
+        "- Line 7 is on loopback: refused by default; with `--allow-private-image-addresses` (tests and local use) port 9",
+        "  (discard) refuses the connection quickly instead of timing out.",
         "",
     ]
     return "\n".join(out)

@@ -37,8 +37,9 @@ from pydantic import ValidationError
 from pipelines.backfill import KAFKA_PREFIX, model_factory, predict_config
 from pipelines.options import KafkaOptions, StoreOptions, kafka_config
 from pipelines.results import counter_totals
-from transforms.dead_letters import DEAD_LETTER, dead_letter
-from transforms.file_io import ReadEvents, WriteDeadLetters, WritePredictions
+from transforms.dead_letters import DEAD_LETTER, dead_letter, guard_stage
+from transforms.decode import DecodeError, parse_event_object
+from transforms.file_io import OversizedLine, ReadEvents, WriteDeadLetters, WritePredictions
 from transforms.kafka_sink import WritePredictionsToKafka
 from transforms.model_client import ModelClientFactory
 from transforms.predict import PredictConfig, PredictProducts
@@ -86,10 +87,8 @@ class CatalogRow:
 
 def catalog_row(element: bytes | str | dict[str, Any]) -> CatalogRow:
     """A catalog line: a ProductEvent, or a product row ({product_id, shop_id, product: {...}}
-    or {product_id, shop_id, title, ...}). Raises ValueError / ValidationError when unusable."""
-    data = element if isinstance(element, dict) else json.loads(element)
-    if not isinstance(data, dict):
-        raise TypeError(f"a catalog row must be a JSON object, got {type(data).__name__}")
+    or {product_id, shop_id, title, ...}). Raises DecodeError / ValueError / ValidationError when unusable."""
+    data = parse_event_object(element)  # size, depth and duplicate keys checked before parsing
     if "type" in data and "event_id" in data:
         event = ProductEvent.model_validate(data)
         if event.type is EventType.DELETE or event.product is None:
@@ -138,9 +137,16 @@ class _ParseCatalog(beam.DoFn):
     def __init__(self) -> None:
         self.rows = Metrics.counter("repredict", "catalog_rows")
 
+    @guard_stage(CATALOG_STAGE)
     def process(self, element: Any) -> Iterator[Any]:
+        if isinstance(element, OversizedLine):
+            yield dead_letter(CATALOG_STAGE, "EventTooLarge", f"{element.path} line {element.line_number} is {element.size} bytes, over the limit", element.head)
+            return
         try:
             row = catalog_row(element)
+        except DecodeError as exc:
+            yield dead_letter(CATALOG_STAGE, exc.error_type, exc.message, element)
+            return
         except ValidationError as exc:
             yield dead_letter(CATALOG_STAGE, "InvalidCatalogRow", str(exc.errors()[:3]), element)
             return

@@ -32,6 +32,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
+from transforms.decode import DecodeError, parse_event_object
 from transforms.kafka_io import KafkaConfig, OutgoingRecord, WriteToKafka
 from transforms.records import DeadLetter, ProductEvent
 
@@ -70,10 +71,11 @@ def event_fields(element: Any) -> dict[str, Any] | None:
     if isinstance(element, ProductEvent):
         return element.model_dump(mode="json")
     try:
-        data = element if isinstance(element, dict) else json.loads(element)
-    except (ValueError, TypeError):
+        # The decode stage's bounded parser: a hostile event (deep nesting, a huge line)
+        # is refused here too instead of recursing in json.loads.
+        return parse_event_object(element)
+    except DecodeError:
         return None
-    return data if isinstance(data, dict) else None
 
 
 def request_of(element: Any) -> tuple[str, str] | None:

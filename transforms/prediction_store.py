@@ -30,8 +30,8 @@ from typing import Any
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
-from pydantic import ValidationError
 
+from transforms.decode import DecodeError, decode_event
 from transforms.file_io import is_parquet
 from transforms.kafka_io import KafkaConfig, KafkaRecord, ReadConfig, ReadFromKafka
 from transforms.records import EventType, ProductEvent, WorkItem, content_hash
@@ -202,7 +202,7 @@ class _SnapshotRows(beam.DoFn):
         try:
             row = element if isinstance(element, dict) else json.loads(element)
             key, entry = entry_from_prediction(row)
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             self.unreadable.inc()
             return
         yield key, (snapshot_order(row), entry)
@@ -225,7 +225,7 @@ class _TopicRows(beam.DoFn):
             return
         try:
             _, entry = entry_from_prediction(json.loads(record.value))
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             self.unreadable.inc()
             return
         yield key, (order, entry)
@@ -313,11 +313,8 @@ def event_key(element: Any) -> EventKey | None:
         event = element
     else:
         try:
-            data = element if isinstance(element, dict) else json.loads(element)
-            if not isinstance(data, dict):
-                return None
-            event = ProductEvent.model_validate(data)
-        except (ValueError, TypeError, ValidationError):
+            event = decode_event(element)  # bounded: hostile events are the decode stage's to dead-letter
+        except DecodeError:
             return None
     if event.type is EventType.DELETE or event.product is None:
         return None

@@ -26,6 +26,58 @@ from pydantic import (
 
 NonEmpty = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 
+# Input limits. Events are untrusted (DESIGN.md "Untrusted input"): without a bound on
+# every field one product can cost seconds of CPU and gigabytes of memory (1M tags took
+# 27 s and 1.8 GB). The bounds are Shopify's own where it documents one, so no real
+# product is refused; elsewhere they are generous multiples of what a product needs.
+# The event size limit (transforms.decode.EventLimits) bounds the whole event besides.
+# - 255 characters for product_type, vendor, a tag, an option name and an option value:
+#   the Admin API's limits. Tags and option values: "A product can have up to 250 tags.
+#   Each tag can have up to 255 characters", "each option value can be up to 255
+#   characters" (https://shopify.dev/docs/api/admin-rest/2023-04/resources/product);
+#   option names: https://shopify.dev/docs/api/admin-graphql/2024-04/objects/ProductOption;
+#   product type and vendor: productCreate answers "Product type is too long (maximum is
+#   255 characters)" and "Vendor is too long (maximum is 255 characters)".
+MAX_TEXT_CHARS = 255
+# - 250 tags per product: https://shopify.dev/changelog/product-tags-now-have-a-limit-of-250-per-product
+MAX_TAGS = 250
+# - Shopify allows 3 options per product ("maximum of 3 per product",
+#   https://shopify.dev/docs/api/admin-graphql/2024-04/input-objects/ProductSetInput), but
+#   the limit is also a per-shop resource limit (ShopResourceLimits.maxProductOptions) and
+#   events come from other platforms' exports too, whose attribute lists are longer. 10
+#   keeps those products, and one option costs at most MAX_OPTION_VALUES short strings.
+MAX_OPTIONS = 10
+# - 2,048 values per option: a product has up to 2,048 variants since 2025-10
+#   (https://shopify.dev/changelog/the-product-variant-limit-is-now-2048-for-all-merchants)
+#   and a one-option product has a value per variant, so a lower bound (250) would
+#   refuse real products. 2,048 x 255 characters is 0.5 MB, inside the event limit.
+MAX_OPTION_VALUES = 2048
+# - 2,048 characters per image URL: Shopify's limit on URL values (url metafields,
+#   https://shopify.dev/docs/apps/build/metafields/metafield-limits), and about the
+#   longest URL that browsers, CDNs and proxies reliably accept.
+MAX_URL_CHARS = 2048
+MAX_IMAGES = 50
+# - 256 characters per id: a Shopify GID ("gid://shopify/Product/<digits>") is under 50;
+#   other sources' ids (UUIDs, SKUs, shop domains) fit with room to spare.
+MAX_ID_CHARS = 256
+# A comma-separated tags string longer than this cannot hold MAX_TAGS valid tags with ", "
+# separators; refusing it before splitting keeps a 10 MB string of commas from becoming
+# millions of empty strings.
+MAX_TAGS_STRING_CHARS = MAX_TAGS * (MAX_TEXT_CHARS + 2)
+
+ShortText = Annotated[str, StringConstraints(strip_whitespace=True, max_length=MAX_TEXT_CHARS)]
+NonEmptyShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_TEXT_CHARS)]
+Identifier = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_ID_CHARS)]
+ImageUrl = Annotated[str, StringConstraints(strip_whitespace=True, max_length=MAX_URL_CHARS)]
+
+
+def _at_most(v: Any, limit: int, what: str) -> Any:
+    """Refuse an over-long list before pydantic validates (and copies) each item: with a
+    million items the error would otherwise come after a million-element tuple was built."""
+    if isinstance(v, (list, tuple)) and len(v) > limit:
+        raise ValueError(f"at most {limit:,} {what} allowed, got {len(v):,}")
+    return v
+
 _FROZEN = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
 
 
@@ -38,8 +90,13 @@ class EventType(StrEnum):
 
 class VariantOption(BaseModel):
     model_config = _FROZEN
-    name: NonEmpty
-    values: tuple[str, ...] = ()
+    name: NonEmptyShortText
+    values: tuple[ShortText, ...] = Field(default=(), max_length=MAX_OPTION_VALUES)
+
+    @field_validator("values", mode="before")
+    @classmethod
+    def _bounded_values(cls, v: Any) -> Any:
+        return _at_most(v, MAX_OPTION_VALUES, "values per option")
 
 
 class Product(BaseModel):
@@ -48,11 +105,11 @@ class Product(BaseModel):
     model_config = _FROZEN
     title: NonEmpty = Field(max_length=1000)
     description_html: str = Field(default="", max_length=200_000)
-    product_type: str = ""
-    vendor: str = ""
-    tags: tuple[str, ...] = ()
-    image_urls: tuple[str, ...] = Field(default=(), max_length=50)
-    variant_options: tuple[VariantOption, ...] = ()
+    product_type: ShortText = ""
+    vendor: ShortText = ""
+    tags: tuple[ShortText, ...] = Field(default=(), max_length=MAX_TAGS)
+    image_urls: tuple[ImageUrl, ...] = Field(default=(), max_length=MAX_IMAGES)
+    variant_options: tuple[VariantOption, ...] = Field(default=(), max_length=MAX_OPTIONS)
     # Price and inventory travel with real events but never reach the model, so they are
     # excluded from the content hash (see `content_hash`).
     price: float | None = None
@@ -63,22 +120,37 @@ class Product(BaseModel):
     def _split_tags(cls, v: Any) -> Any:
         # Shopify exports tags as one comma-separated string.
         if isinstance(v, str):
-            return tuple(t.strip() for t in v.split(",") if t.strip())
-        return v
+            if len(v) > MAX_TAGS_STRING_CHARS:
+                raise ValueError(
+                    f"the tags string has {len(v):,} characters; {MAX_TAGS} tags of at most "
+                    f"{MAX_TEXT_CHARS} characters fit in {MAX_TAGS_STRING_CHARS:,}"
+                )
+            v = tuple(t.strip() for t in v.split(",") if t.strip())
+        return _at_most(v, MAX_TAGS, "tags")
+
+    @field_validator("image_urls", mode="before")
+    @classmethod
+    def _bounded_images(cls, v: Any) -> Any:
+        return _at_most(v, MAX_IMAGES, "image URLs")
+
+    @field_validator("variant_options", mode="before")
+    @classmethod
+    def _bounded_options(cls, v: Any) -> Any:
+        return _at_most(v, MAX_OPTIONS, "variant options")
 
 
 class ProductEvent(BaseModel):
     model_config = _FROZEN
-    event_id: NonEmpty
+    event_id: Identifier
     type: EventType
-    product_id: NonEmpty
-    shop_id: NonEmpty
+    product_id: Identifier
+    shop_id: Identifier
     occurred_at: datetime
     product: Product | None = None
     # Predict even when the refresh trigger would skip (new model, merchant request).
     force: bool = False
     # Set by API-driven bulk operations: the job writes one completion record per request.
-    bulk_request_id: str | None = None
+    bulk_request_id: str | None = Field(default=None, max_length=MAX_ID_CHARS)
     # How many events the request has (the API knows when it accepts it). A stream cannot
     # see the end of a request otherwise: it writes the record once this many have an
     # outcome (batch jobs do not need it: the end of the input ends every request).

@@ -127,7 +127,7 @@ def test_bad_examples_end_as_dead_letters_or_flagged_predictions() -> None:
         assert by_stage == {"decode": 8, "prepare_images": 3}, by_stage
         kinds = {d.error_type for d in letters}
         assert {"MalformedJson", "InvalidUtf8", "InvalidEvent"} <= kinds
-        assert {"ImageUnreachable", "ImageNotAnImage", "ImageTooLarge"} <= kinds
+        assert {"ImageRefused", "ImageNotAnImage", "ImageTooLarge"} <= kinds  # line 7: loopback is refused
 
     def check_predictions(preds: list) -> None:
         assert len(preds) == 4  # lines 5, 7, 8, 9
