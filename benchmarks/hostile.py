@@ -112,13 +112,14 @@ def main() -> None:
         table.add_column(col, justify="right" if col in ("exit", "wall s", "peak RSS MB") else "left")
     for r in rows:
         table.add_row(r.scenario, r.input_class, r.outcome, "yes" if r.ok else "[red]NO[/red]", str(r.exit_code), f"{r.wall_s:.1f}", f"{r.peak_rss_mb:.0f}")
-    Console().print(table)
+    out_console = Console(width=170)
+    out_console.print(table)
     failed = [r for r in rows if not r.ok]
-    Console().print(f"{len(rows) - len(failed)} of {len(rows)} rows as expected; internal server connections: {internal.connections}")
+    out_console.print(f"{len(rows) - len(failed)} of {len(rows)} rows as expected; internal server connections: {internal.connections}")
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"rows": [asdict(r) for r in rows], "internal_connections": internal.connections}, indent=2) + "\n")
-    Console().print(f"JSON: {out}")
+    out_console.print(f"JSON: {out}")
     sys.exit(1 if failed or internal.connections else 0)
 
 
