@@ -7,9 +7,13 @@ stripped and the prediction is flagged with a warning, rather than the product d
 from __future__ import annotations
 
 import html
+import re
 from html.parser import HTMLParser
 
+from model_repository.contract import defuse_markup
+
 _DROP_CONTENT = {"script", "style", "iframe", "object", "embed", "noscript", "template"}
+_ANY_TAG = re.compile(r"<[^<>]*+>?")
 _BLOCK = {"p", "div", "br", "li", "ul", "ol", "h1", "h2", "h3", "h4", "h5", "h6", "tr", "table", "section"}
 
 
@@ -47,9 +51,16 @@ def html_to_text(markup: str) -> tuple[str, list[str]]:
     if "<" not in markup and "&" not in markup:
         return " ".join(markup.split()), []
     parser = _TextExtractor()
-    parser.feed(markup)
-    parser.close()
-    text = html.unescape("".join(parser.parts))
+    try:
+        # defuse_markup: html.parser is quadratic on unterminated comments and unclosable
+        # `<` runs (200k characters of `<a` took 40 s), and raises AssertionError on
+        # unknown `<![` sections; both are merchant-controlled.
+        parser.feed(defuse_markup(markup))
+        parser.close()
+        text = html.unescape("".join(parser.parts))
+    except Exception:  # noqa: BLE001 - markup the parser cannot read is still a product
+        parser.removed.add("unparseable markup")
+        text = html.unescape(_ANY_TAG.sub(" ", markup))
     lines = [" ".join(line.split()) for line in text.splitlines()]
     warnings = (
         [f"description contained {', '.join(sorted(parser.removed))}; removed"] if parser.removed else []

@@ -96,7 +96,7 @@ def test_a_glob_matching_nothing_is_a_usage_error(tmp_path: Path) -> None:
 @dataclass(frozen=True)
 class HostileModel:
     """A model whose answers are hostile: deep nesting, markup, control characters,
-    20 MB of text, 10,000 attributes. Picklable, like a real factory."""
+    26 KB and 20 MB of text, 10,000 attributes. Picklable, like a real factory."""
 
     def __call__(self) -> "HostileModel":
         return self
@@ -112,7 +112,7 @@ class HostileModel:
             request = ModelRequest.model_validate_json(raw)
             title = request.product.title
             if request.task is Task.EXTRACT:
-                many = {f"attr-{i}": ["Red"] * 100 for i in range(10_000)}
+                many = {f"a{i}": ["R"] for i in range(10_000)}  # 10,000 attributes in 120 KB
                 out.append(json.dumps({"attributes": {"color": ["Red", "\x1b[31mBlue"], **many}}).encode())
             elif "deep" in title:
                 out.append(b'{"category": ' + b"[" * 100_000 + b"]" * 100_000 + b"}")
@@ -120,12 +120,14 @@ class HostileModel:
                 out.append(b"\xff\xfe not json at all")
             elif "failing" in title:
                 out.append(RuntimeError("model crashed on this item"))
+            elif "huge" in title:
+                out.append(json.dumps({"category": "Dresses", "image_description": "x" * (20 * 1024 * 1024)}).encode())
             else:
                 out.append(json.dumps({
                     "category": "Apparel & Accessories > Clothing > Dresses",
                     "confidence": 0.9,
                     "simplified_description": "<script>alert(1)</script><b>Nice</b> dress\x1b[31m\u202e",
-                    "image_description": "x" * (20 * 1024 * 1024),
+                    "image_description": "A red dress. " * 2000,
                 }).encode())
         return out
 
@@ -141,15 +143,19 @@ def test_model_output_is_untrusted(tmp_path: Path) -> None:
         corpus.event("m-deep", title="deep answer"),
         corpus.event("m-garbage", title="garbage answer"),
         corpus.event("m-failing", title="failing answer"),
+        corpus.event("m-huge", title="huge answer"),
     ]
     (tmp_path / "events.jsonl").write_bytes(b"\n".join(lines) + b"\n")
     summary = run(BackfillOptions([f"--input={tmp_path / 'events.jsonl'}", f"--output={tmp_path / 'out'}"]), model=HostileModel())
     predictions = {json.loads(x)["product_id"]: json.loads(x) for x in (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()}
     letters = {json.loads(x)["product_id"]: json.loads(x) for x in (tmp_path / "out" / "dead_letters.jsonl").read_text().splitlines()}
-    assert set(predictions) == {"m-markup"} and set(letters) == {"m-deep", "m-garbage", "m-failing"}
-    assert summary.events == 4
+    assert set(predictions) == {"m-markup"} and set(letters) == {"m-deep", "m-garbage", "m-failing", "m-huge"}
+    assert summary.events == 5
+    assert letters["m-huge"]["error_type"] == "ModelAnswerError" and "byte limit" in letters["m-huge"]["message"]
     assert all(d["stage"] == "classify" for d in letters.values())
     p = predictions["m-markup"]
-    assert p["simplified_description"] == "Nice dress"
-    assert len(p["image_description"]) <= 2000
+    # Markup and script content gone, the escape and bidi characters too (their printable
+    # remainder "[31m" is harmless text).
+    assert p["simplified_description"] == "Nice dress[31m"
+    assert 0 < len(p["image_description"]) <= 1000
     assert len(p["attributes"]) <= 1 and all("\x1b" not in v["name"] for a in p["attributes"] for v in a["values"])
