@@ -210,8 +210,15 @@ class Prediction(BaseModel):
     taxonomy_version: str
     category: PredictedCategory | None
     attributes: tuple[PredictedAttribute, ...] = ()
-    simplified_description: str = ""
-    image_description: str = ""
+    simplified_description: str = Field(
+        default="",
+        description="Model-written text: untrusted. Markup, control and bidi characters are removed and it is capped "
+        "at 2,000 characters (model_repository/contract.py), but escape it wherever it is shown.",
+    )
+    image_description: str = Field(
+        default="",
+        description="Model-written text: untrusted. Cleaned like simplified_description, capped at 1,000 characters.",
+    )
     status: PredictionStatus
     # Problems that were corrected and flagged rather than dead-lettered, e.g.
     # "description contained <script>; stripped", "image 2 unreachable".
@@ -232,7 +239,10 @@ class DeadLetter(BaseModel):
     message: str
     # The original bytes as text (invalid UTF-8 is escaped with backslashreplace), so the
     # record can be replayed after a fix.
-    original_payload: str
+    original_payload: str = Field(
+        description="The original record as text, for replay. Untrusted merchant data. A record refused for its "
+        "size carries only its head, and any payload over 4 MiB is cut, marked with how much was cut.",
+    )
     attempt: int = 1
     time: datetime
     product_id: str | None = None
