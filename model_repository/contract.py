@@ -144,17 +144,25 @@ _BLOCK = frozenset(
 _EXTENDS = frozenset({"\u200c", "\u200d", "\ufe0e", "\ufe0f"})  # ZWNJ, ZWJ, variation selectors
 
 
-class _MarkupStripper(HTMLParser):
-    """Text content of a markup fragment; script/style (and the like) content dropped."""
+class MarkupText(HTMLParser):
+    """Text content of a markup fragment: script/style (and the like) dropped with their
+    content, block tags as line breaks, and a note in `removed` of the dangerous things
+    seen. One extractor for model answers (here) and merchant HTML (transforms.sanitise)."""
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.parts: list[str] = []
+        self.removed: set[str] = set()
         self._skip_depth = 0
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag in _DROP_CONTENT:
             self._skip_depth += 1
+            self.removed.add(f"<{tag}>")
+        if any(name.lower().startswith("on") for name, _ in attrs):
+            self.removed.add("event-handler attributes")
+        if any((value or "").strip().lower().startswith("javascript:") for _, value in attrs):
+            self.removed.add("javascript: URLs")
         if tag in _BLOCK:
             self.parts.append("\n")
 
@@ -178,7 +186,7 @@ def defuse_markup(text: str) -> str:
 
 def _strip_markup_once(text: str) -> str:
     text = defuse_markup(text)
-    parser = _MarkupStripper()
+    parser = MarkupText()
     try:
         parser.feed(text)
         parser.close()
