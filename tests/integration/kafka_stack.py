@@ -72,7 +72,7 @@ class Broker:
         for v in values:
             try:
                 key = json.loads(v).get("product_id")
-            except (ValueError, AttributeError):
+            except (ValueError, AttributeError, RecursionError):  # poison records go as they are
                 key = None
             producer.produce(topic, key=str(key).encode() if key else None, value=v)
         assert producer.flush(60) == 0

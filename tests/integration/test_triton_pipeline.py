@@ -71,7 +71,8 @@ def triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonHandle]:
 
 
 def _backfill(events: Path, out: Path, triton: TritonHandle | None, model: str = "product_baseline", **extra: str):
-    flags = [f"--input={events}", f"--output={out}", f"--image_base_dir={events.parent}"]
+    base_dir = extra.pop("image_base_dir", str(events.parent))
+    flags = [f"--input={events}", f"--output={out}", f"--image_base_dir={base_dir}"]
     if triton is not None:
         flags += [f"--triton_url={triton.grpc_url}", f"--model_name={model}"]
     flags += [f"--{k}={v}" for k, v in extra.items()]
@@ -110,7 +111,7 @@ def test_model_error_dead_letters_exactly_the_failing_items(triton: TritonHandle
             failing.add(e["event_id"])
     events = tmp_path / "events.jsonl"
     events.write_text("".join(json.dumps(e) + "\n" for e in source))
-    summary = _backfill(events, tmp_path / "out", triton, model="flaky")
+    summary = _backfill(events, tmp_path / "out", triton, model="flaky", image_base_dir=str(EXAMPLES))
     letters = [DeadLetter.model_validate_json(x) for x in (tmp_path / "out" / "dead_letters.jsonl").read_text().splitlines()]
     assert {d.event_id for d in letters} == failing
     assert all(d.stage == "classify" and "simulated model failure" in d.message for d in letters)
