@@ -22,11 +22,11 @@ time (exponential gaps), drawn per slot with these weights:
 A product with a burst in progress is not picked for another slot until the burst ends,
 so each product's events are in order.
 
-What runs: the refresh trigger's pure state machine (``transforms.refresh.on_event`` /
+What runs: the refresh trigger's pure state machine (``transforms.freshness.refresh.on_event`` /
 ``on_timer``), i.e. the code the stateful DoFn runs, with its event-time timers simulated
 exactly: events in event-time order, the watermark at each event's time, every timer
 whose deadline has passed fired (in deadline order) before the event. Then content dedupe
-simulated like ``transforms.dedupe``'s streaming buffer: the first prediction of a
+simulated like ``transforms.freshness.dedupe``'s streaming buffer: the first prediction of a
 content hash arms a ``--dedupe-wait`` timer and every prediction of that hash emitted
 before it fires shares one model call. (Not the Beam runner: 100k events through Prism
 would measure the runner, not the logic.)
@@ -67,7 +67,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from transforms.records import EventType, Product, ProductEvent, WorkItem, content_hash  # noqa: E402
-from transforms.refresh import (  # noqa: E402
+from transforms.freshness.refresh import (  # noqa: E402
     EMPTY,
     KnownPrediction,
     RefreshConfig,

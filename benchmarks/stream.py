@@ -47,7 +47,7 @@ from rich.table import Table  # noqa: E402
 from benchmarks.saturation import SIMULATOR, _free_ports, make_events, simulator_params  # noqa: E402
 from pipelines import stream  # noqa: E402
 from pipelines.backfill import model_factory, predict_config  # noqa: E402
-from transforms.kafka_io import KafkaConfig, OutgoingRecord, ReadConfig, ReadFromKafka, WriteToKafka  # noqa: E402
+from transforms.io.kafka import KafkaConfig, OutgoingRecord, ReadConfig, ReadFromKafka, WriteToKafka  # noqa: E402
 
 KAFKA_SH = ROOT / "deploy" / "local" / "kafka" / "kafka.sh"
 PRISM_SH = ROOT / "deploy" / "local" / "prism" / "prism.sh"

@@ -20,23 +20,23 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from pipelines.options import KafkaOptions, PredictOptions, StoreOptions, image_config, kafka_config
 from pipelines.results import counter_totals
-from transforms.bulk import BulkResults, WriteBulkResults
-from transforms.dedupe import DedupeConfig
-from transforms.file_io import ReadEvents, WriteDeadLetters, WritePredictions
-from transforms.gcs import configure_beam_for_emulator
-from transforms.inference import TritonModel
-from transforms.kafka_io import ReadConfig, ReadFromKafka, commit_offsets, end_offsets
-from transforms.kafka_sink import WritePredictionsToKafka
-from transforms.model_client import (
+from transforms.bulk.batch import BulkResults, WriteBulkResults
+from transforms.freshness.dedupe import DedupeConfig
+from transforms.io.files import ReadEvents, WriteDeadLetters, WritePredictions
+from transforms.io.gcs import configure_beam_for_emulator
+from transforms.model.triton import TritonModel
+from transforms.io.kafka import ReadConfig, ReadFromKafka, commit_offsets, end_offsets
+from transforms.io.kafka_sink import WritePredictionsToKafka
+from transforms.model.client import (
     InProcessBaseline,
     ModelClientFactory,
     check_taxonomy_version,
 )
 from transforms.predict import PredictConfig, PredictProducts
-from transforms.prediction_store import ReadPredictionStore, SkipCurrent, StoreSource
+from transforms.freshness.store import ReadPredictionStore, SkipCurrent, StoreSource
 from transforms.progress import ReportProgress, register, unregister
 from transforms.shared import shared_taxonomy
-from transforms.steps import BatchConfig
+from transforms.model.steps import BatchConfig
 
 
 class BackfillOptions(PipelineOptions):

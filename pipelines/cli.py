@@ -176,9 +176,9 @@ def backfill(
     """Predict category and attributes for every product in a file of events."""
     from pipelines.backfill import BackfillOptions, count_lines, run
     from taxonomy.loader import TaxonomyError
-    from transforms.inference import ModelConfigError
-    from transforms.model_client import TaxonomyVersionMismatch
-    from transforms.retry import RetriesExhausted
+    from transforms.model.triton import ModelConfigError
+    from transforms.model.client import TaxonomyVersionMismatch
+    from transforms.model.retry import RetriesExhausted
 
     flags = [
         f"--input={input}",
@@ -348,8 +348,8 @@ def repredict(
     from pipelines.repredict import RepredictOptions, summary_table
     from pipelines.repredict import run as run_repredict
     from taxonomy.loader import TaxonomyError
-    from transforms.inference import ModelConfigError
-    from transforms.model_client import TaxonomyVersionMismatch
+    from transforms.model.triton import ModelConfigError
+    from transforms.model.client import TaxonomyVersionMismatch
 
     flags = [
         f"--catalog={catalog}",
@@ -391,7 +391,7 @@ def produce(
     """Send the lines of a JSONL file as Kafka records, keyed by product_id when readable."""
     from confluent_kafka import Producer
 
-    from transforms.kafka_io import KafkaConfig
+    from transforms.io.kafka import KafkaConfig
 
     if not input.is_file():
         _fail(f"input {input} does not exist")
@@ -432,7 +432,7 @@ def consume(
     from confluent_kafka import Consumer, TopicPartition
     from confluent_kafka.admin import AdminClient
 
-    from transforms.kafka_io import KafkaConfig
+    from transforms.io.kafka import KafkaConfig
 
     config = KafkaConfig.from_options(bootstrap_servers, kafka_config or [])
     metadata = AdminClient(config.client_config()).list_topics(topic, timeout=30).topics.get(topic)

@@ -3,7 +3,7 @@
 The job either runs the normal two-step flow on the golden products (the in-process
 baseline, or a Triton model with --triton_url) or reads existing predictions
 (--predictions), joins them with the gold by product id and aggregates the metrics in one
-CombineFn (`transforms.evaluation`). `build_pipeline` only wires transforms; `run` checks
+CombineFn (`transforms.evaluation.metrics`). `build_pipeline` only wires transforms; `run` checks
 the inputs first (a bad file is a clear error before any work), runs the pipeline, adds
 the run-level figures (wall time per product, model calls per product from the `model`
 metrics namespace) and renders the report. Metric definitions: docs/EVALUATION.md.
@@ -30,7 +30,7 @@ from pipelines.backfill import model_factory, predict_config
 from pipelines.options import PredictOptions
 from pipelines.results import counter_totals
 from taxonomy.mapping import CategoryMapping, load_mapping
-from transforms.evaluation import (
+from transforms.evaluation.metrics import (
     INVALID,
     EvaluatePredictions,
     GoldenRecordError,
@@ -40,17 +40,17 @@ from transforms.evaluation import (
     golden_event,
     parse_golden,
 )
-from transforms.file_io import (
+from transforms.io.files import (
     WriteDeadLetters,
     WritePredictions,
     is_parquet,
     single_file,
 )
-from transforms.model_client import ModelClientFactory
+from transforms.model.client import ModelClientFactory
 from transforms.predict import PredictConfig, PredictProducts
 from transforms.progress import ReportProgress, register, unregister
 from transforms.records import Prediction
-from transforms.report import render_report
+from transforms.evaluation.report import render_report
 from transforms.shared import shared_taxonomy
 
 METRICS_FILE = "metrics.json"
@@ -462,9 +462,9 @@ def evaluate_command(
     )
 
     from taxonomy.loader import TaxonomyError
-    from transforms.inference import ModelConfigError
-    from transforms.model_client import TaxonomyVersionMismatch
-    from transforms.retry import RetriesExhausted
+    from transforms.model.triton import ModelConfigError
+    from transforms.model.client import TaxonomyVersionMismatch
+    from transforms.model.retry import RetriesExhausted
 
     err = Console(stderr=True)
 

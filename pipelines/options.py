@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from transforms.images import ImageConfig
-from transforms.kafka_io import KafkaConfig
-from transforms.steps import BatchConfig
+from transforms.images.prepare import ImageConfig
+from transforms.io.kafka import KafkaConfig
+from transforms.model.steps import BatchConfig
 
 
 class PredictOptions(PipelineOptions):

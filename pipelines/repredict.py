@@ -39,11 +39,11 @@ from pipelines.options import KafkaOptions, StoreOptions, kafka_config
 from pipelines.results import counter_totals
 from transforms.dead_letters import DEAD_LETTER, dead_letter, guard_stage
 from transforms.decode import DecodeError, parse_event_object
-from transforms.file_io import OversizedLine, ReadEvents, WriteDeadLetters, WritePredictions
-from transforms.kafka_sink import WritePredictionsToKafka
-from transforms.model_client import ModelClientFactory
+from transforms.io.files import OversizedLine, ReadEvents, WriteDeadLetters, WritePredictions
+from transforms.io.kafka_sink import WritePredictionsToKafka
+from transforms.model.client import ModelClientFactory
 from transforms.predict import PredictConfig, PredictProducts
-from transforms.prediction_store import (
+from transforms.freshness.store import (
     MISSING,
     STALE_REASONS,
     ReadPredictionStore,

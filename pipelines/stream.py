@@ -24,10 +24,10 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from pipelines.backfill import model_factory, predict_config
 from pipelines.options import KafkaOptions, kafka_config
-from transforms.bulk import WriteBulkResults
-from transforms.bulk_stream import StreamingBulkResults
-from transforms.kafka_io import ReadConfig, ReadFromKafka
-from transforms.kafka_sink import WritePredictionsToKafka
+from transforms.bulk.batch import WriteBulkResults
+from transforms.bulk.stream import StreamingBulkResults
+from transforms.io.kafka import ReadConfig, ReadFromKafka
+from transforms.io.kafka_sink import WritePredictionsToKafka
 from transforms.predict import PredictConfig, PredictProducts
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ class StreamOptions(PipelineOptions):
         parser.add_argument(
             "--bulk_results_topic", default=None,
             help="write one completion record per bulk_request_id to this topic, once bulk_size of its events "
-            "have an outcome (keyed state: see transforms/bulk_stream.py for the delivery caveat on Prism)",
+            "have an outcome (keyed state: see transforms/bulk/stream.py for the delivery caveat on Prism)",
         )
         parser.add_argument(
             "--bulk_timeout_s", type=float, default=3600.0,

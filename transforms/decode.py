@@ -24,7 +24,7 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP, Timestamp
 from pydantic import ValidationError
 
 from transforms.dead_letters import dead_letter, guard_stage
-from transforms.file_io import OversizedLine
+from transforms.io.files import OversizedLine
 from transforms.records import EventType, ProductEvent, WorkItem, content_hash
 from transforms.sanitise import html_to_text
 
@@ -235,7 +235,7 @@ class DecodeEvents(beam.DoFn):
 
     Outputs: main = WorkItem for create/update/repredict; `deleted` = ProductEvent of a
     delete (no model call); `dead_letter` = DeadLetter at stage `decode`. An OversizedLine
-    (a JSONL line too long to read, see transforms.file_io) is a dead letter
+    (a JSONL line too long to read, see transforms.io.files) is a dead letter
     `EventTooLarge` holding the line's first bytes.
     """
 

@@ -9,8 +9,8 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from transforms.dead_letters import guard_stage
-from transforms.kafka_io import OutgoingRecord
-from transforms.model_client import ModelMetadata
+from transforms.io.kafka import OutgoingRecord
+from transforms.model.client import ModelMetadata
 from transforms.records import (
     DeadLetter,
     Prediction,

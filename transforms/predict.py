@@ -6,7 +6,7 @@ raw events -> decode -> [refresh trigger] -> [content dedupe: one model path per
 
 The refresh trigger and content dedupe are keyed steps (state or a shuffle). In batch jobs
 they are free of delivery concerns; on the local streaming runner they sit between the
-Kafka source and sink, so they are opt-in there (see transforms/dedupe.py, "Delivery").
+Kafka source and sink, so they are opt-in there (see transforms/freshness/dedupe.py, "Delivery").
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ import apache_beam as beam
 from transforms.correction import CorrectCategory, ValidateAttributes
 from transforms.dead_letters import DEAD_LETTER
 from transforms.decode import DELETED, DecodeEvents
-from transforms.dedupe import DedupeByContent, DedupeConfig
+from transforms.freshness.dedupe import DedupeByContent, DedupeConfig
 from transforms.encode import EncodePrediction
-from transforms.images import ImageConfig, PrepareImages
-from transforms.model_client import ModelClientFactory, ModelMetadata
-from transforms.refresh import SKIPPED, RefreshConfig, RefreshTrigger
-from transforms.steps import BatchConfig, ClassifyStep, ExtractStep
+from transforms.images.prepare import ImageConfig, PrepareImages
+from transforms.model.client import ModelClientFactory, ModelMetadata
+from transforms.freshness.refresh import SKIPPED, RefreshConfig, RefreshTrigger
+from transforms.model.steps import BatchConfig, ClassifyStep, ExtractStep
 
 
 @dataclass(frozen=True)

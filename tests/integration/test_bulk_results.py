@@ -19,11 +19,11 @@ from pipelines.backfill import BackfillOptions, model_factory, predict_config
 from pipelines.backfill import run as run_backfill
 from tests.conftest import EXAMPLES
 from tests.integration.kafka_stack import start_broker
-from transforms.bulk import BulkResults, WriteBulkResults
-from transforms.file_io import ReadEvents
-from transforms.kafka_io import KafkaConfig
+from transforms.bulk.batch import BulkResults, WriteBulkResults
+from transforms.io.files import ReadEvents
+from transforms.io.kafka import KafkaConfig
 from transforms.predict import PredictProducts
-from transforms.prediction_store import ReadPredictionStore, SkipCurrent, StoreSource
+from transforms.freshness.store import ReadPredictionStore, SkipCurrent, StoreSource
 
 pytestmark = pytest.mark.integration
 

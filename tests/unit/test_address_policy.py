@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from transforms import address_policy
-from transforms.address_policy import (
+from transforms.images import address_policy
+from transforms.images.address_policy import (
     AddressPolicy,
     AddressRefused,
     HostUnresolvable,

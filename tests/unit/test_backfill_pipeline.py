@@ -15,7 +15,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from model_repository.contract import ModelRequest, Task
 from tests.conftest import EXAMPLES
-from transforms.model_client import InProcessBaseline, ModelMetadata
+from transforms.model.client import InProcessBaseline, ModelMetadata
 from transforms.predict import PredictConfig, PredictProducts
 from transforms.records import PredictionStatus
 

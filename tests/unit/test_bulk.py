@@ -11,7 +11,7 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from transforms.bulk import (
+from transforms.bulk.batch import (
     FAILED,
     PREDICTED,
     UNACCOUNTED,
@@ -22,7 +22,7 @@ from transforms.bulk import (
     request_of,
     to_result,
 )
-from transforms.prediction_store import Skip
+from transforms.freshness.store import Skip
 from transforms.records import DeadLetter, Prediction, ProductEvent
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -55,7 +55,7 @@ def test_request_of_is_lenient() -> None:
 def test_outcome_of() -> None:
     assert outcome_of(_prediction("e1"), PREDICTED) == ("e1", PREDICTED)
     assert outcome_of(Skip("p", "e2", "x", "b"), "skipped") == ("e2", "skipped")
-    from transforms.refresh import Skipped
+    from transforms.freshness.refresh import Skipped
 
     ev = ProductEvent.model_validate_json(_raw("e7", "b1"))
     assert outcome_of(Skipped(ev, "skipped_unchanged", "h"), "skipped") == ("e7", "skipped")

@@ -15,7 +15,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 
 from pipelines.stream import prism_binary
-from transforms.bulk_stream import (
+from transforms.bulk.stream import (
     BulkElement,
     RequestState,
     StreamingBulkResults,

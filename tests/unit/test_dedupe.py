@@ -15,8 +15,8 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 
 from pipelines.stream import prism_binary
-from transforms.dedupe import DedupeByContent, DedupeConfig, DedupedItem, fan_out, representative
-from transforms.model_client import ModelMetadata
+from transforms.freshness.dedupe import DedupeByContent, DedupeConfig, DedupedItem, fan_out, representative
+from transforms.model.client import ModelMetadata
 from transforms.records import EventType, PredictedCategory, ProductEvent, WorkItem, content_hash, prediction_id
 from transforms.encode import EncodePrediction
 

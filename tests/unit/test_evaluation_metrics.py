@@ -34,7 +34,7 @@ from taxonomy.loader import parse_taxonomy
 from taxonomy.mapping import MappingError, build_mapping, load_mapping, source_key
 from taxonomy.model import Taxonomy
 from taxonomy.values import ValueNormaliser, slug
-from transforms.evaluation import (
+from transforms.evaluation.metrics import (
     EvalAccumulator,
     EvaluatePredictions,
     EvaluationCombineFn,
@@ -53,7 +53,7 @@ from transforms.evaluation import (
     store_of,
 )
 from transforms.records import Prediction, ProductEvent
-from transforms.report import render_report
+from transforms.evaluation.report import render_report
 
 PATHS = ["A > B > C", "A > B > D", "A > E", "X > Y"]
 ATTRIBUTES = {

@@ -23,7 +23,7 @@ from transforms.decode import (
     json_depth,
     parse_event_object,
 )
-from transforms.file_io import OversizedLine
+from transforms.io.files import OversizedLine
 from transforms.records import MAX_OPTION_VALUES, MAX_TAGS, ProductEvent
 
 # Generous: each case takes milliseconds to a few hundred; the bound only catches a

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from transforms import address_policy, http_fetch
-from transforms.address_policy import AddressPolicy
-from transforms.http_fetch import FetchError, fetch_http
+from transforms.images import address_policy; from transforms.images import http_fetch
+from transforms.images.address_policy import AddressPolicy
+from transforms.images.http_fetch import FetchError, fetch_http
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 200
 LOCAL = AddressPolicy(allow_private=True)

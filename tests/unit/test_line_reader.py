@@ -21,7 +21,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from transforms.dead_letters import DEAD_LETTER
 from transforms.decode import DELETED, DecodeEvents
-from transforms.file_io import OVERSIZED_HEAD_BYTES, OversizedLine, ReadEvents, check_input_pattern, read_lines
+from transforms.io.files import OVERSIZED_HEAD_BYTES, OversizedLine, ReadEvents, check_input_pattern, read_lines
 
 BOM = b"\xef\xbb\xbf"
 

@@ -16,9 +16,9 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from pipelines.repredict import catalog_row, estimate_calls, repredict_event
-from transforms.file_io import PREDICTION_PARQUET_SCHEMA
-from transforms.kafka_io import KafkaConfig
-from transforms.prediction_store import (
+from transforms.io.files import PREDICTION_PARQUET_SCHEMA
+from transforms.io.kafka import KafkaConfig
+from transforms.freshness.store import (
     CONTENT_CHANGED,
     MISSING,
     MODEL_VERSION,

@@ -35,7 +35,7 @@ from model_repository.product_vlm.prompts import (
     sampling_parameters,
     select_values,
 )
-from transforms.images import ImageConfig
+from transforms.images.prepare import ImageConfig
 
 REPO = Path(__file__).resolve().parents[2]
 MODELS = REPO / "model_repository"

@@ -23,7 +23,7 @@ from apache_beam.transforms.window import TimestampedValue
 
 from pipelines.stream import prism_binary
 from transforms.records import EventType, ProductEvent, WorkItem, content_hash
-from transforms.refresh import (
+from transforms.freshness.refresh import (
     EMPTY,
     KnownPrediction,
     Reason,

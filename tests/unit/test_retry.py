@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from transforms.inference import TritonModel, grpc_status, is_transient
-from transforms.retry import RetriesExhausted, RetryPolicy, call_with_retries
+from transforms.model.triton import TritonModel, grpc_status, is_transient
+from transforms.model.retry import RetriesExhausted, RetryPolicy, call_with_retries
 
 
 class FakeTritonError(Exception):

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from transforms.images import ImageConfig, ImageError, fetch_image, prepare_image
+from transforms.images.prepare import ImageConfig, ImageError, fetch_image, prepare_image
 from transforms.sanitise import html_to_text
 
 

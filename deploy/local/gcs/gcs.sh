@@ -10,7 +10,7 @@
 #   gcs.sh logs [N]    last N (100) lines of the server log
 #
 # `eval "$(deploy/local/gcs/gcs.sh up)"` starts it and exports STORAGE_EMULATOR_HOST, which
-# google-cloud-storage (and so Beam's gs:// filesystem and transforms/gcs.py) use automatically.
+# google-cloud-storage (and so Beam's gs:// filesystem and transforms/io/gcs.py) use automatically.
 #
 # Env (defaults):
 #   GCS_HOST (127.0.0.1)  GCS_PORT (4443)  GCS_BACKEND (filesystem | memory)

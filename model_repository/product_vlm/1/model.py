@@ -62,7 +62,7 @@ except ModuleNotFoundError:
     sys.path.append(str(_REPO_ROOT))  # started without the repo root on PYTHONPATH
     from model_repository import triton_support
 
-# Engine errors worth a retry by the pipeline (transforms.retry retries UNAVAILABLE).
+# Engine errors worth a retry by the pipeline (transforms.model.retry retries UNAVAILABLE).
 _NOT_READY = ("is not ready", "unavailable", "unhealthy")
 
 

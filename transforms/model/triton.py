@@ -2,7 +2,7 @@
 
 One Triton request per product, many in flight: the server's dynamic batcher (or vLLM's
 continuous batching) forms the batches, so the client never batches twice (DESIGN.md).
-Transient gRPC failures are retried with capped backoff (`transforms.retry`); a permanent
+Transient gRPC failures are retried with capped backoff (`transforms.model.retry`); a permanent
 failure answers only the items concerned, as an exception in their slot.
 """
 
@@ -16,8 +16,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from model_repository.contract import INPUT_IMAGE, INPUT_REQUEST, OUTPUT_RESPONSE
-from transforms.model_client import ModelClient, ModelMetadata
-from transforms.retry import TRANSIENT_STATUSES, RetryPolicy, call_with_retries
+from transforms.model.client import ModelClient, ModelMetadata
+from transforms.model.retry import TRANSIENT_STATUSES, RetryPolicy, call_with_retries
 
 
 class ModelConfigError(RuntimeError):

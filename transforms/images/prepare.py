@@ -6,7 +6,7 @@ model's resolution is the largest client-side cost lever (DESIGN.md). Every fail
 
 Image locations come from merchants and are untrusted (DESIGN.md, "Untrusted input"):
 
-- http(s) goes through `transforms.http_fetch` (public addresses only, checked on every
+- http(s) goes through `transforms.images.http_fetch` (public addresses only, checked on every
   redirect hop, one total deadline per image);
 - local paths and file:// URLs are read only under a configured base directory, as
   regular files, with a byte bound and without blocking (a FIFO or /dev/zero cannot hang
@@ -29,9 +29,9 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from PIL import Image
 
-from transforms.address_policy import AddressPolicy
+from transforms.images.address_policy import AddressPolicy
 from transforms.dead_letters import dead_letter, guard_stage, truncate
-from transforms.http_fetch import FetchError, fetch_http
+from transforms.images.http_fetch import FetchError, fetch_http
 from transforms.records import WorkItem
 
 # Formats a product photo comes in. Everything else (TIFF, ICO, PSD, TGA, EPS, ...) is
@@ -155,9 +155,7 @@ def _read_local(path_text: str, url: str, config: ImageConfig, base_dir: str | N
 
 
 def _fetch_gcs(url: str, config: ImageConfig, deadline_s: float) -> bytes:
-    from transforms import (
-        gcs,  # google-cloud-storage is imported only when a gs:// image comes
-    )
+    from transforms.io import gcs  # google-cloud-storage is imported only when a gs:// image comes
 
     try:
         bucket, _ = gcs.parse_gs_url(url)

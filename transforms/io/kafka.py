@@ -31,7 +31,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.utils.timestamp import Duration, Timestamp
 
-from transforms.retry import RetryPolicy, call_with_retries
+from transforms.model.retry import RetryPolicy, call_with_retries
 
 log = logging.getLogger(__name__)
 

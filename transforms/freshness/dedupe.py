@@ -22,7 +22,7 @@ Caveats:
   acknowledged; with a shuffle in between, Prism may finalise the source bundle once its
   output reached the shuffle, before the predictions are written: a crash then loses
   those in-flight items instead of replaying them. The same holds for the refresh
-  trigger (``transforms/refresh.py``), which is keyed state too. Dataflow checkpoints
+  trigger (``transforms/freshness/refresh.py``), which is keyed state too. Dataflow checkpoints
   shuffle and state durably, so there it stays at-least-once. Locally, use dedupe in
   batch jobs (backfill, repredict, bulk files) and keep it off the Prism stream unless
   the delivery guarantee is restored (e.g. commit offsets from the sink side).

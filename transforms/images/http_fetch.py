@@ -4,7 +4,7 @@ Threat model (see DESIGN.md "Untrusted input"): the URL, the DNS answers for its
 everything the server sends are attacker-controlled. So:
 
 * every hop (the URL and each redirect) is parsed, resolved and checked by
-  :mod:`transforms.address_policy`, and the connection goes to exactly the address that
+  :mod:`transforms.images.address_policy`, and the connection goes to exactly the address that
   was checked: no second DNS lookup, so DNS rebinding cannot swap in 127.0.0.1 between
   check and connect. Host header, TLS SNI and certificate verification still use the
   original host name;
@@ -28,7 +28,7 @@ import threading
 import time
 import urllib.parse
 
-from transforms.address_policy import (
+from transforms.images.address_policy import (
     AddressPolicy,
     AddressRefused,
     HostUnresolvable,

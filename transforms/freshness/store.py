@@ -32,8 +32,8 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from transforms.decode import DecodeError, decode_event
-from transforms.file_io import is_parquet
-from transforms.kafka_io import KafkaConfig, KafkaRecord, ReadConfig, ReadFromKafka
+from transforms.io.files import is_parquet
+from transforms.io.kafka import KafkaConfig, KafkaRecord, ReadConfig, ReadFromKafka
 from transforms.records import EventType, ProductEvent, WorkItem, content_hash
 
 KAFKA_PREFIX = "kafka:"

@@ -1,7 +1,7 @@
 """API bulk operations in a stream: one completion record per request, written when the
 last of its events has an outcome.
 
-In a batch job the end of the input ends every request (`transforms/bulk.py`). In a stream
+In a batch job the end of the input ends every request (`transforms/bulk/batch.py`). In a stream
 the request says how big it is: the API knows the number of products when it accepts the
 request, so each of its events carries `bulk_size`. A stateful DoFn keyed by
 `bulk_request_id` collects the request's events and their outcomes (prediction, skip,
@@ -16,7 +16,7 @@ At-least-once delivery re-delivers outcomes: one event's outcome is counted once
 first), and a request stays marked done for another `timeout_s`, so a late duplicate
 neither reopens it nor writes a second record.
 
-Layers, as in `transforms/refresh.py`: `on_element` / `on_deadline` are the pure state
+Layers, as in `transforms/freshness/refresh.py`: `on_element` / `on_deadline` are the pure state
 machine; `TrackBulkRequests` is the stateful DoFn; `StreamingBulkResults` the composite.
 
 Delivery caveat (DESIGN.md "Delivery"): the state lives in the runner. On Dataflow it is
@@ -43,7 +43,7 @@ from apache_beam.transforms.userstate import (
 from apache_beam.typehints import Tuple
 from apache_beam.utils.timestamp import Duration, Timestamp
 
-from transforms.bulk import (
+from transforms.bulk.batch import (
     DELETED,
     FAILED,
     OUTCOMES,

@@ -10,7 +10,7 @@ global window, which fires once when the bounded input is exhausted, so a reques
 record is written only after all of its events have an outcome.
 
 In a stream the end of a request is not the end of the input: the events carry
-`bulk_size` and `transforms/bulk_stream.py` writes the record when that many have an
+`bulk_size` and `transforms/bulk/stream.py` writes the record when that many have an
 outcome (or a partial one at a deadline).
 
 How an outcome finds its request: a Prediction and a Skip carry `event_id`; a DeadLetter
@@ -33,7 +33,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from transforms.decode import DecodeError, parse_event_object
-from transforms.kafka_io import KafkaConfig, OutgoingRecord, WriteToKafka
+from transforms.io.kafka import KafkaConfig, OutgoingRecord, WriteToKafka
 from transforms.records import DeadLetter, ProductEvent
 
 PREDICTED = "predicted"

@@ -32,7 +32,7 @@ from model_repository.contract import (
 )
 from taxonomy.model import Category, Taxonomy
 from transforms.dead_letters import DEAD_LETTER, dead_letter, member_dead_letters
-from transforms.model_client import ModelClient, ModelClientFactory
+from transforms.model.client import ModelClient, ModelClientFactory
 from transforms.records import WorkItem
 from transforms.shared import shared_taxonomy
 

@@ -841,7 +841,7 @@ class ReadPredictions(beam.PTransform):
         self.pattern = pattern
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.pvalue.DoOutputsTuple:  # type: ignore[override]
-        from transforms.file_io import ReadEvents
+        from transforms.io.files import ReadEvents
 
         return pbegin | "Read" >> ReadEvents(self.pattern) | "Parse" >> beam.ParDo(ParsePrediction()).with_outputs(
             INVALID, main="predictions"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import apache_beam as beam
 
 from transforms.encode import dead_letter_record, prediction_record, tombstone_record
-from transforms.kafka_io import KafkaConfig, WriteToKafka
+from transforms.io.kafka import KafkaConfig, WriteToKafka
 from transforms.predict import DEAD_LETTER_PART
 
 
