@@ -11,6 +11,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -64,7 +65,12 @@ def emulator_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
     try:
         from transforms.io import gcs
 
-        assert gcs.configure_beam_for_emulator()
+        # The local-only Beam patches live with the emulator (deploy/local/gcs), not in
+        # transforms/; a CLI process gets them from sitecustomize.py on PYTHONPATH.
+        sys.path.insert(0, str(GCS_SH.parent))
+        from emulator_patches import configure_beam_for_emulator
+
+        assert configure_beam_for_emulator()
         client = gcs.client()
         bucket = client.create_bucket(BUCKET)
         for png in sorted((EXAMPLES / "images").glob("*.png")):

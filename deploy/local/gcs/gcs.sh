@@ -11,6 +11,8 @@
 #
 # `eval "$(deploy/local/gcs/gcs.sh up)"` starts it and exports STORAGE_EMULATOR_HOST, which
 # google-cloud-storage (and so Beam's gs:// filesystem and transforms/io/gcs.py) use automatically.
+# Beam's gs:// filesystem also needs two local-only patches: `export PYTHONPATH=deploy/local/gcs`
+# applies them at interpreter start (sitecustomize.py -> emulator_patches.py).
 #
 # Env (defaults):
 #   GCS_HOST (127.0.0.1)  GCS_PORT (4443)  GCS_BACKEND (filesystem | memory)
