@@ -23,7 +23,6 @@ from pipelines.results import counter_totals
 from transforms.bulk.batch import BulkResults, WriteBulkResults
 from transforms.freshness.dedupe import DedupeConfig
 from transforms.io.files import ReadEvents, WriteDeadLetters, WritePredictions
-from transforms.io.gcs import configure_beam_for_emulator
 from transforms.model.triton import TritonModel
 from transforms.io.kafka import ReadConfig, ReadFromKafka, commit_offsets, end_offsets
 from transforms.io.kafka_sink import WritePredictionsToKafka
@@ -205,7 +204,6 @@ def run(
 ) -> RunSummary:
     if not options.input or not options.output:
         raise ValueError("backfill needs --input (events file) and --output (directory)")
-    configure_beam_for_emulator()  # no-op unless STORAGE_EMULATOR_HOST is set
     # Local image files only under --image_base_dir: the events are merchant data, and
     # their directory is no more trusted than they are.
     config = predict_config(options, model or model_factory(options))
