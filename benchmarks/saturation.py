@@ -9,7 +9,11 @@ What runs, all real but the GPU:
   vision LLM, parameters and sources in benchmarks/README.md) and the real
   `product_baseline` (for its own CPU throughput);
 - the real backfill pipeline (FnApiRunner, decode, image preparation, both steps,
-  correction) with `--triton-url`, under several client settings.
+  correction) with `--triton-url`, under several client settings;
+- the peer a Beam user would pick, measured in the same run: Beam's own `RunInference`
+  with a `RemoteModelHandler` over the same simulated server (BatchElements 8..64, one
+  batch at a time), after the same decode and image preparation, classify requests only
+  (its "products/s" counts requests, so compare requests/s and saturation).
 
 Figures:
 - requests/s: model calls the pipeline completed per second of pipeline run time;
@@ -118,10 +122,65 @@ def run_backfill(events: Path, out: Path, url: str, model: str, setting: Setting
             f"--batch_max={setting.batch_max}",
             f"--batch_min={setting.batch_min}",
             f"--max_in_flight={setting.max_in_flight}",
+            f"--image_base_dir={ROOT / 'examples'}",  # the events name examples/ images by absolute path
         ]
     )
     summary = run(options)
     return summary.seconds, summary.predicted, summary.dead_letter_total
+
+
+def run_inference_peer(events: Path, url: str, model: str, batch_min: int, batch_max: int) -> tuple[float, int]:
+    """The peer a Beam user would pick: Beam's own RunInference with a RemoteModelHandler
+    over the same Triton model, batched by BatchElements, after the same decode and image
+    preparation. It sends the classify request of every product (one call each), one
+    batch at a time per worker thread: no in-flight window. Returns (seconds, requests)."""
+    import apache_beam as beam
+    from apache_beam.ml.inference.base import RemoteModelHandler, RunInference
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+    from model_repository.contract import ModelRequest, Task
+    from transforms.decode import decode_event
+    from transforms.images.prepare import ImageConfig, fetch_image, prepare_image
+    from transforms.model.steps import model_product
+    from transforms.model.triton import TritonModel
+    from transforms.records import WorkItem, content_hash
+    from transforms.sanitise import html_to_text
+
+    class ContractHandler(RemoteModelHandler):
+        def __init__(self) -> None:
+            super().__init__(namespace="saturation_peer", num_retries=0)
+
+        def create_client(self):  # type: ignore[no-untyped-def]
+            return TritonModel(url, model)()
+
+        def request(self, batch, client, inference_args=None):  # type: ignore[no-untyped-def]
+            return client.infer_batch(list(batch))
+
+        def batch_elements_kwargs(self) -> dict[str, int]:
+            return {"min_batch_size": batch_min, "max_batch_size": batch_max}
+
+    images = ImageConfig()
+    base_dir = str(ROOT / "examples")
+
+    def to_request(line: bytes) -> tuple[bytes, bytes | None]:
+        event = decode_event(line)
+        text, _ = html_to_text(event.product.description_html)  # type: ignore[union-attr]
+        item = WorkItem(event=event, content_hash=content_hash(event.product), description_text=text)  # type: ignore[arg-type]
+        url_ = item.product.image_urls[0] if item.product.image_urls else None
+        image = prepare_image(fetch_image(url_, images, base_dir), images, url_) if url_ else None
+        return ModelRequest(task=Task.CLASSIFY, product=model_product(item)).model_dump_json().encode(), image
+
+    lines = [line.encode() for line in events.read_text().splitlines() if line.strip()]
+    start = time.perf_counter()
+    with beam.Pipeline(runner=FnApiRunner()) as p:
+        _ = (
+            p
+            | beam.Create(lines)
+            | "Prepare" >> beam.Map(to_request)
+            | RunInference(ContractHandler())
+            | beam.combiners.Count.Globally()
+        )
+    return time.perf_counter() - start, len(lines)
 
 
 def main() -> None:
@@ -177,6 +236,25 @@ def main() -> None:
                     "saturation_ratio": round(rps / sim["capacity_rps"], 3),
                 }
             )
+        console.print(f"[bold]simulator[/bold] Beam RunInference peer: {args.products} products ...")
+        before, t0 = metrics(metrics_port, SIMULATOR), time.perf_counter()
+        seconds, _ = run_inference_peer(events, url, SIMULATOR, 8, 64)
+        wall = time.perf_counter() - t0
+        after = metrics(metrics_port, SIMULATOR)
+        calls = after["nv_inference_request_success"] - before["nv_inference_request_success"]
+        execs = after["nv_inference_exec_count"] - before["nv_inference_exec_count"]
+        busy_s = sim["a_s"] * execs + sim["b_s"] * calls
+        rps = calls / seconds
+        results.append(
+            {
+                "setting": "PEER: Beam RunInference + RemoteModelHandler (BatchElements 8..64), classify only",
+                "batch_max": 64, "max_in_flight": 1, "products": int(calls), "dead_letters": 0, "model_calls": calls,
+                "seconds": round(seconds, 2), "products_per_s": round(calls / seconds, 2), "requests_per_s": round(rps, 2),
+                "server_busy_fraction": round(busy_s / wall, 3),
+                "mean_server_batch": round(calls / execs, 1) if execs else 0.0,
+                "saturation_ratio": round(rps / sim["capacity_rps"], 3),
+            }
+        )
         console.print(f"[bold]baseline[/bold] through Triton: {args.baseline_products} products ...")
         (work / "base").mkdir()
         base_events = make_events(args.baseline_products, work / "base")

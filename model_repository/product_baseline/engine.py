@@ -6,9 +6,10 @@
 - extract: for each attribute in the request, the allowed values evidenced in the title,
   description, tags and variant options; colour falls back to the image's subject colour.
 
-It is the reference the GPU model is compared with, the default of the local runtime, and
-(in the next step of the roadmap) a Triton Python-backend model. It carries its own
-category index, built for one taxonomy version and cached on disk.
+It is the reference the GPU model is compared with and the default of the local runtime:
+in-process (`transforms.model.client.InProcessBaseline`) or behind Triton as a Python-backend
+model (`product_baseline/1/model.py`). It carries its own category index, built for one
+taxonomy version and cached on disk.
 """
 
 from __future__ import annotations
