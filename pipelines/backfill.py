@@ -18,10 +18,9 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
-from pipelines.options import KafkaOptions, PredictOptions, StoreOptions, image_config, kafka_config
+from pipelines.options import KafkaOptions, PredictOptions, StoreOptions, generated_from, kafka_config, read_settings
 from pipelines.results import counter_totals
 from transforms.bulk.batch import BulkResults, WriteBulkResults
-from transforms.freshness.dedupe import DedupeConfig
 from transforms.io.files import ReadEvents, WriteDeadLetters, WritePredictions
 from transforms.model.triton import TritonModel
 from transforms.io.kafka import ReadConfig, ReadFromKafka, commit_offsets, end_offsets
@@ -34,17 +33,15 @@ from transforms.model.client import (
 from transforms.predict import PredictConfig, PredictProducts
 from transforms.freshness.store import ReadPredictionStore, SkipCurrent, StoreSource
 from transforms.progress import ReportProgress, register, unregister
+from transforms.config import BackfillSettings, PredictSettings
 from transforms.shared import shared_taxonomy
-from transforms.model.steps import BatchConfig
 
 
+@generated_from(BackfillSettings)
 class BackfillOptions(PipelineOptions):
-    @classmethod
-    def _add_argparse_args(cls, parser) -> None:  # type: ignore[no-untyped-def]
-        # Not `required`: Beam parses every PipelineOptions subclass for every pipeline,
-        # so a required flag here would break `stream`. `run` checks them instead.
-        parser.add_argument("--input", help="events: .jsonl (glob ok), .parquet, or kafka:TOPIC (read to its end offsets)")
-        parser.add_argument("--output", help="output directory, or kafka:TOPIC")
+    """--input and --output (transforms/config.py BackfillSettings). Not `required`: Beam
+    parses every PipelineOptions subclass for every pipeline, so a required flag here would
+    break `stream`. `run` checks them instead."""
 
 
 KAFKA_PREFIX = "kafka:"
@@ -57,31 +54,32 @@ _PARTIAL_STAGES = {"prepare_images"}
 def predict_config(
     options: PipelineOptions, model: ModelClientFactory, image_base_dir: str | None = None
 ) -> PredictConfig:
-    """Validated config; reads the model's metadata once and refuses a taxonomy mismatch."""
-    options = options.view_as(PredictOptions)
+    """Validated config (the flags are checked before the model is loaded); reads the
+    model's metadata once and refuses a taxonomy mismatch."""
+    settings: PredictSettings = read_settings(options, PredictOptions)
     client = model()
     metadata = client.metadata()
-    taxonomy_version = shared_taxonomy(options.taxonomy).version
+    taxonomy_version = shared_taxonomy(settings.taxonomy).version
     check_taxonomy_version(metadata, taxonomy_version)
     return PredictConfig(
         model=model,
         metadata=metadata,
-        taxonomy_path=options.taxonomy,
-        images=image_config(options),
-        batching=BatchConfig(min_size=options.batch_min, max_size=options.batch_max),
-        image_base_dir=image_base_dir or options.image_base_dir,
-        refresh_quiet_s=options.refresh_quiet_s,
-        dedupe=DedupeConfig(options.dedupe_wait_s) if options.dedupe else None,
-        max_in_flight=options.max_in_flight,
+        taxonomy_path=settings.taxonomy,
+        images=settings.image_config(),
+        batching=settings.batch_config(),
+        image_base_dir=image_base_dir or settings.image_base_dir,
+        refresh_quiet_s=settings.refresh_quiet_s,
+        dedupe=settings.dedupe_config(),
+        max_in_flight=settings.max_in_flight,
     )
 
 
 def model_factory(options: PipelineOptions) -> ModelClientFactory:
     """Triton when --triton_url is given, else the in-process baseline."""
-    options = options.view_as(PredictOptions)
-    if options.triton_url:
-        return TritonModel(options.triton_url, options.model_name, timeout_s=options.model_timeout_s)
-    return InProcessBaseline(options.taxonomy)
+    settings: PredictSettings = read_settings(options, PredictOptions)
+    if settings.triton_url:
+        return TritonModel(settings.triton_url, settings.model_name, timeout_s=settings.model_timeout_s)
+    return InProcessBaseline(settings.taxonomy)
 
 
 def kafka_input(options: BackfillOptions, stop_offsets: tuple[tuple[str, int, int], ...] | None = None) -> ReadConfig:

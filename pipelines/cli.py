@@ -8,7 +8,7 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -21,14 +21,25 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from pipelines.cli_options import check, option
+from transforms.config import (
+    KEYED_STATE_CAVEAT,
+    BackfillCommand,
+    BackfillSettings,
+    KafkaSettings,
+    PredictSettings,
+    RepredictCommand,
+    RepredictSettings,
+    StoreSettings,
+    StreamCommand,
+    StreamSettings,
+)
+
 app = typer.Typer(help="productlens: product understanding at scale.", no_args_is_help=True, add_completion=False)
 taxonomy_app = typer.Typer(help="Inspect and fetch Shopify taxonomy versions.", no_args_is_help=True)
 app.add_typer(taxonomy_app, name="taxonomy")
 console = Console(stderr=True)
 
-TaxonomyOpt = Annotated[
-    Optional[str], typer.Option("--taxonomy", help="dist/en directory (categories.json + attributes.json); default: the bundled sample")
-]
 
 
 def _fail(message: str) -> None:
@@ -45,39 +56,30 @@ def _pipeline_failed(exc: BaseException) -> None:
     raise typer.Exit(1)
 
 
-ImageBaseDirOpt = Annotated[
-    Optional[str],
-    typer.Option("--image-base-dir", help="directory that local image paths (relative, absolute or file://) must lie in; "
-                 "default: events cannot name local files"),
-]
-ImageBucketOpt = Annotated[
-    Optional[list[str]], typer.Option("--image-gcs-bucket", help="gs:// bucket images may come from (repeatable); default: none")
-]
-ImageHostOpt = Annotated[
-    Optional[list[str]],
-    typer.Option("--image-host", help="allow-list of image hosts, e.g. cdn.shopify.com or .example-cdn.com (repeatable); "
-                 "default: any public host"),
-]
-PrivateImagesOpt = Annotated[
-    bool,
-    typer.Option("--allow-private-image-addresses", help="tests and local use only: let image URLs reach loopback and "
-                 "private addresses (never on a shared or cloud worker)"),
-]
+# Options several commands share; each takes its default and help from its settings field.
+TAXONOMY = option(PredictSettings, "taxonomy")
+IMAGE_BASE_DIR = option(PredictSettings, "image_base_dir")
+IMAGE_GCS_BUCKET = option(PredictSettings, "image_gcs_bucket")
+IMAGE_HOST = option(PredictSettings, "image_host")
+BOOTSTRAP_SERVERS = option(KafkaSettings, "kafka_bootstrap", envvar="KAFKA_BOOTSTRAP")
+KAFKA_CONFIG = option(KafkaSettings, "kafka_config")
+BEAM_ARG = typer.Option([], "--beam-arg", help="extra Beam pipeline flag (repeatable)")
 
 
-def _image_flags(base_dir: str | None, buckets: list[str] | None, hosts: list[str] | None, allow_private: bool) -> list[str]:
+def _image_values(base_dir: str | None, buckets: list[str] | None, hosts: list[str] | None, allow_private: bool) -> dict[str, Any]:
+    """The image settings by pipeline-option name (PredictSettings)."""
     if base_dir and not Path(base_dir).is_dir():
         _fail(f"--image-base-dir {base_dir} is not a directory")
-    return [
-        *([f"--image_base_dir={base_dir}"] if base_dir else []),
-        *(f"--image_gcs_bucket={b}" for b in buckets or []),
-        *(f"--image_host={h}" for h in hosts or []),
-        *(["--image_allow_private_addresses"] if allow_private else []),
-    ]
+    return {
+        "image_base_dir": base_dir,
+        "image_gcs_bucket": list(buckets or []),
+        "image_host": list(hosts or []),
+        "image_allow_private_addresses": allow_private,
+    }
 
 
 @taxonomy_app.command("info")
-def taxonomy_info(taxonomy: TaxonomyOpt = None) -> None:
+def taxonomy_info(taxonomy: str | None = TAXONOMY) -> None:
     """Version, counts and load time of a taxonomy."""
     from taxonomy.loader import TaxonomyError, load_taxonomy
 
@@ -99,7 +101,7 @@ def taxonomy_info(taxonomy: TaxonomyOpt = None) -> None:
 @taxonomy_app.command("search")
 def taxonomy_search(
     query: str,
-    taxonomy: TaxonomyOpt = None,
+    taxonomy: str | None = TAXONOMY,
     limit: Annotated[int, typer.Option(help="how many matches")] = 10,
 ) -> None:
     """Find categories by (part of) a name or path; shows how the corrector reads it too."""
@@ -129,7 +131,7 @@ def taxonomy_search(
 def taxonomy_fetch(
     version: Annotated[str, typer.Option("--version", help="release, e.g. 2024-07")],
     base_url: Annotated[
-        Optional[str], typer.Option(help="URL template with {version}; default: Shopify's GitHub release")
+        str | None, typer.Option(help="URL template with {version}; default: Shopify's GitHub release")
     ] = None,
     force: Annotated[bool, typer.Option(help="download again even if cached")] = False,
 ) -> None:
@@ -152,58 +154,60 @@ def taxonomy_fetch(
 
 @app.command()
 def backfill(
-    input: Annotated[str, typer.Option("--input", help="product events: .jsonl (glob ok), .parquet, or kafka:TOPIC")],
-    output: Annotated[str, typer.Option("--output", help="output directory, or kafka:TOPIC")],
-    taxonomy: TaxonomyOpt = None,
-    image_max_side: Annotated[int, typer.Option(help="resize images to at most this many pixels a side")] = 448,
-    batch_max: Annotated[int, typer.Option(help="largest model batch")] = 64,
-    triton_url: Annotated[Optional[str], typer.Option(help="Triton gRPC host:port (e.g. localhost:8001); default: the in-process baseline")] = None,
-    model_name: Annotated[str, typer.Option(help="Triton model that answers the contract")] = "product_baseline",
-    max_in_flight: Annotated[int, typer.Option(help="model batches on the wire per step")] = 4,
-    bootstrap_servers: Annotated[str, typer.Option("--bootstrap-servers", envvar="KAFKA_BOOTSTRAP", help="Kafka bootstrap servers, for kafka: inputs and outputs")] = "127.0.0.1:9092",
-    refresh: Annotated[bool, typer.Option(help="skip unchanged products; one prediction per burst of edits")] = True,
-    quiet_period: Annotated[float, typer.Option(help="seconds without edits that end a burst")] = 30.0,
-    dedupe: Annotated[bool, typer.Option(help="one model call per distinct product content")] = True,
-    prediction_store: Annotated[Optional[str], typer.Option("--prediction-store", help="skip products whose last prediction is current: predictions snapshot/dir or kafka:TOPIC")] = None,
-    bulk_results: Annotated[Optional[str], typer.Option("--bulk-results", help="one completion record per bulk_request_id: directory, .jsonl, or kafka:TOPIC")] = None,
-    image_base_dir: ImageBaseDirOpt = None,
-    image_gcs_bucket: ImageBucketOpt = None,
-    image_host: ImageHostOpt = None,
-    allow_private_image_addresses: PrivateImagesOpt = False,
-    runner: Annotated[str, typer.Option(help="Beam runner")] = "FnApiRunner",
-    beam_arg: Annotated[Optional[list[str]], typer.Option("--beam-arg", help="extra Beam pipeline flag (repeatable)")] = None,
+    input: str = option(BackfillSettings, "input", default=...),
+    output: str = option(BackfillSettings, "output", default=...),
+    taxonomy: str | None = TAXONOMY,
+    image_max_side: int = option(PredictSettings, "image_max_side"),
+    batch_max: int = option(PredictSettings, "batch_max"),
+    triton_url: str | None = option(PredictSettings, "triton_url"),
+    model_name: str = option(PredictSettings, "model_name"),
+    max_in_flight: int = option(PredictSettings, "max_in_flight"),
+    bootstrap_servers: str = BOOTSTRAP_SERVERS,
+    refresh: bool = option(BackfillCommand, "refresh"),
+    quiet_period: float = option(BackfillCommand, "quiet_period"),
+    dedupe: bool = option(BackfillCommand, "dedupe"),
+    prediction_store: str | None = option(StoreSettings, "prediction_store", "--prediction-store"),
+    bulk_results: str | None = option(StoreSettings, "bulk_results"),
+    image_base_dir: str | None = IMAGE_BASE_DIR,
+    image_gcs_bucket: list[str] = IMAGE_GCS_BUCKET,
+    image_host: list[str] = IMAGE_HOST,
+    allow_private_image_addresses: bool = option(PredictSettings, "image_allow_private_addresses"),
+    runner: str = option(BackfillCommand, "runner"),
+    beam_arg: list[str] = BEAM_ARG,
 ) -> None:
     """Predict category and attributes for every product in a file of events."""
     from pipelines.backfill import BackfillOptions, count_lines, run
+    from pipelines.options import build_options
     from taxonomy.loader import TaxonomyError
-    from transforms.model.triton import ModelConfigError
     from transforms.model.client import TaxonomyVersionMismatch
     from transforms.model.retry import RetriesExhausted
+    from transforms.model.triton import ModelConfigError
 
-    flags = [
-        f"--input={input}",
-        f"--output={output}",
-        f"--image_max_side={image_max_side}",
-        f"--batch_max={batch_max}",
-        f"--runner={runner}",
-        f"--model_name={model_name}",
-        f"--max_in_flight={max_in_flight}",
-        f"--kafka_bootstrap={bootstrap_servers}",
-        *([f"--refresh_quiet_s={quiet_period}"] if refresh else []),
-        *(["--dedupe"] if dedupe else []),
-        *([f"--prediction_store={prediction_store}"] if prediction_store else []),
-        *([f"--bulk_results={bulk_results}"] if bulk_results else []),
-        *_image_flags(image_base_dir, image_gcs_bucket, image_host, allow_private_image_addresses),
-        *(beam_arg or []),
-    ]
-    if taxonomy:
-        flags.append(f"--taxonomy={taxonomy}")
-    if triton_url:
-        flags.append(f"--triton_url={triton_url}")
     local = "://" not in input and not input.startswith("kafka:")
     if local and not glob.glob(input):
         _fail(f"no input file matches {input}" if any(c in input for c in "*?[") else f"input {input} does not exist")
-    options = BackfillOptions(flags)
+    values = {
+        "input": input,
+        "output": output,
+        "taxonomy": taxonomy,
+        "image_max_side": image_max_side,
+        "batch_max": batch_max,
+        "triton_url": triton_url,
+        "model_name": model_name,
+        "max_in_flight": max_in_flight,
+        "kafka_bootstrap": bootstrap_servers,
+        "refresh_quiet_s": quiet_period if refresh else None,
+        "dedupe": dedupe,
+        "prediction_store": prediction_store,
+        "bulk_results": bulk_results,
+        **_image_values(image_base_dir, image_gcs_bucket, image_host, allow_private_image_addresses),
+        "runner": runner,
+    }
+    try:
+        check(BackfillCommand, refresh=refresh, quiet_period=quiet_period, dedupe=dedupe, runner=runner)
+        options = build_options(BackfillOptions, values, beam_arg)
+    except ValueError as exc:
+        _fail(str(exc))
     total = count_lines(input)
     progress = Progress(
         TextColumn("[bold]backfill"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
@@ -256,68 +260,59 @@ def _print_summary(summary: object) -> None:
         console.print(f"outputs in {summary.output}: predictions.jsonl, predictions.parquet, dead_letters.jsonl, summary.json")
 
 
-BootstrapOpt = Annotated[str, typer.Option("--bootstrap-servers", envvar="KAFKA_BOOTSTRAP", help="Kafka bootstrap servers")]
-KafkaConfigOpt = Annotated[
-    Optional[list[str]], typer.Option("--kafka-config", help="librdkafka key=value, e.g. security.protocol=SASL_SSL (repeatable)")
-]
-
-
 @app.command()
 def stream(
-    bootstrap_servers: BootstrapOpt = "127.0.0.1:9092",
-    events_topic: Annotated[str, typer.Option(help="topic of product events")] = "product-events",
-    predictions_topic: Annotated[str, typer.Option(help="compacted topic of predictions")] = "product-predictions",
-    dlq_topic: Annotated[str, typer.Option(help="dead-letter topic")] = "product-events-dlq",
-    group_id: Annotated[str, typer.Option(help="consumer group whose offsets the stream commits")] = "productlens-stream",
-    taxonomy: TaxonomyOpt = None,
-    triton_url: Annotated[Optional[str], typer.Option(help="Triton gRPC host:port; default: the in-process baseline")] = None,
-    model_name: Annotated[str, typer.Option(help="Triton model that answers the contract")] = "product_baseline",
-    image_base_dir: ImageBaseDirOpt = None,
-    image_gcs_bucket: ImageBucketOpt = None,
-    image_host: ImageHostOpt = None,
-    allow_private_image_addresses: PrivateImagesOpt = False,
-    kafka_config: KafkaConfigOpt = None,
-    refresh_quiet_period: Annotated[
-        Optional[float],
-        typer.Option(help="run the refresh trigger with this quiet period (s). Keyed state between source and sink: "
-                     "on Prism offsets may be committed before outputs (docs/ARCHITECTURE.md); on Dataflow it is durable"),
-    ] = None,
-    dedupe: Annotated[bool, typer.Option(help="content dedupe (keyed state: same caveat as the refresh trigger)")] = False,
-    bulk_results_topic: Annotated[
-        Optional[str],
-        typer.Option(help="one completion record per bulk_request_id, once bulk_size of its events have an outcome "
-                     "(keyed state: same caveat as the refresh trigger)"),
-    ] = None,
-    bulk_timeout: Annotated[
-        float, typer.Option(help="seconds (event time) after a request's first event when its record is written as partial")
-    ] = 3600.0,
-    runner: Annotated[str, typer.Option(help="Beam runner (PrismRunner locally, DataflowRunner in production)")] = "PrismRunner",
-    beam_arg: Annotated[Optional[list[str]], typer.Option("--beam-arg", help="extra Beam pipeline flag (repeatable)")] = None,
+    bootstrap_servers: str = BOOTSTRAP_SERVERS,
+    events_topic: str = option(StreamSettings, "events_topic"),
+    predictions_topic: str = option(KafkaSettings, "predictions_topic"),
+    dlq_topic: str = option(KafkaSettings, "dlq_topic"),
+    group_id: str = option(StreamCommand, "group_id"),
+    taxonomy: str | None = TAXONOMY,
+    triton_url: str | None = option(PredictSettings, "triton_url"),
+    model_name: str = option(PredictSettings, "model_name"),
+    image_base_dir: str | None = IMAGE_BASE_DIR,
+    image_gcs_bucket: list[str] = IMAGE_GCS_BUCKET,
+    image_host: list[str] = IMAGE_HOST,
+    allow_private_image_addresses: bool = option(PredictSettings, "image_allow_private_addresses"),
+    kafka_config: list[str] = KAFKA_CONFIG,
+    refresh_quiet_period: float | None = option(PredictSettings, "refresh_quiet_s", note=KEYED_STATE_CAVEAT),
+    dedupe: bool = option(PredictSettings, "dedupe", note=KEYED_STATE_CAVEAT),
+    bulk_results_topic: str | None = option(StreamSettings, "bulk_results_topic"),
+    bulk_timeout: float = option(StreamSettings, "bulk_timeout_s"),
+    runner: str = option(StreamCommand, "runner"),
+    beam_arg: list[str] = BEAM_ARG,
 ) -> None:
     """Run the streaming pipeline: Kafka in, two steps, Kafka out. Runs until stopped."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipelines.options import build_options
     from pipelines.stream import run as run_stream
 
-    flags = [
-        f"--kafka_bootstrap={bootstrap_servers}",
-        f"--events_topic={events_topic}",
-        f"--predictions_topic={predictions_topic}",
-        f"--dlq_topic={dlq_topic}",
-        f"--group_id={group_id}",
-        f"--model_name={model_name}",
-        f"--runner={runner}",
-        *(f"--kafka_config={c}" for c in kafka_config or []),
-        *(["--dedupe"] if dedupe else []),
-        *([f"--refresh_quiet_s={refresh_quiet_period}"] if refresh_quiet_period is not None else []),
-        *([f"--bulk_results_topic={bulk_results_topic}", f"--bulk_timeout_s={bulk_timeout}"] if bulk_results_topic else []),
-        *_image_flags(image_base_dir, image_gcs_bucket, image_host, allow_private_image_addresses),
-        *(beam_arg or []),
-    ]
-    for name, value in (("taxonomy", taxonomy), ("triton_url", triton_url)):
-        if value:
-            flags.append(f"--{name}={value}")
+    values = {
+        "kafka_bootstrap": bootstrap_servers,
+        "events_topic": events_topic,
+        "predictions_topic": predictions_topic,
+        "dlq_topic": dlq_topic,
+        "group_id": group_id,
+        "taxonomy": taxonomy,
+        "triton_url": triton_url,
+        "model_name": model_name,
+        **_image_values(image_base_dir, image_gcs_bucket, image_host, allow_private_image_addresses),
+        "kafka_config": list(kafka_config),
+        "refresh_quiet_s": refresh_quiet_period,
+        "dedupe": dedupe,
+        "bulk_results_topic": bulk_results_topic,
+        "bulk_timeout_s": bulk_timeout,
+        "runner": runner,
+    }
+    try:
+        check(StreamCommand, group_id=group_id, runner=runner)
+        options = build_options(PipelineOptions, values, beam_arg)
+    except ValueError as exc:
+        _fail(str(exc))
     console.print(f"streaming {events_topic} -> {predictions_topic} (dead letters: {dlq_topic}) on {runner}; Ctrl-C stops")
     try:
-        run_stream(flags)
+        run_stream(options)
     except FileNotFoundError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
@@ -328,47 +323,50 @@ def stream(
 
 @app.command()
 def repredict(
-    catalog: Annotated[str, typer.Option("--catalog", help="catalog snapshot: .jsonl (glob ok) or .parquet of ProductEvents or product rows")],
-    predictions: Annotated[str, typer.Option("--predictions", help="prediction store: predictions snapshot (.jsonl/.parquet or a backfill output dir) or kafka:TOPIC (compacted)")],
-    output: Annotated[Optional[str], typer.Option("--output", help="output directory, or kafka:TOPIC (optional with --dry-run)")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="only the join: count stale products and the model calls, call no model")] = False,
-    taxonomy: TaxonomyOpt = None,
-    triton_url: Annotated[Optional[str], typer.Option(help="Triton gRPC host:port; default: the in-process baseline")] = None,
-    model_name: Annotated[str, typer.Option(help="Triton model that answers the contract")] = "product_baseline",
-    bootstrap_servers: BootstrapOpt = "127.0.0.1:9092",
-    kafka_config: KafkaConfigOpt = None,
-    image_base_dir: ImageBaseDirOpt = None,
-    image_gcs_bucket: ImageBucketOpt = None,
-    image_host: ImageHostOpt = None,
-    runner: Annotated[str, typer.Option(help="Beam runner")] = "FnApiRunner",
-    beam_arg: Annotated[Optional[list[str]], typer.Option("--beam-arg", help="extra Beam pipeline flag (repeatable)")] = None,
+    catalog: str = option(RepredictSettings, "catalog", default=...),
+    predictions: str = option(StoreSettings, "prediction_store", "--predictions", default=...),
+    output: str | None = option(RepredictSettings, "repredict_output"),
+    dry_run: bool = option(RepredictSettings, "repredict_dry_run"),
+    taxonomy: str | None = TAXONOMY,
+    triton_url: str | None = option(PredictSettings, "triton_url"),
+    model_name: str = option(PredictSettings, "model_name"),
+    bootstrap_servers: str = BOOTSTRAP_SERVERS,
+    kafka_config: list[str] = KAFKA_CONFIG,
+    image_base_dir: str | None = IMAGE_BASE_DIR,
+    image_gcs_bucket: list[str] = IMAGE_GCS_BUCKET,
+    image_host: list[str] = IMAGE_HOST,
+    runner: str = option(RepredictCommand, "runner"),
+    beam_arg: list[str] = BEAM_ARG,
 ) -> None:
     """Nightly re-prediction: predict again exactly the products whose prediction is stale
     (missing, content changed, other model or taxonomy version)."""
+    from pipelines.options import build_options
     from pipelines.repredict import RepredictOptions, summary_table
     from pipelines.repredict import run as run_repredict
     from taxonomy.loader import TaxonomyError
-    from transforms.model.triton import ModelConfigError
     from transforms.model.client import TaxonomyVersionMismatch
+    from transforms.model.triton import ModelConfigError
 
-    flags = [
-        f"--catalog={catalog}",
-        f"--prediction_store={predictions}",
-        f"--model_name={model_name}",
-        f"--kafka_bootstrap={bootstrap_servers}",
-        f"--runner={runner}",
-        *(f"--kafka_config={c}" for c in kafka_config or []),
-        *_image_flags(image_base_dir, image_gcs_bucket, image_host, False),
-        *(beam_arg or []),
-    ]
-    for name, value in (("repredict_output", output), ("taxonomy", taxonomy), ("triton_url", triton_url)):
-        if value:
-            flags.append(f"--{name}={value}")
-    if dry_run:
-        flags.append("--repredict_dry_run")
+    values = {
+        "catalog": catalog,
+        "prediction_store": predictions,
+        "repredict_output": output,
+        "repredict_dry_run": dry_run,
+        "taxonomy": taxonomy,
+        "triton_url": triton_url,
+        "model_name": model_name,
+        "kafka_bootstrap": bootstrap_servers,
+        "kafka_config": list(kafka_config),
+        **_image_values(image_base_dir, image_gcs_bucket, image_host, False),
+        "runner": runner,
+    }
+    try:
+        options = build_options(RepredictOptions, values, beam_arg)
+    except ValueError as exc:
+        _fail(str(exc))
     try:
         with console.status("joining the catalog with the prediction store" + ("" if dry_run else " and re-predicting")):
-            summary = run_repredict(RepredictOptions(flags))
+            summary = run_repredict(options)
     except (TaxonomyError, TaxonomyVersionMismatch, ModelConfigError, FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
     except Exception as exc:  # noqa: BLE001
@@ -384,9 +382,9 @@ def repredict(
 @app.command()
 def produce(
     input: Annotated[Path, typer.Option("--input", help="JSONL file: one event per line, sent as is")],
-    topic: Annotated[str, typer.Option(help="topic to send to")] = "product-events",
-    bootstrap_servers: BootstrapOpt = "127.0.0.1:9092",
-    kafka_config: KafkaConfigOpt = None,
+    topic: str = option(StreamSettings, "events_topic", "--topic", help="topic to send to"),
+    bootstrap_servers: str = BOOTSTRAP_SERVERS,
+    kafka_config: list[str] = KAFKA_CONFIG,
 ) -> None:
     """Send the lines of a JSONL file as Kafka records, keyed by product_id when readable."""
     from confluent_kafka import Producer
@@ -422,11 +420,11 @@ def produce(
 
 @app.command()
 def consume(
-    topic: Annotated[str, typer.Option(help="topic to read")] = "product-predictions",
-    bootstrap_servers: BootstrapOpt = "127.0.0.1:9092",
+    topic: str = option(KafkaSettings, "predictions_topic", "--topic", help="topic to read"),
+    bootstrap_servers: str = BOOTSTRAP_SERVERS,
     max_records: Annotated[int, typer.Option("--max", help="stop after this many records (0: no limit)")] = 0,
     idle_timeout: Annotated[float, typer.Option(help="stop after this many seconds without a record")] = 10.0,
-    kafka_config: KafkaConfigOpt = None,
+    kafka_config: list[str] = KAFKA_CONFIG,
 ) -> None:
     """Print a topic from the beginning as JSON lines: key, value (null for a tombstone), headers."""
     from confluent_kafka import Consumer, TopicPartition

@@ -19,7 +19,7 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import apache_beam as beam
 import typer
@@ -27,8 +27,10 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from pipelines.backfill import model_factory, predict_config
-from pipelines.options import PredictOptions
+from pipelines.cli_options import option
+from pipelines.options import PredictOptions, build_options, generated_from
 from pipelines.results import counter_totals
+from transforms.config import EvaluateSettings, PredictSettings
 from taxonomy.mapping import CategoryMapping, load_mapping
 from transforms.evaluation.metrics import (
     INVALID,
@@ -60,20 +62,12 @@ REPORT_FILE = "report.html"
 _PARTIAL_STAGES = {"prepare_images"}
 
 
+@generated_from(EvaluateSettings)
 class EvaluateOptions(PipelineOptions):
-    """Evaluation flags; the model, taxonomy, image and batching flags are PredictOptions'."""
-
-    @classmethod
-    def _add_argparse_args(cls, parser) -> None:  # type: ignore[no-untyped-def]
-        # Not `required=True`: Beam parses every imported options class on every run, so a
-        # required flag here would break the other pipelines of the process; `run` checks.
-        parser.add_argument("--golden", default=None, help="golden products JSONL (../shared/datasets shape)")
-        parser.add_argument("--out", default=None, help="output directory: metrics.json, report.html")
-        parser.add_argument("--predictions", default=None, help="existing predictions (.jsonl or .parquet) instead of running the model")
-        parser.add_argument("--mapping", default=None, help="JSON or CSV: gold source path -> Shopify full path or id")
-        parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N golden records")
-        parser.add_argument("--top_n", type=int, default=20, help="confusion pairs kept")
-        parser.add_argument("--no_images", action="store_true", default=False, help="send no images to the model")
+    """Evaluation flags (transforms/config.py EvaluateSettings); the model, taxonomy, image
+    and batching flags are PredictOptions'. Not `required=True`: Beam parses every imported
+    options class on every run, so a required flag here would break the other pipelines of
+    the process; `run` checks."""
 
 
 class EvaluationInputError(ValueError):
@@ -352,7 +346,7 @@ def _write(path: str, text: str) -> None:
         fh.write(text.encode("utf-8"))
 
 
-def evaluation_flags(
+def evaluation_values(
     golden: str,
     out: str,
     *,
@@ -361,24 +355,45 @@ def evaluation_flags(
     mapping: str | None = None,
     limit: int | None = None,
     triton_url: str | None = None,
-    model_name: str = "product_baseline",
+    model_name: str | None = None,
     images: bool = True,
     batch_max: int | None = None,
     max_in_flight: int | None = None,
-    top_n: int = 20,
-    runner: str = "FnApiRunner",
-    extra: list[str] | None = None,
-) -> list[str]:
-    """Beam flags for `run` from the CLI's arguments (also used by tests)."""
-    flags = [f"--golden={golden}", f"--out={out}", f"--runner={runner}", f"--model_name={model_name}", f"--top_n={top_n}"]
-    for name, value in (
-        ("taxonomy", taxonomy), ("predictions", predictions), ("mapping", mapping), ("limit", limit),
-        ("triton_url", triton_url), ("batch_max", batch_max), ("max_in_flight", max_in_flight),
-    ):
-        if value is not None:
+    top_n: int | None = None,
+    runner: str | None = None,
+) -> dict[str, Any]:
+    """The CLI's arguments by pipeline-option name; None leaves the option's default."""
+    return {
+        "golden": golden,
+        "out": out,
+        "taxonomy": taxonomy,
+        "predictions": predictions,
+        "mapping": mapping,
+        "limit": limit,
+        "triton_url": triton_url,
+        "model_name": model_name,
+        "no_images": not images,
+        "batch_max": batch_max,
+        "max_in_flight": max_in_flight,
+        "top_n": top_n,
+        "runner": runner,
+    }
+
+
+def evaluation_options(golden: str, out: str, *, extra: Sequence[str] = (), **kwargs: Any) -> PipelineOptions:
+    """Options for `run`, validated and built with `PipelineOptions.from_dictionary`;
+    `extra`: raw Beam flags. A bad value is a ValueError naming the flag."""
+    return build_options(PipelineOptions, evaluation_values(golden, out, **kwargs), extra)
+
+
+def evaluation_flags(golden: str, out: str, *, extra: list[str] | None = None, **kwargs: Any) -> list[str]:
+    """The same as flags (for callers that build `PipelineOptions(flags)` themselves)."""
+    flags = []
+    for name, value in evaluation_values(golden, out, **kwargs).items():
+        if value is True:
+            flags.append(f"--{name}")
+        elif value is not None and value is not False:
             flags.append(f"--{name}={value}")
-    if not images:
-        flags.append("--no_images")
     return [*flags, *(extra or [])]
 
 
@@ -438,18 +453,18 @@ def print_summary(metrics: dict[str, Any], console: Any) -> None:
 
 
 def evaluate_command(
-    golden: Annotated[str, typer.Option('--golden', help='golden products JSONL (../shared/datasets shape)')],
-    out: Annotated[str, typer.Option('--out', help='output directory for metrics.json and report.html')],
-    taxonomy: Annotated[Optional[str], typer.Option('--taxonomy', help='dist/en directory; default: the bundled sample')] = None,
-    triton_url: Annotated[Optional[str], typer.Option('--triton-url', help='Triton gRPC host:port; default: the in-process baseline')] = None,
-    model_name: Annotated[str, typer.Option('--model-name', help='Triton model that answers the contract')] = "product_baseline",
-    predictions: Annotated[Optional[str], typer.Option('--predictions', help='existing predictions (.jsonl/.parquet) instead of running the model')] = None,
-    mapping: Annotated[Optional[str], typer.Option('--mapping', help='JSON or CSV mapping gold paths of another taxonomy to Shopify paths or ids')] = None,
-    limit: Annotated[Optional[int], typer.Option('--limit', help='only the first N golden records')] = None,
-    images: Annotated[bool, typer.Option('--images/--no-images', help='send product images to the model')] = True,
-    top_n: Annotated[int, typer.Option('--top-n', help='confusion pairs kept')] = 20,
-    batch_max: Annotated[Optional[int], typer.Option('--batch-max', help='largest model batch')] = None,
-    max_in_flight: Annotated[Optional[int], typer.Option('--max-in-flight', help='model batches on the wire per step')] = None,
+    golden: str = option(EvaluateSettings, "golden", default=...),
+    out: str = option(EvaluateSettings, "out", default=...),
+    taxonomy: Optional[str] = option(PredictSettings, "taxonomy"),
+    triton_url: Optional[str] = option(PredictSettings, "triton_url"),
+    model_name: str = option(PredictSettings, "model_name"),
+    predictions: Optional[str] = option(EvaluateSettings, "predictions"),
+    mapping: Optional[str] = option(EvaluateSettings, "mapping"),
+    limit: Optional[int] = option(EvaluateSettings, "limit"),
+    images: bool = option(EvaluateSettings, "no_images", negate=True),
+    top_n: int = option(EvaluateSettings, "top_n"),
+    batch_max: int = option(PredictSettings, "batch_max"),
+    max_in_flight: int = option(PredictSettings, "max_in_flight"),
 ) -> None:
     """Evaluate a model (or existing predictions) against golden products: metrics.json + report.html."""
     from rich.console import Console
@@ -472,16 +487,16 @@ def evaluate_command(
         err.print(f"[red]error:[/red] {message}")
         raise typer.Exit(2)
 
-    flags = evaluation_flags(
-        golden, out, taxonomy=taxonomy, predictions=predictions, mapping=mapping, limit=limit,
-        triton_url=triton_url, model_name=model_name, images=images, batch_max=batch_max,
-        max_in_flight=max_in_flight, top_n=top_n,
-    )
-    if limit is not None and limit < 1:
-        fail(f"--limit must be at least 1, got {limit}")
     if mapping and _local(mapping) and not Path(mapping).is_file():
         fail(f"mapping file {mapping} does not exist")
-    options = PipelineOptions(flags)
+    try:
+        options = evaluation_options(
+            golden, out, taxonomy=taxonomy, predictions=predictions, mapping=mapping, limit=limit,
+            triton_url=triton_url, model_name=model_name, images=images, batch_max=batch_max,
+            max_in_flight=max_in_flight, top_n=top_n,
+        )
+    except ValueError as exc:
+        fail(str(exc))
     try:
         total = check_golden_file(golden, limit)
     except EvaluationInputError as exc:

@@ -1,86 +1,154 @@
-"""Option groups shared by several pipelines (each pipeline adds its own subclass)."""
+"""Pipeline options generated from the settings models of `transforms/config.py`.
+
+Each `PipelineOptions` subclass declares its flags with `@generated_from(SettingsModel)`:
+one argparse flag per field (name, type, default, help = the field's description; lists
+repeat their flag, booleans are switches). `read_settings` turns parsed options back into
+the validated model, and `build_options` goes the other way for the CLI, through
+`PipelineOptions.from_dictionary`.
+
+Every subclass here derives from `PipelineOptions` directly: Beam finds option classes
+with `PipelineOptions.__subclasses__()`, which lists direct subclasses only.
+"""
 
 from __future__ import annotations
 
+import argparse
+import types
+from collections.abc import Callable, Mapping, Sequence
+from typing import (
+    Any,
+    Literal,
+    TypeVar,
+    Union,
+    get_args,
+    get_origin,
+)
+
 from apache_beam.options.pipeline_options import PipelineOptions
+from pydantic import BaseModel, ValidationError
 
-from transforms.images.prepare import ImageConfig
+from transforms.config import (
+    OPTION_GROUPS,
+    ImageConfig,
+    KafkaSettings,
+    PredictSettings,
+    StoreSettings,
+    settings_error,
+    validate,
+)
 from transforms.io.kafka import KafkaConfig
-from transforms.model.steps import BatchConfig
+
+__all__ = [
+    "KafkaOptions",
+    "PredictOptions",
+    "StoreOptions",
+    "add_arguments",
+    "build_options",
+    "generated_from",
+    "image_config",
+    "kafka_config",
+    "read_settings",
+]
+
+O = TypeVar("O", bound=PipelineOptions)
+S = TypeVar("S", bound=BaseModel)
 
 
+def _scalar(annotation: Any) -> Any:
+    """`float | None` -> float; other annotations unchanged."""
+    if get_origin(annotation) in (Union, types.UnionType):
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return annotation
+
+
+def add_arguments(parser: argparse.ArgumentParser, model: type[BaseModel]) -> None:
+    """One flag per field of `model`: `--<field name>`, help = the field's description."""
+    for name, field in model.model_fields.items():
+        annotation = _scalar(field.annotation)
+        default = field.get_default(call_default_factory=True)
+        kwargs: dict[str, Any] = {"help": (field.description or "").replace("%", "%%")}
+        if annotation is bool:
+            if default:
+                raise TypeError(f"{model.__name__}.{name}: a switch must default to False (argparse store_true)")
+            kwargs.update(action="store_true", default=False)
+        elif get_origin(annotation) in (list, tuple):
+            (item, *_) = get_args(annotation)
+            kwargs.update(action="append", type=item, default=list(default or ()))
+        elif get_origin(annotation) is Literal:
+            kwargs.update(choices=list(get_args(annotation)), default=default)
+        elif annotation in (int, float, str):
+            kwargs.update(type=annotation, default=default)
+        else:
+            raise TypeError(f"{model.__name__}.{name}: no flag type for {field.annotation}")
+        parser.add_argument(f"--{name}", **kwargs)
+
+
+def generated_from(model: type[BaseModel]) -> Callable[[type[O]], type[O]]:
+    """Class decorator: the options class's `_add_argparse_args` declares `model`'s fields."""
+
+    def decorate(cls: type[O]) -> type[O]:
+        def _add_argparse_args(_cls: type[O], parser: argparse.ArgumentParser) -> None:
+            add_arguments(parser, model)
+
+        # Beam calls `_add_argparse_args` of each class that has it in its own __dict__.
+        cls._add_argparse_args = classmethod(_add_argparse_args)  # type: ignore[assignment]
+        cls.settings_model = model  # type: ignore[attr-defined]
+        return cls
+
+    return decorate
+
+
+@generated_from(PredictSettings)
 class PredictOptions(PipelineOptions):
     """What every predicting pipeline shares: taxonomy, model, images, batching."""
 
-    @classmethod
-    def _add_argparse_args(cls, parser) -> None:  # type: ignore[no-untyped-def]
-        parser.add_argument("--taxonomy", default=None, help="dist/en directory; default: bundled sample")
-        parser.add_argument("--image_max_side", type=int, default=ImageConfig.max_side)
-        parser.add_argument("--image_max_bytes", type=int, default=ImageConfig.max_bytes)
-        parser.add_argument("--image_timeout_s", type=float, default=ImageConfig.timeout_s)
-        parser.add_argument("--batch_min", type=int, default=BatchConfig.min_size)
-        parser.add_argument("--batch_max", type=int, default=BatchConfig.max_size)
-        parser.add_argument("--max_in_flight", type=int, default=4, help="model batches on the wire per step")
-        parser.add_argument("--triton_url", default=None, help="Triton gRPC host:port; default: the in-process baseline")
-        parser.add_argument("--model_name", default="product_baseline", help="Triton model answering the contract")
-        parser.add_argument("--model_timeout_s", type=float, default=60.0)
-        parser.add_argument(
-            "--image_base_dir", default=None,
-            help="directory local image paths (relative, absolute or file://) must lie in; default: events cannot name local files",
-        )
-        parser.add_argument("--image_max_attempts", type=int, default=ImageConfig.max_attempts, help="images tried per product")
-        parser.add_argument("--image_product_budget_s", type=float, default=ImageConfig.product_budget_s, help="seconds of image fetching per product")
-        parser.add_argument("--image_gcs_bucket", action="append", default=[], help="gs:// bucket images may come from (repeatable); default: none")
-        parser.add_argument("--image_host", action="append", default=[], help="allow-list of image hosts, e.g. cdn.shopify.com or .example-cdn.com (repeatable); default: any public host")
-        parser.add_argument("--image_proxy", default=None, help="HTTP proxy host:port for image fetches (proxy environment variables are ignored)")
-        parser.add_argument(
-            "--image_allow_private_addresses", action="store_true",
-            help="tests and local use only: let image URLs reach loopback and private addresses",
-        )
-        parser.add_argument(
-            "--refresh_quiet_s", type=float, default=None,
-            help="run the refresh trigger (skip unchanged products, one prediction per burst of edits "
-            "within this many seconds); default: predict every event",
-        )
-        parser.add_argument("--dedupe", action="store_true", help="one model path per distinct content in flight")
-        parser.add_argument("--dedupe_wait_s", type=float, default=1.0, help="streaming: how long equal content waits for its twins")
 
-
+@generated_from(KafkaSettings)
 class KafkaOptions(PipelineOptions):
-    @classmethod
-    def _add_argparse_args(cls, parser) -> None:  # type: ignore[no-untyped-def]
-        parser.add_argument("--kafka_bootstrap", default="127.0.0.1:9092", help="Kafka bootstrap servers (Beam's own --bootstrap_servers belongs to its Kafka Streams runner)")
-        parser.add_argument("--kafka_config", action="append", default=[], help="librdkafka key=value (SASL/SSL), repeatable")
-        parser.add_argument("--predictions_topic", default="product-predictions")
-        parser.add_argument("--dlq_topic", default="product-events-dlq")
-        parser.add_argument("--group_id", default="productlens", help="consumer group whose offsets a Kafka read commits")
+    """The Kafka cluster, the output topics and the consumer group."""
 
 
+@generated_from(StoreSettings)
 class StoreOptions(PipelineOptions):
-    """The prediction store and bulk results, shared by backfill and repredict.
-    """
+    """The prediction store and bulk results, shared by backfill and repredict."""
 
-    @classmethod
-    def _add_argparse_args(cls, parser) -> None:  # type: ignore[no-untyped-def]
-        parser.add_argument("--prediction_store", default=None, help="last prediction per product: a predictions snapshot (.jsonl/.parquet or a backfill output dir), or kafka:TOPIC (compacted)")
-        parser.add_argument("--bulk_results", default=None, help="one completion record per bulk_request_id: a directory (bulk_results.jsonl), a .jsonl path, or kafka:TOPIC")
+
+def read_settings(options: PipelineOptions, options_class: type[PipelineOptions]) -> Any:
+    """The validated settings model of `options_class` (a `@generated_from` class). A bad
+    value is a ValueError that names the flag, the bound and what the flag means."""
+    model: type[BaseModel] = options_class.settings_model  # type: ignore[attr-defined]
+    view = options.view_as(options_class)
+    try:
+        return model.model_validate({name: getattr(view, name) for name in model.model_fields})
+    except ValidationError as exc:
+        raise ValueError(settings_error(exc, model)) from None
+
+
+def build_options(options_class: type[O], values: Mapping[str, Any], beam_args: Sequence[str] = ()) -> O:
+    """Options from settings given by pipeline-flag name, with `PipelineOptions.from_dictionary`.
+
+    The values are validated against the option groups first: a bad one is a ValueError
+    naming its `productlens` flag. None, False and empty lists are left out (the flag's own
+    default applies). `beam_args` are raw Beam flags (`--beam-arg`); they win over `values`.
+    """
+    for model, _ in OPTION_GROUPS:
+        try:
+            validate(model, values)
+        except ValidationError as exc:
+            raise ValueError(settings_error(exc, model, cli=True)) from None
+    given = {k: v for k, v in values.items() if v is not None and v is not False and v != []}
+    if beam_args:
+        extra = PipelineOptions(list(beam_args)).get_all_options(drop_default=True, retain_unknown_options=True)
+        given.update(extra)
+    return options_class.from_dictionary(given)
 
 
 def kafka_config(options: PipelineOptions) -> KafkaConfig:
-    k = options.view_as(KafkaOptions)
+    k = read_settings(options, KafkaOptions)
     return KafkaConfig.from_options(k.kafka_bootstrap, k.kafka_config)
 
 
 def image_config(options: PipelineOptions) -> ImageConfig:
-    o = options.view_as(PredictOptions)
-    return ImageConfig(
-        max_side=o.image_max_side,
-        max_bytes=o.image_max_bytes,
-        timeout_s=o.image_timeout_s,
-        max_attempts=o.image_max_attempts,
-        product_budget_s=o.image_product_budget_s,
-        gcs_buckets=tuple(o.image_gcs_bucket),
-        allowed_hosts=tuple(o.image_host),
-        allow_private_addresses=o.image_allow_private_addresses,
-        proxy=o.image_proxy,
-    )
+    return read_settings(options, PredictOptions).image_config()

@@ -4,7 +4,10 @@ stale products are predicted again.
 A product is stale when it has no prediction (`missing`), its content hash changed
 (`content_changed`), or its prediction came from another model version (`model_version`)
 or taxonomy version (`taxonomy_version`) than the model the job runs against (read from
-the model's metadata). One reason per product, checked in that order.
+the model's metadata). One reason per product, checked in that order: the decision is
+`staleness` (`transforms/freshness/staleness.py`), the one the refresh trigger and the
+prediction store's `SkipCurrent` make; the reasons are reported under the store's names
+(`batch_name`).
 
 `--dry-run` runs only the join: it counts stale products per reason and the model calls a
 real run would make, without one inference call. Every stale product costs one classify
@@ -35,21 +38,22 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from pydantic import ValidationError
 
 from pipelines.backfill import KAFKA_PREFIX, model_factory, predict_config
-from pipelines.options import KafkaOptions, StoreOptions, kafka_config
+from pipelines.options import KafkaOptions, StoreOptions, generated_from, kafka_config
 from pipelines.results import counter_totals
+from transforms.config import RepredictSettings
 from transforms.dead_letters import DEAD_LETTER, dead_letter, guard_stage
 from transforms.decode import DecodeError, parse_event_object
 from transforms.io.files import OversizedLine, ReadEvents, WriteDeadLetters, WritePredictions
 from transforms.io.kafka_sink import WritePredictionsToKafka
 from transforms.model.client import ModelClientFactory
 from transforms.predict import PredictConfig, PredictProducts
+from transforms.freshness.staleness import batch_name, staleness
 from transforms.freshness.store import (
     MISSING,
     STALE_REASONS,
     ReadPredictionStore,
     StoreEntry,
     StoreSource,
-    stale_reason,
 )
 from transforms.records import (
     EventType,
@@ -63,13 +67,11 @@ from transforms.shared import shared_taxonomy
 CATALOG_STAGE = "catalog"
 
 
+@generated_from(RepredictSettings)
 class RepredictOptions(PipelineOptions):
-    @classmethod
-    def _add_argparse_args(cls, parser) -> None:  # type: ignore[no-untyped-def]
-        # Not `required` (Beam parses every PipelineOptions subclass for every pipeline).
-        parser.add_argument("--catalog", help="catalog snapshot: .jsonl (glob ok) or .parquet of ProductEvents or of products")
-        parser.add_argument("--repredict_output", dest="repredict_output", help="output directory, or kafka:TOPIC")
-        parser.add_argument("--repredict_dry_run", action="store_true", default=False, help="only the join: count stale products and the model calls")
+    """--catalog, --repredict_output, --repredict_dry_run (transforms/config.py
+    RepredictSettings). Not `required` (Beam parses every PipelineOptions subclass for
+    every pipeline); `run` checks them."""
 
 
 @dataclass(frozen=True)
@@ -212,10 +214,11 @@ class _Classify(beam.DoFn):
             self.deleted.inc()
             return
         self.products.inc()
-        reason = stale_reason(row.content_hash, stored, self.c.model_version, self.c.taxonomy_version)
-        if reason is None:
+        stale = staleness(stored, row.content_hash, self.c.model_version, self.c.taxonomy_version)
+        if stale is None:
             self.current.inc()
             return
+        reason = batch_name(stale)
         self.stale[reason].inc()
         category = self.taxonomy.get(stored.category_id) if stored is not None and stored.category_id else None
         if category is None:

@@ -20,11 +20,12 @@ import shutil
 from pathlib import Path
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import PipelineOptions, PrismRunnerOptions, StandardOptions
 
 from pipelines.backfill import model_factory, predict_config
-from pipelines.options import KafkaOptions, kafka_config
+from pipelines.options import KafkaOptions, generated_from, kafka_config, read_settings
 from transforms.bulk.batch import WriteBulkResults
+from transforms.config import StreamSettings
 from transforms.bulk.stream import StreamingBulkResults
 from transforms.io.kafka import ReadConfig, ReadFromKafka
 from transforms.io.kafka_sink import WritePredictionsToKafka
@@ -34,24 +35,9 @@ log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+@generated_from(StreamSettings)
 class StreamOptions(PipelineOptions):
-    @classmethod
-    def _add_argparse_args(cls, parser) -> None:  # type: ignore[no-untyped-def]
-        parser.add_argument("--events_topic", default="product-events")
-        parser.add_argument("--start_from", default="earliest", choices=["earliest", "latest"])
-        parser.add_argument(
-            "--max_bundle_s", type=float, default=ReadConfig.max_bundle_s,
-            help="how long a source bundle reads before it checkpoints (offset commits, batch sizes)",
-        )
-        parser.add_argument(
-            "--bulk_results_topic", default=None,
-            help="write one completion record per bulk_request_id to this topic, once bulk_size of its events "
-            "have an outcome (keyed state: see transforms/bulk/stream.py for the delivery caveat on Prism)",
-        )
-        parser.add_argument(
-            "--bulk_timeout_s", type=float, default=3600.0,
-            help="event time after a request's first event when its record is written anyway, as partial",
-        )
+    """The source topic and bulk results (transforms/config.py StreamSettings)."""
 
 
 def build_pipeline(pipeline: beam.Pipeline, options: PipelineOptions, config: PredictConfig) -> None:
@@ -80,24 +66,26 @@ def prism_binary() -> str | None:
     return shutil.which("prism")
 
 
-def run(flags: list[str]) -> None:
-    """Runs until cancelled (Ctrl-C) or killed; restart resumes from committed offsets."""
-    options = PipelineOptions(flags)
+def run(options: PipelineOptions | list[str]) -> None:
+    """Runs until cancelled (Ctrl-C) or killed; restart resumes from committed offsets.
+    `options`: built by the CLI (`build_options`), or flags."""
+    if not isinstance(options, PipelineOptions):
+        options = PipelineOptions(options)
+    for group in (StreamOptions, KafkaOptions):
+        read_settings(options, group)  # bad values: a ValueError naming the flag, before anything starts
     std = options.view_as(StandardOptions)
     std.streaming = True
     if std.runner in (None, "PrismRunner"):
         std.runner = "PrismRunner"
-        all_options = options.get_all_options()
-        if not all_options.get("prism_location"):
+        prism_options = options.view_as(PrismRunnerOptions)
+        if not prism_options.prism_location:
             prism = prism_binary()
             if not prism:
                 raise FileNotFoundError(
                     "the Prism runner is not built: run deploy/local/prism/prism.sh (Beam's own download "
                     "from GitHub cannot work offline), or pass --prism_location"
                 )
-            options = PipelineOptions([*flags, f"--prism_location={prism}"])
-            options.view_as(StandardOptions).streaming = True
-            options.view_as(StandardOptions).runner = "PrismRunner"
+            prism_options.prism_location = prism
     config = predict_config(options, model_factory(options))
     pipeline = beam.Pipeline(options=options)
     build_pipeline(pipeline, options, config)

@@ -2,112 +2,69 @@
 
 This is the guarantee that no prediction names a category id, attribute handle or value
 the taxonomy does not have: whatever the model said, only taxonomy objects come out.
+
+The correction itself is the product core's (`transforms.core.correct`,
+`transforms.core.validate`, Beam-free); the DoFns here hold the per-process taxonomy,
+corrector and normaliser, and turn the core's results into Beam outputs.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any, Iterator
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 
-from transforms.records import (
-    PredictedAttribute,
-    PredictedCategory,
-    PredictedValue,
-    WorkItem,
-)
-from transforms.dead_letters import guard_stage
+from transforms.core.correct import STAGE as CORRECT_STAGE
+from transforms.core.correct import correct_category
+from transforms.core.validate import STAGE as VALIDATE_STAGE
+from transforms.core.validate import validate_attributes
+from transforms.dead_letters import BeamMetrics, guard_stage, member_dead_letters, tagged
+from transforms.records import DeadLetter, WorkItem
 from transforms.shared import shared_corrector, shared_normaliser, shared_taxonomy
+
+__all__ = ["CorrectCategory", "ValidateAttributes"]
+
+
+def _outputs(result: WorkItem | DeadLetter, item: WorkItem) -> Iterator[Any]:
+    """The next WorkItem on the main output, or the dead letter (once more for every
+    product that shared the item's model path, as `guard_stage` does)."""
+    if isinstance(result, DeadLetter):
+        letter = tagged(result)
+        yield letter
+        yield from member_dead_letters(letter, item)
+    else:
+        yield result
 
 
 class CorrectCategory(beam.DoFn):
-    """WorkItem with raw_category -> WorkItem with `category` (main output), or to the
-    `unresolved` output when no category can be trusted (it goes to review)."""
+    """WorkItem with raw_category -> WorkItem with `category`, on the main output either
+    way: when no category can be trusted it carries category None and a warning (status
+    "unresolved", it goes to review). Counted under `correction/category_*` by the core."""
 
     def __init__(self, taxonomy_path: str | None) -> None:
         self.taxonomy_path = taxonomy_path
-        self.exact = Metrics.counter("correction", "category_exact")
-        self.corrected = Metrics.counter("correction", "category_corrected")
-        self.unresolved = Metrics.counter("correction", "category_unresolved")
+        self.metrics = BeamMetrics()
 
     def setup(self) -> None:
         self.corrector = shared_corrector(self.taxonomy_path)
 
-    @guard_stage("correct_category")
+    @guard_stage(CORRECT_STAGE)
     def process(self, item: WorkItem) -> Iterator[Any]:
-        result = self.corrector.correct(item.raw_category)
-        if result.category is None:
-            self.unresolved.inc()
-            warning = f"category {item.raw_category!r} matches no taxonomy category (best score {result.score:.2f})"
-            # Stays on the main output (category None): later steps pass it through, so the
-            # flow needs no Flatten (on Prism a Flatten breaks the fused stage that makes the
-            # stream's offset commits follow its writes).
-            yield replace(item, warnings=(*item.warnings, warning))
-            return
-        (self.corrected if result.corrected else self.exact).inc()
-        # A corrected path is only as sure as both the model and the match.
-        score = item.confidence * result.score if result.corrected else item.confidence
-        yield replace(
-            item,
-            category=PredictedCategory(
-                id=result.category.id,
-                full_name=result.category.full_name,
-                score=round(min(1.0, max(0.0, score)), 4),
-                corrected=result.corrected,
-                raw=item.raw_category,
-            ),
-        )
+        yield from _outputs(correct_category(item, self.corrector, self.metrics), item)
 
 
 class ValidateAttributes(beam.DoFn):
     """raw_attributes -> attributes: unknown handles dropped, values normalised to the
-    allowed values of the category's attributes or dropped, all counted."""
+    allowed values of the category's attributes or dropped, all counted (`correction/`)."""
 
     def __init__(self, taxonomy_path: str | None) -> None:
         self.taxonomy_path = taxonomy_path
-        self.kept = Metrics.counter("correction", "values_exact")
-        self.values_corrected = Metrics.counter("correction", "values_corrected")
-        self.values_dropped = Metrics.counter("correction", "values_dropped")
-        self.handles_dropped = Metrics.counter("correction", "attribute_handles_dropped")
+        self.metrics = BeamMetrics()
 
     def setup(self) -> None:
         self.taxonomy = shared_taxonomy(self.taxonomy_path)
         self.normaliser = shared_normaliser(self.taxonomy_path)
 
-    @guard_stage("validate_attributes")
-    def process(self, item: WorkItem) -> Iterator[WorkItem]:
-        if item.category is None:  # unresolved: nothing to validate
-            yield item
-            return
-        category = self.taxonomy.get(item.category.id)
-        assert category is not None
-        allowed = {a.handle for a in self.taxonomy.attributes_of(category)}
-        out: list[PredictedAttribute] = []
-        warnings = list(item.warnings)
-        for handle, raws in item.raw_attributes:
-            attribute = self.normaliser.attribute_for(category, handle)
-            if attribute is None or attribute.handle not in allowed:
-                self.handles_dropped.inc()
-                warnings.append(f"attribute {handle!r} is not an attribute of {category.full_name}; dropped")
-                continue
-            matches, rejected = self.normaliser.normalise_many(attribute, list(raws))
-            self.values_dropped.inc(len(rejected))
-            if rejected:
-                warnings.append(f"{attribute.handle}: values {list(rejected)} are not allowed; dropped")
-            if not matches:
-                continue
-            corrected = any(m.corrected for m in matches) or attribute.handle != handle
-            for m in matches:
-                (self.values_corrected if m.corrected else self.kept).inc()
-            out.append(
-                PredictedAttribute(
-                    handle=attribute.handle,
-                    name=attribute.name,
-                    values=tuple(PredictedValue(id=m.value.id, name=m.value.name) for m in matches),
-                    corrected=corrected,
-                    raw=tuple(raws),
-                )
-            )
-        yield replace(item, attributes=tuple(out), warnings=tuple(warnings))
+    @guard_stage(VALIDATE_STAGE)
+    def process(self, item: WorkItem) -> Iterator[Any]:
+        yield from _outputs(validate_attributes(item, self.taxonomy, self.normaliser, self.metrics), item)

@@ -1,50 +1,75 @@
-"""Dead letters: a real, replayable output of every stage, never a log line."""
+"""Dead letters: a real, replayable output of every stage, never a log line.
+
+The DeadLetter values are built by the product core (`transforms.core.dead_letters`,
+Beam-free); this module is their Beam side: the tagged output, Beam counters
+(`BeamMetrics`, the core's counting forwarded to Beam's `Metrics`) and `guard_stage`.
+"""
 
 from __future__ import annotations
 
 import functools
-import json
-import logging
-from datetime import datetime, timezone
 from typing import Any, Callable, Iterator
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from transforms.records import DeadLetter, ProductEvent, WorkItem
+from transforms.core.dead_letters import (  # re-exported: DeadLetter values are the core's
+    MAX_MESSAGE_CHARS,
+    MAX_PAYLOAD_CHARS,
+    make_dead_letter,
+    member_letters,
+    new_dead_letter,
+    truncate,
+    unexpected_dead_letter,
+)
+from transforms.records import DeadLetter
+
+__all__ = [
+    "DEAD_LETTER",
+    "MAX_MESSAGE_CHARS",
+    "MAX_PAYLOAD_CHARS",
+    "BeamMetrics",
+    "dead_letter",
+    "guard_stage",
+    "make_dead_letter",
+    "member_dead_letters",
+    "tagged",
+    "truncate",
+]
 
 DEAD_LETTER = "dead_letter"
 
-# A dead letter's message is for a person: long enough for a list of failed images, short
-# enough that a hostile payload cannot multiply itself through error messages.
-MAX_MESSAGE_CHARS = 2000
-# The payload is kept whole up to the largest event decode accepts (so it can be
-# replayed); only a refused oversized record is cut, and then marked as cut.
-MAX_PAYLOAD_CHARS = 4 * 1024 * 1024
 
-log = logging.getLogger(__name__)
+class BeamMetrics:
+    """The core's `MetricsSink` on Beam's `Metrics`: a DoFn hands this to the core's stage
+    functions, so the core counts under the same names whichever path runs it. Counter and
+    distribution handles are made once per name (not per element) and are picklable, so a
+    DoFn can hold one from its constructor."""
+
+    def __init__(self) -> None:
+        self._counters: dict[tuple[str, str], Any] = {}
+        self._distributions: dict[tuple[str, str], Any] = {}
+
+    def inc(self, namespace: str, name: str, n: int = 1) -> None:
+        counter = self._counters.get((namespace, name))
+        if counter is None:
+            counter = self._counters[(namespace, name)] = Metrics.counter(namespace, name)
+        counter.inc(n)
+
+    def update(self, namespace: str, name: str, value: int) -> None:
+        dist = self._distributions.get((namespace, name))
+        if dist is None:
+            dist = self._distributions[(namespace, name)] = Metrics.distribution(namespace, name)
+        dist.update(value)
 
 
-def truncate(text: str, limit: int) -> str:
-    """`text` cut to `limit` characters, marked with how much was cut."""
-    if len(text) <= limit:
-        return text
-    return f"{text[:limit]}... [{len(text) - limit} more characters]"
+# Stateless: dead_letter() and guard_stage count through one module-level sink.
+_METRICS = BeamMetrics()
 
 
-def _payload_text(payload: Any) -> str:
-    if isinstance(payload, bytes):
-        return payload.decode("utf-8", errors="backslashreplace")
-    if isinstance(payload, WorkItem):
-        return payload.event.model_dump_json()
-    if isinstance(payload, ProductEvent):
-        return payload.model_dump_json()
-    if isinstance(payload, str):
-        return payload
-    try:
-        return json.dumps(payload, default=str)
-    except (ValueError, TypeError, RecursionError):  # e.g. a row nested past the recursion limit
-        return f"<unserialisable {type(payload).__name__} payload>"
+def tagged(letter: DeadLetter) -> beam.pvalue.TaggedOutput:
+    """A DeadLetter (already counted by whoever made it) on the dead-letter output."""
+    return beam.pvalue.TaggedOutput(DEAD_LETTER, letter)
 
 
 def dead_letter(
@@ -56,31 +81,13 @@ def dead_letter(
     attempt: int = 1,
 ) -> beam.pvalue.TaggedOutput:
     """A tagged dead-letter output, counted per stage in the `dead_letters` namespace."""
-    Metrics.counter("dead_letters", stage).inc()
-    event = payload.event if isinstance(payload, WorkItem) else payload
-    letter = DeadLetter(
-        stage=stage,
-        error_type=error_type,
-        message=truncate(message, MAX_MESSAGE_CHARS),
-        original_payload=truncate(_payload_text(payload), MAX_PAYLOAD_CHARS),
-        attempt=attempt,
-        time=datetime.now(timezone.utc),
-        product_id=getattr(event, "product_id", None),
-        event_id=getattr(event, "event_id", None),
-    )
-    return beam.pvalue.TaggedOutput(DEAD_LETTER, letter)
+    return tagged(new_dead_letter(stage, error_type, message, payload, _METRICS, attempt=attempt))
 
 
 def member_dead_letters(letter: beam.pvalue.TaggedOutput, item: object) -> list[beam.pvalue.TaggedOutput]:
     """The same failure for every product that shared this item's model path (content
     dedupe): each of them ends as a dead letter of its own, nothing silently lost."""
-    out = []
-    for event in getattr(item, "members", ()):
-        d = letter.value
-        out.append(beam.pvalue.TaggedOutput(DEAD_LETTER, d.model_copy(update={
-            "original_payload": event.model_dump_json(), "product_id": event.product_id, "event_id": event.event_id,
-        })))
-    return out
+    return [tagged(m) for m in member_letters(letter.value, item)]
 
 
 def guard_stage(stage: str) -> Callable[[Callable[..., Any]], Callable[..., Iterator[Any]]]:
@@ -105,9 +112,7 @@ def guard_stage(stage: str) -> Callable[[Callable[..., Any]], Callable[..., Iter
                 result = process(self, element, *args, **kwargs)
                 outputs = list(result) if result is not None else []
             except Exception as exc:  # noqa: BLE001 - the last resort behind specific handling
-                Metrics.counter("dead_letters", "unexpected_errors").inc()
-                log.warning("unexpected %s at stage %s", type(exc).__name__, stage, exc_info=True)
-                letter = dead_letter(stage, type(exc).__name__, f"unexpected error at {stage}: {exc!r}", _replayable(element))
+                letter = tagged(unexpected_dead_letter(stage, exc, element, _METRICS))
                 yield letter
                 yield from member_dead_letters(letter, element)
                 return
@@ -117,12 +122,3 @@ def guard_stage(stage: str) -> Callable[[Callable[..., Any]], Callable[..., Iter
 
     return decorate
 
-
-def _replayable(element: Any) -> Any:
-    """What a dead letter should carry for an element: its event when it has one."""
-    if isinstance(element, (bytes, str, dict, WorkItem, ProductEvent)) or element is None:
-        return element if element is not None else b""
-    value = getattr(element, "value", None)  # a Kafka record
-    if isinstance(value, bytes):
-        return value
-    return str(element)

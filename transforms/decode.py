@@ -7,212 +7,47 @@ checked before parsing (the json module recurses per nesting level, so 2,000 lev
 than letting the last one win silently, and the product's fields are bounded by the
 pydantic models (transforms.records). Whatever goes wrong becomes a DecodeError, which the
 DoFn turns into a dead letter: nothing escapes to fail the bundle.
+
+The decoding itself is the product core's (`transforms.core.decode`, Beam-free, re-exported
+here); this module keeps the Beam side: `DecodeEvents`, event times, oversized lines.
 """
 
 from __future__ import annotations
 
-import json
-import re
-from dataclasses import dataclass, replace
-from itertools import accumulate
 from typing import Any, Iterator
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP, Timestamp
-from pydantic import ValidationError
 
-from transforms.dead_letters import dead_letter, guard_stage
+from transforms.config import EventLimits  # noqa: F401 - defined once in transforms/config.py
+from transforms.core.decode import (  # re-exported: the decoding lives in the core
+    STAGE,
+    DecodeError,
+    decode,
+    decode_event,
+    json_depth,
+    parse_event_object,
+    value_depth,
+)
+from transforms.dead_letters import BeamMetrics, dead_letter, guard_stage, tagged
 from transforms.io.files import OversizedLine
-from transforms.records import EventType, ProductEvent, WorkItem, content_hash
-from transforms.sanitise import html_to_text
+from transforms.records import DeadLetter, ProductEvent
 
-STAGE = "decode"
+__all__ = [
+    "DELETED",
+    "STAGE",
+    "DecodeError",
+    "DecodeEvents",
+    "EventLimits",
+    "decode",
+    "decode_event",
+    "json_depth",
+    "parse_event_object",
+    "value_depth",
+]
+
 DELETED = "deleted"
-
-_BOM = b"\xef\xbb\xbf"
-
-
-@dataclass(frozen=True)
-class EventLimits:
-    """What one event may cost before it is refused (picklable config for the DoFn)."""
-
-    # 2 MiB: the largest event a merchant can legitimately send is dominated by
-    # description_html, which the Product model caps at 200,000 characters: at most
-    # 800 KB as UTF-8, 1.2 MB if every character is written as a "\uXXXX" escape
-    # (json.dumps' default for non-ASCII). The other fields of a product Shopify accepts
-    # add about 0.7 MB at most (250 tags and 2,048 variants' option values of 255
-    # characters, 50 URLs of 2,048). So 2 MiB refuses no realistic product, while one event's
-    # parse stays in the tens of milliseconds and a few MB.
-    max_event_bytes: int = 2 * 1024 * 1024
-    # A product event is 5 levels deep (event > product > variant_options > option >
-    # values); 32 is generous, and far below the ~1,000 where the json module recurses
-    # out of stack.
-    max_depth: int = 32
-
-    def __post_init__(self) -> None:
-        if self.max_event_bytes < 1 or self.max_depth < 1:
-            raise ValueError(f"EventLimits must be positive, got {self}")
-
-
-class DecodeError(Exception):
-    """An event that cannot become a ProductEvent. `error_type` names the reason for the
-    dead letter (EventTooLarge, TooDeeplyNested, InvalidUtf8, MalformedJson, DuplicateKey,
-    InvalidEvent, EmptyRecord, or an unexpected exception's type name)."""
-
-    def __init__(self, error_type: str, message: str) -> None:
-        super().__init__(f"{error_type}: {message}")
-        self.error_type = error_type
-        self.message = message
-
-    def __reduce__(self) -> tuple[Any, ...]:  # picklable across Beam workers
-        return (DecodeError, (self.error_type, self.message))
-
-
-# One JSON string literal, escapes included. The closing quote is optional so that an
-# unterminated string is consumed to the end of the text in one match: a pattern that
-# requires it would rescan the rest of the text from every later quote (quadratic on a
-# line like `"\"\"\"...`). Its two branches start with different characters, so it never
-# backtracks either.
-_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
-# Every byte that is not a bracket, for bytes.translate(delete=...): strips a text to its
-# brackets in C.
-_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
-# +1 for an opening bracket, -1 for a closing one, indexed by byte value.
-_DEPTH_STEP = tuple(1 if b in b"[{" else -1 if b in b"]}" else 0 for b in range(256))
-
-
-def json_depth(raw: bytes) -> int:
-    """The deepest nesting of arrays and objects in a JSON text, in linear time without
-    recursion: blank out the string literals (brackets inside strings do not nest), then
-    take the running maximum of +1 per opening and -1 per closing bracket. Invalid JSON
-    gets some number; the parser refuses it afterwards."""
-    brackets = _JSON_STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
-    if not brackets:
-        return 0
-    return max(accumulate(map(_DEPTH_STEP.__getitem__, brackets)))
-
-
-def value_depth(value: Any, limit: int) -> int:
-    """The nesting depth of a decoded value (a Parquet row), with an explicit stack rather
-    than recursion; stops as soon as it passes `limit`, so a hostile row costs at most
-    its size."""
-    deepest = 0
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            children: Any = item.values()
-        elif isinstance(item, (list, tuple)):
-            children = item
-        else:
-            continue
-        deepest = max(deepest, depth)
-        if deepest > limit:
-            return deepest
-        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list, tuple)))
-    return deepest
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """object_pairs_hook: a JSON object that names a key twice is ambiguous (which value
-    did the merchant mean?), so it is refused rather than the last value silently winning."""
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        seen: set[str] = set()
-        for key, _ in pairs:
-            if key in seen:
-                raise DecodeError("DuplicateKey", f"the JSON object has the key {key[:100]!r} more than once")
-            seen.add(key)
-    return obj
-
-
-def _too_deep(depth: int | None, limits: EventLimits) -> DecodeError:
-    levels = f"{depth:,}" if depth is not None else f"more than {limits.max_depth}"
-    return DecodeError(
-        "TooDeeplyNested", f"event nests arrays/objects {levels} levels deep; at most {limits.max_depth} are allowed"
-    )
-
-
-def _too_large(size: int, limits: EventLimits) -> DecodeError:
-    return DecodeError("EventTooLarge", f"event is {size:,} bytes; at most {limits.max_event_bytes:,} are allowed")
-
-
-def parse_event_object(element: bytes | str | dict[str, Any] | None, limits: EventLimits = EventLimits()) -> dict[str, Any]:
-    """A raw event as a JSON object, with the size, depth, UTF-8 and duplicate-key checks
-    but without validating it as an event: for code that must look into raw events
-    leniently (bulk request ids, prediction-store keys) without `json.loads`' recursion
-    on hostile nesting. Raises DecodeError."""
-    if element is None:
-        raise DecodeError("EmptyRecord", "the record has no value (a null Kafka value is not an event)")
-    try:
-        data = _load(element, limits)
-    except DecodeError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - the last resort: see decode_event
-        raise DecodeError(type(exc).__name__, f"unexpected error reading the event: {str(exc)[:200]}") from None
-    if not isinstance(data, dict):
-        raise DecodeError("InvalidEvent", f"an event must be a JSON object, got a JSON {type(data).__name__}")
-    return data
-
-
-def _load(element: bytes | str | dict[str, Any], limits: EventLimits) -> Any:
-    """The checked, parsed JSON value of a raw event (not yet validated as an event)."""
-    if isinstance(element, dict):
-        if value_depth(element, limits.max_depth) > limits.max_depth:
-            raise _too_deep(None, limits)  # the walk stopped at the limit: the depth is unknown
-        return element
-    if isinstance(element, str):
-        # A str holds at least one byte per character: refuse a huge one before encoding.
-        if len(element) > limits.max_event_bytes:
-            raise _too_large(len(element), limits)
-        raw = element.encode("utf-8", errors="surrogatepass")
-    elif isinstance(element, (bytes, bytearray, memoryview)):
-        raw = bytes(element)
-    else:
-        raise DecodeError("InvalidEvent", f"an event must be JSON bytes or an object, got a {type(element).__name__}")
-    if len(raw) > limits.max_event_bytes:
-        raise _too_large(len(raw), limits)
-    raw = raw.removeprefix(_BOM)  # Windows tools write one; it is not part of the JSON
-    depth = json_depth(raw)
-    if depth > limits.max_depth:
-        raise _too_deep(depth, limits)
-    try:
-        text = raw.decode("utf-8")  # strict: bad bytes are the merchant's to fix
-    except UnicodeDecodeError as exc:
-        raise DecodeError("InvalidUtf8", f"event is not valid UTF-8: {exc.reason} at byte {exc.start}") from None
-    try:
-        return json.loads(text, object_pairs_hook=_unique_keys)
-    except json.JSONDecodeError as exc:
-        raise DecodeError(
-            "MalformedJson", f"event is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-        ) from None
-    except ValueError as exc:  # e.g. an integer of more than 4,300 digits
-        raise DecodeError("MalformedJson", f"event is not valid JSON: {str(exc)[:200]}") from None
-
-
-def _validation_message(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors()[:5]:
-        where = ".".join(str(x) for x in err["loc"]) or "event"
-        parts.append(f"{where}: {err['msg']}")
-    more = f" (+{exc.error_count() - 5} more)" if exc.error_count() > 5 else ""
-    return "; ".join(parts) + more
-
-
-def decode_event(element: bytes | str | dict[str, Any] | None, limits: EventLimits = EventLimits()) -> ProductEvent:
-    """A raw event (a JSONL line or Kafka value as bytes/str, a Parquet row as a dict) ->
-    a validated ProductEvent. Raises DecodeError, and only DecodeError, naming why not."""
-    data = parse_event_object(element, limits)
-    try:
-        return ProductEvent.model_validate(data)
-    except ValidationError as exc:
-        raise DecodeError("InvalidEvent", _validation_message(exc)) from None
-    except Exception as exc:  # noqa: BLE001 - the last resort: an event never fails the job
-        # RecursionError included: the depth checks should make it impossible, but an
-        # escaped exception would fail the bundle (and, on a stream, retry it forever).
-        raise DecodeError(type(exc).__name__, f"unexpected error decoding the event: {str(exc)[:200]}") from None
 
 
 def _oversized_line_message(line: OversizedLine) -> str:
@@ -241,32 +76,23 @@ class DecodeEvents(beam.DoFn):
 
     def __init__(self, limits: EventLimits = EventLimits()) -> None:
         self.limits = limits
-        self.events = Metrics.counter("productlens", "events")
-        self.decoded = Metrics.counter("productlens", "decoded")
-        self.deletes = Metrics.counter("productlens", "deletes")
+        # productlens/events, decoded, deletes and dead_letters/decode: counted by the core.
+        self.metrics = BeamMetrics()
 
-    # Behind decode_event's own handling: html_to_text or content_hash failing on some
-    # input nobody foresaw is a dead letter too, never a failed bundle.
+    # The core guards its own decoding; this guard covers the Beam side (an OversizedLine,
+    # the event time), so nothing here can fail a bundle either.
     @guard_stage(STAGE)
     def process(
         self, element: bytes | str | dict[str, Any] | OversizedLine | None, timestamp: Timestamp = beam.DoFn.TimestampParam
     ) -> Iterator[Any]:
-        self.events.inc()
         if isinstance(element, OversizedLine):
+            self.metrics.inc("productlens", "events")
             yield dead_letter(STAGE, "EventTooLarge", _oversized_line_message(element), element.head)
             return
-        try:
-            event = decode_event(element, self.limits)
-        except DecodeError as exc:
-            yield dead_letter(STAGE, exc.error_type, exc.message, b"" if element is None else element)
-            return
-        self.decoded.inc()
-        if event.type is EventType.DELETE:
-            self.deletes.inc()
-            yield beam.pvalue.TaggedOutput(DELETED, event)
-            return
-        assert event.product is not None
-        text, warnings = html_to_text(event.product.description_html)
-        event_time = _event_time(timestamp)
-        item = WorkItem(event=event, content_hash=content_hash(event.product), event_time=event_time)
-        yield replace(item, description_text=text, warnings=tuple(warnings))
+        out = decode(element, self.limits, _event_time(timestamp), self.metrics)
+        if isinstance(out, DeadLetter):
+            yield tagged(out)
+        elif isinstance(out, ProductEvent):
+            yield beam.pvalue.TaggedOutput(DELETED, out)
+        else:
+            yield out

@@ -1,68 +1,38 @@
-"""WorkItem -> Prediction, stamped with the model and taxonomy versions it came from."""
+"""WorkItem -> Prediction, stamped with the model and taxonomy versions it came from
+(`transforms.core.encode`, Beam-free), and the Kafka records of the outputs."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Iterator
+from typing import Any, Iterator
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 
-from transforms.dead_letters import guard_stage
+from transforms.core.encode import STAGE, encode_prediction
+from transforms.dead_letters import BeamMetrics, guard_stage, member_dead_letters, tagged
 from transforms.io.kafka import OutgoingRecord
 from transforms.model.client import ModelMetadata
-from transforms.records import (
-    DeadLetter,
-    Prediction,
-    PredictionStatus,
-    ProductEvent,
-    WorkItem,
-    prediction_id,
-)
+from transforms.records import DeadLetter, Prediction, ProductEvent, WorkItem
+
+__all__ = ["EncodePrediction", "dead_letter_record", "prediction_record", "tombstone_record"]
 
 
 class EncodePrediction(beam.DoFn):
+    """WorkItem -> Prediction (status ok / corrected / unresolved) with its
+    `prediction_id`; counted under `productlens/` by the core."""
+
     def __init__(self, model: ModelMetadata) -> None:
         self.model = model
-        self.predicted = Metrics.counter("productlens", "predicted")
-        self.corrected = Metrics.counter("productlens", "corrected")
-        self.unresolved = Metrics.counter("productlens", "unresolved")
-        self.flagged = Metrics.counter("productlens", "predictions_with_warnings")
+        self.metrics = BeamMetrics()
 
-    @guard_stage("encode")
-    def process(self, item: WorkItem) -> Iterator[Prediction]:
-        if item.category is None:
-            status = PredictionStatus.UNRESOLVED
-            self.unresolved.inc()
-        elif item.category.corrected:
-            status = PredictionStatus.CORRECTED
-            self.corrected.inc()
+    @guard_stage(STAGE)
+    def process(self, item: WorkItem) -> Iterator[Any]:
+        result = encode_prediction(item, self.model, self.metrics)
+        if isinstance(result, DeadLetter):
+            letter = tagged(result)
+            yield letter
+            yield from member_dead_letters(letter, item)
         else:
-            status = PredictionStatus.OK
-        self.predicted.inc()
-        if item.warnings:
-            self.flagged.inc()
-        event = item.event
-        yield Prediction(
-            product_id=event.product_id,
-            shop_id=event.shop_id,
-            prediction_id=prediction_id(
-                event.product_id, item.content_hash, self.model.model_version, self.model.taxonomy_version
-            ),
-            content_hash=item.content_hash,
-            model_version=self.model.model_version,
-            taxonomy_version=self.model.taxonomy_version,
-            category=item.category,
-            attributes=item.attributes,
-            simplified_description=item.simplified_description,
-            image_description=item.image_description,
-            status=status,
-            warnings=item.warnings,
-            event_id=event.event_id,
-            bulk_request_id=event.bulk_request_id,
-            occurred_at=event.occurred_at,
-            predicted_at=datetime.now(timezone.utc),
-        )
+            yield result
 
 
 def prediction_record(prediction: Prediction, topic: str) -> OutgoingRecord:

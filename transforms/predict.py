@@ -11,46 +11,18 @@ Kafka source and sink, so they are opt-in there (see transforms/freshness/dedupe
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 
 import apache_beam as beam
 
+from transforms.config import PredictConfig  # noqa: F401 - defined once in transforms/config.py
 from transforms.correction import CorrectCategory, ValidateAttributes
 from transforms.dead_letters import DEAD_LETTER
 from transforms.decode import DELETED, DecodeEvents
-from transforms.freshness.dedupe import DedupeByContent, DedupeConfig
+from transforms.freshness.dedupe import DedupeByContent
 from transforms.encode import EncodePrediction
-from transforms.images.prepare import ImageConfig, PrepareImages
-from transforms.model.client import ModelClientFactory, ModelMetadata
-from transforms.freshness.refresh import SKIPPED, RefreshConfig, RefreshTrigger
-from transforms.model.steps import BatchConfig, ClassifyStep, ExtractStep
-
-
-@dataclass(frozen=True)
-class PredictConfig:
-    model: ModelClientFactory
-    metadata: ModelMetadata
-    taxonomy_path: str | None = None  # None = the bundled sample taxonomy
-    images: ImageConfig = field(default_factory=ImageConfig)
-    batching: BatchConfig = field(default_factory=BatchConfig)
-    image_base_dir: str | None = None  # relative image paths resolve against this
-    # Batches each model step keeps on the wire at once, so the server queue never
-    # drains while the pipeline prepares the next batch.
-    max_in_flight: int = 4
-    # None = predict every event; else skip unchanged products and debounce bursts.
-    refresh_quiet_s: float | None = None
-    # None = one model path per product; else one per distinct content in flight.
-    dedupe: DedupeConfig | None = None
-
-    def __post_init__(self) -> None:
-        if self.max_in_flight < 1:
-            raise ValueError(f"max_in_flight must be >= 1, got {self.max_in_flight}")
-
-    @property
-    def refresh(self) -> RefreshConfig | None:
-        if self.refresh_quiet_s is None:
-            return None
-        return RefreshConfig(self.metadata.model_version, self.metadata.taxonomy_version, self.refresh_quiet_s)
+from transforms.images.prepare import PrepareImages
+from transforms.freshness.refresh import SKIPPED, RefreshTrigger
+from transforms.model.steps import ClassifyStep, ExtractStep
 
 
 # Outputs "dead_letters:<stage>": each stage's dead letters, unflattened. A sink that

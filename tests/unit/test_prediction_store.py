@@ -1,4 +1,5 @@
-"""The prediction store (last wins, tombstones, JSONL/Parquet), SkipCurrent, stale reasons."""
+"""The prediction store (last wins, tombstones, JSONL/Parquet), SkipCurrent, stale reasons
+under the store's names (the decision itself: tests/unit/test_freshness.py)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from pipelines.repredict import catalog_row, estimate_calls, repredict_event
 from transforms.io.files import PREDICTION_PARQUET_SCHEMA
 from transforms.io.kafka import KafkaConfig
+from transforms.freshness.staleness import batch_name, staleness
 from transforms.freshness.store import (
     CONTENT_CHANGED,
     MISSING,
@@ -32,8 +34,8 @@ from transforms.freshness.store import (
     event_key,
     last_per_product,
     latest,
+    newest,
     snapshot_order,
-    stale_reason,
 )
 from transforms.records import (
     Prediction,
@@ -76,7 +78,16 @@ def _event(pid: str, product: dict | None = None, force: bool = False, type_: st
 
 # ---- pure helpers ---------------------------------------------------------------------
 
+def stale_reason(content_hash_: str, stored: StoreEntry | None, model_version: str, taxonomy_version: str) -> str | None:
+    """The store's reason for a product, by the name its counters and repredict use."""
+    reason = staleness(stored, content_hash_, model_version, taxonomy_version)
+    return None if reason is None else batch_name(reason)
+
+
 def test_stale_reasons_in_order() -> None:
+    assert (MISSING, CONTENT_CHANGED, MODEL_VERSION, TAXONOMY_VERSION) == (
+        "missing", "content_changed", "model_version", "taxonomy_version"
+    )
     cur = StoreEntry(HASH, "m-1", "2024-07", "pid")
     assert stale_reason(HASH, None, "m-1", "2024-07") == MISSING
     assert stale_reason("other", cur, "m-2", "2025-01") == CONTENT_CHANGED  # content first
@@ -93,6 +104,7 @@ def test_latest_and_tombstones() -> None:
     assert latest([((1,), a), ((3,), None)]) is None  # the last is a tombstone: deleted
     assert latest([((5,), None), ((6,), a)]) == a  # re-created after the delete
     assert latest([]) is None
+    assert newest([((1,), a), ((3,), None), ((2,), b)]) == ((3,), None)  # the combiner keeps tombstones
     store = last_per_product([("p1", ((1,), a)), ("p2", ((1,), b)), ("p2", ((2,), None)), ("p1", ((0,), b))])
     assert store == {"p1": a}
 
@@ -232,7 +244,9 @@ def test_skip_current_force_wins_and_counts() -> None:
     p = TestPipeline(runner=FnApiRunner())
     store = p | "Store" >> beam.Create(store_rows)
     out = p | "Events" >> beam.Create(events) | SkipCurrent(store, "m-1", "2024-07")
-    assert_that(out["skipped"], equal_to([Skip("p-current", "ev-p-current", "pc", "b1")]), label="skipped")
+    assert_that(
+        out["skipped"], equal_to([Skip("p-current", "ev-p-current", "pc", "b1", "skipped_unchanged", HASH)]), label="skipped"
+    )
     assert_that(out["to_predict"], equal_to(events[1:]), label="to_predict")
     result = p.run()
     result.wait_until_finish()

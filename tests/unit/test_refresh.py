@@ -322,7 +322,7 @@ def test_batch_skips_current_products_and_predicts_stale_ones() -> None:
         )
         assert_that(out["deleted"] | beam.Map(lambda e: e.product_id), equal_to(["gone"]), label="Deleted")
         assert_that(
-            out["skipped"] | beam.Map(lambda s: (s.event.product_id, s.reason)),
+            out["skipped"] | beam.Map(lambda s: (s.product_id, s.reason)),
             equal_to([("current", "skipped_unchanged")] + [("burst", "debounced")] * 3),
             label="Skipped",
         )

@@ -26,15 +26,17 @@ Caveats:
   shuffle and state durably, so there it stays at-least-once. Locally, use dedupe in
   batch jobs (backfill, repredict, bulk files) and keep it off the Prism stream unless
   the delivery guarantee is restored (e.g. commit offsets from the sink side).
-- Dead letters produced inside ``inner`` name the representative only (its event is the
-  replay payload): the other members of a failed group get neither a prediction nor a
-  dead letter of their own. Not yet handled; the fix is to fan dead letters out too,
-  which needs the members on the dead letter (DeadLetter has no field for them).
+- Dead letters: a failure inside ``inner`` that ends the representative (any stage's
+  unexpected error through ``guard_stage``, a failed model call or answer in the model
+  steps) is dead-lettered for every member of its group too, each with its own event as
+  the replay payload (``transforms.dead_letters.member_dead_letters``). A stage that
+  ends a product with a dead letter of its own must do the same, or the members are
+  lost. ``prepare_images``' dead letters name the representative only: they are partial
+  (the product, and so every member, continues without the image).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, fields
 from typing import Any, Iterable, Iterator, Literal
 
@@ -52,6 +54,7 @@ from apache_beam.transforms.window import GlobalWindows
 from apache_beam.typehints import Tuple
 from apache_beam.utils.timestamp import Timestamp
 
+from transforms.config import DedupeConfig  # noqa: F401 - defined once in transforms/config.py
 from transforms.records import ProductEvent, WorkItem
 
 NAMESPACE = "dedupe"
@@ -63,17 +66,6 @@ class DedupedItem(WorkItem):
     """A representative that carries the events of the products sharing its content."""
 
     members: tuple[ProductEvent, ...] = ()
-
-
-@dataclass(frozen=True)
-class DedupeConfig:
-    # Streaming only: how long (event time) items with the same content wait for each other.
-    max_wait_s: float = 1.0
-
-    def __post_init__(self) -> None:
-        w = self.max_wait_s
-        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
-            raise ValueError(f"DedupeConfig.max_wait_s must be a finite number of seconds >= 0, got {w!r}")
 
 
 def _order(item: WorkItem) -> tuple[str, str]:

@@ -9,13 +9,15 @@ clears the product's state.
 Layers, so each part is testable without Beam:
 
 - ``decide(last, element, config) -> Decision``: one event against the last prediction
-  made for the product. Pure.
+  made for the product. Pure; deletes aside, it is ``staleness``
+  (``transforms/freshness/staleness.py``), the decision the prediction store's
+  ``SkipCurrent`` and ``pipelines/repredict.py`` make too.
 - ``on_event`` / ``on_timer`` / ``on_known``: the per-product state machine (last
   prediction + at most one pending event, debounce deadline). Pure; the stateful DoFn,
   the batch replay and ``benchmarks/refresh.py`` all run this same code.
 - ``RefreshDoFn``: the streaming form, a stateful DoFn keyed by product id with an
   event-time timer (state: the last predicted content hash, model and taxonomy version,
-  plus the single pending WorkItem).
+  plus the single pending event).
 - ``RefreshTrigger(config)``: the composite used by pipelines.
 
 Input of ``RefreshTrigger``: ``PCollection[WorkItem | ProductEvent]`` = decode's main
@@ -28,9 +30,10 @@ with the last predictions already made (a predictions snapshot or the compacted
 predictions topic), so a batch job skips products whose prediction is current.
 
 Outputs (a dict): ``items`` = WorkItems that need a prediction; ``deleted`` = the delete
-events (write tombstones); ``skipped`` = ``Skipped`` records (an event that needs no
-prediction of its own: ``skipped_unchanged``, or ``debounced`` when a later event of the
-same burst, a revert to the predicted content, or a delete superseded it). Every input
+events (write tombstones); ``skipped`` = ``Skip`` records (``staleness.Skip``, the record
+``SkipCurrent`` emits too: an event that needs no prediction of its own,
+``skipped_unchanged``, or ``debounced`` when a later event of the same burst, a revert to
+the predicted content, or a delete superseded it). Every input
 event ends in exactly one of: a decision counter that later becomes a prediction, a
 ``skipped`` record or a ``deleted`` record — nothing disappears uncounted. Invariant of
 the ``refresh`` counters: new + content_changed + model_changed + taxonomy_changed +
@@ -59,9 +62,7 @@ replay must be sent with ``force=True`` (or a repredict event) to pass the trigg
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
-from enum import StrEnum
 from typing import Any, Iterable, Iterator, Literal
 
 import apache_beam as beam
@@ -74,7 +75,9 @@ from apache_beam.transforms.window import GlobalWindows, TimestampedValue
 from apache_beam.typehints import Tuple
 from apache_beam.utils.timestamp import Timestamp
 
-from transforms.records import EventType, ProductEvent, WorkItem, content_hash
+from transforms.config import RefreshConfig  # noqa: F401 - defined once in transforms/config.py
+from transforms.freshness.staleness import DEBOUNCED, STALE, KnownPrediction, Reason, Skip, staleness
+from transforms.records import EventType, ProductEvent, WorkItem, content_hash, prediction_id
 
 NAMESPACE = "refresh"
 DELETED = "deleted"
@@ -82,68 +85,10 @@ SKIPPED = "skipped"
 MICROS = 1_000_000
 
 
-class Reason(StrEnum):
-    NEW = "new"
-    CONTENT_CHANGED = "content_changed"
-    MODEL_CHANGED = "model_changed"
-    TAXONOMY_CHANGED = "taxonomy_changed"
-    REPREDICT = "repredict"
-    FORCED = "forced"
-    SKIPPED_UNCHANGED = "skipped_unchanged"
-    DELETED = "deleted"
-
-
-# Not a decision on an event: a pending event that a later one superseded.
-DEBOUNCED = "debounced"
-PREDICTING = frozenset(
-    {Reason.NEW, Reason.CONTENT_CHANGED, Reason.MODEL_CHANGED, Reason.TAXONOMY_CHANGED, Reason.REPREDICT, Reason.FORCED}
-)
 # A request for one of these reasons in a burst survives later events of the burst, even
 # one that goes back to the predicted content (see Pending.requested).
 _REQUESTED = frozenset({Reason.REPREDICT, Reason.FORCED})
 COUNTERS: tuple[str, ...] = (*(r.value for r in Reason), DEBOUNCED)
-
-
-@dataclass(frozen=True)
-class RefreshConfig:
-    """``model_version`` / ``taxonomy_version``: what the pipeline predicts with now (the
-    model's metadata). ``quiet_period_s``: a burst ends after this long without an event
-    needing a prediction; 0 predicts every such event (no debounce)."""
-
-    model_version: str
-    taxonomy_version: str
-    quiet_period_s: float = 30.0
-
-    def __post_init__(self) -> None:
-        for name in ("model_version", "taxonomy_version"):
-            value = getattr(self, name)
-            if not isinstance(value, str) or not value.strip():
-                raise ValueError(f"RefreshConfig.{name} must be a non-empty string (the model's metadata), got {value!r}")
-        q = self.quiet_period_s
-        if isinstance(q, bool) or not isinstance(q, (int, float)) or not math.isfinite(q) or q < 0:
-            raise ValueError(f"RefreshConfig.quiet_period_s must be a finite number of seconds >= 0, got {q!r}")
-
-    @property
-    def quiet_micros(self) -> int:
-        return int(round(self.quiet_period_s * MICROS))
-
-
-@dataclass(frozen=True)
-class KnownPrediction:
-    """The last prediction made for a product: all the trigger keeps between bursts."""
-
-    content_hash: str
-    model_version: str
-    taxonomy_version: str
-
-    @classmethod
-    def of(cls, value: KnownPrediction | tuple[str, str, str] | Any) -> KnownPrediction:
-        if isinstance(value, KnownPrediction):
-            return value
-        if isinstance(value, tuple) and len(value) == 3:
-            return cls(*value)
-        # A Prediction record (snapshot / compacted topic) has the three fields.
-        return cls(value.content_hash, value.model_version, value.taxonomy_version)
 
 
 @dataclass(frozen=True)
@@ -152,16 +97,11 @@ class Decision:
 
     @property
     def predict(self) -> bool:
-        return self.reason in PREDICTING
+        return self.reason in STALE
 
 
-@dataclass(frozen=True)
-class Skipped:
-    """An event that needs no prediction of its own (the bulk-operation job counts these)."""
-
-    event: ProductEvent
-    reason: str  # "skipped_unchanged" | "debounced"
-    content_hash: str
+# The name of the skip record before both skip paths shared one (``Skip``); builds one.
+Skipped = Skip.of_event
 
 
 @dataclass(frozen=True)
@@ -190,7 +130,7 @@ class Effects:
 
     predict: tuple[WorkItem, ...] = ()
     deleted: tuple[ProductEvent, ...] = ()
-    skipped: tuple[Skipped, ...] = ()
+    skipped: tuple[Skip, ...] = ()
     counts: tuple[str, ...] = ()
     timer_at: int | None = None  # set (or reset) the timer to this event time
 
@@ -215,31 +155,31 @@ def _hash_of(element: WorkItem | ProductEvent) -> str:
 
 
 def decide(last: KnownPrediction | None, element: WorkItem | ProductEvent, config: RefreshConfig) -> Decision:
-    """One event against the last prediction made for its product.
-
-    Order: a real change (new, content, model, taxonomy) is named before a request
-    (repredict, force), so the counters say why a prediction could differ.
-    """
+    """One event against the last prediction made for its product: a delete, else
+    ``staleness`` (a request is a ``repredict`` event or ``force``), else unchanged."""
     event = _event_of(element)
     if event.type is EventType.DELETE:
         return Decision(Reason.DELETED)
-    if last is None:
-        return Decision(Reason.NEW)
-    if _hash_of(element) != last.content_hash:
-        return Decision(Reason.CONTENT_CHANGED)
-    if last.model_version != config.model_version:
-        return Decision(Reason.MODEL_CHANGED)
-    if last.taxonomy_version != config.taxonomy_version:
-        return Decision(Reason.TAXONOMY_CHANGED)
-    if event.type is EventType.REPREDICT:
-        return Decision(Reason.REPREDICT)
-    if event.force:
-        return Decision(Reason.FORCED)
-    return Decision(Reason.SKIPPED_UNCHANGED)
+    reason = staleness(
+        last,
+        _hash_of(element),
+        config.model_version,
+        config.taxonomy_version,
+        force=event.force,
+        repredict=event.type is EventType.REPREDICT,
+    )
+    return Decision(reason or Reason.SKIPPED_UNCHANGED)
 
 
-def _superseded(pending: Pending) -> Skipped:
-    return Skipped(pending.item.event, DEBOUNCED, pending.item.content_hash)
+def _superseded(pending: Pending) -> Skip:
+    return Skip.of_event(pending.item.event, DEBOUNCED, pending.item.content_hash)
+
+
+def _unchanged(element: WorkItem | ProductEvent, config: RefreshConfig) -> Skip:
+    """The event's content was predicted with the current versions: that prediction stands."""
+    event, chash = _event_of(element), _hash_of(element)
+    pid = prediction_id(event.product_id, chash, config.model_version, config.taxonomy_version)
+    return Skip.of_event(event, Reason.SKIPPED_UNCHANGED, chash, pid)
 
 
 def on_timer(state: RefreshState, now: int, config: RefreshConfig) -> tuple[RefreshState, Effects]:
@@ -286,7 +226,7 @@ def on_event(
         return RefreshState(state.last, pending), effects + Effects(
             skipped=(_superseded(p),), counts=(p.requested.value, DEBOUNCED), timer_at=deadline
         )
-    own = Skipped(_event_of(element), Reason.SKIPPED_UNCHANGED.value, _hash_of(element))
+    own = _unchanged(element, config)
     if p is not None:
         # The burst went back to the predicted content: the pending change is moot.
         return RefreshState(state.last, None), effects + Effects(
@@ -422,7 +362,7 @@ def _product_id(element: WorkItem | ProductEvent) -> str:
 
 class RefreshTrigger(beam.PTransform):
     """PCollection[WorkItem | ProductEvent(delete)] or {"events": ..., "known": ...} ->
-    {"items": WorkItem, "deleted": ProductEvent, "skipped": Skipped}. See the module
+    {"items": WorkItem, "deleted": ProductEvent, "skipped": Skip}. See the module
     docstring for the modes and the seeding."""
 
     def __init__(self, config: RefreshConfig, mode: Literal["auto", "stream", "batch"] = "auto") -> None:
@@ -481,6 +421,7 @@ __all__ = [
     "RefreshDoFn",
     "RefreshState",
     "RefreshTrigger",
+    "Skip",
     "Skipped",
     "decide",
     "on_event",

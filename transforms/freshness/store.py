@@ -13,9 +13,10 @@ in the compacted predictions topic or a snapshot. Two sources give the same PCol
   repartitioned, so offsets are comparable.
 
 `SkipCurrent` drops events whose prediction is already current (same content hash, model
-version and taxonomy version) unless the event forces it, and says why for every skip.
-The decisions themselves are pure functions (`stale_reason`, `event_key`) so that they are
-unit-tested without Beam.
+version and taxonomy version) unless the event forces it: the decision is `staleness`
+(`transforms/freshness/staleness.py`), the one the refresh trigger and repredict make,
+and a skipped event becomes the same `Skip` record the refresh trigger emits. The rest is
+pure too (`event_key`, `latest`, `snapshot_order`), so it is unit-tested without Beam.
 """
 
 from __future__ import annotations
@@ -32,19 +33,21 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from transforms.decode import DecodeError, decode_event
+from transforms.freshness.staleness import STALE, Reason, Skip, batch_name, staleness
 from transforms.io.files import is_parquet
 from transforms.io.kafka import KafkaConfig, KafkaRecord, ReadConfig, ReadFromKafka
 from transforms.records import EventType, ProductEvent, WorkItem, content_hash
 
 KAFKA_PREFIX = "kafka:"
 
-# Why a product needs a prediction, in the order they are checked: one reason per product.
-MISSING = "missing"
-CONTENT_CHANGED = "content_changed"
-MODEL_VERSION = "model_version"
-TAXONOMY_VERSION = "taxonomy_version"
+# Why a product needs a prediction, in the order `staleness` checks them, by the names
+# this store's and repredict's counters and summaries use (`batch_name`).
+MISSING = batch_name(Reason.NEW)
+CONTENT_CHANGED = batch_name(Reason.CONTENT_CHANGED)
+MODEL_VERSION = batch_name(Reason.MODEL_CHANGED)
+TAXONOMY_VERSION = batch_name(Reason.TAXONOMY_CHANGED)
 STALE_REASONS = (MISSING, CONTENT_CHANGED, MODEL_VERSION, TAXONOMY_VERSION)
-FORCED = "forced"
+FORCED = batch_name(Reason.FORCED)
 
 SKIPPED = "skipped"
 
@@ -63,17 +66,6 @@ class StoreEntry:
 
 
 @dataclass(frozen=True)
-class Skip:
-    """An event that was not predicted because its prediction is current (a counted skip)."""
-
-    product_id: str
-    event_id: str
-    prediction_id: str
-    bulk_request_id: str | None = None
-    reason: str = "current"
-
-
-@dataclass(frozen=True)
 class EventKey:
     """What SkipCurrent needs to know about an event."""
 
@@ -82,25 +74,6 @@ class EventKey:
     content_hash: str
     force: bool
     bulk_request_id: str | None
-
-
-def stale_reason(
-    content_hash_: str, stored: StoreEntry | None, model_version: str, taxonomy_version: str
-) -> str | None:
-    """Why a product with this content needs a new prediction, or None when it is current.
-
-    Any difference in version counts, not only an older one: version strings have no
-    order, and a rollback to an earlier model must re-predict as well.
-    """
-    if stored is None:
-        return MISSING
-    if stored.content_hash != content_hash_:
-        return CONTENT_CHANGED
-    if stored.model_version != model_version:
-        return MODEL_VERSION
-    if stored.taxonomy_version != taxonomy_version:
-        return TAXONOMY_VERSION
-    return None
 
 
 def entry_from_prediction(row: dict[str, Any]) -> tuple[str, StoreEntry]:
@@ -135,12 +108,19 @@ def snapshot_order(row: dict[str, Any]) -> tuple[float, float, str]:
 Versioned = tuple[tuple[Any, ...], StoreEntry | None]  # (order, entry); None = tombstone
 
 
+def _order_of(version: Versioned) -> tuple[Any, ...]:
+    return version[0]
+
+
+def newest(versions: Iterable[Versioned]) -> Versioned:
+    """The version with the highest order (tombstone or not). Associative and commutative,
+    so the store combines it per product (`beam.CombinePerKey`) before the shuffle."""
+    return max(versions, key=_order_of)
+
+
 def latest(versions: Iterable[Versioned]) -> StoreEntry | None:
     """The entry with the highest order; None when that is a tombstone (or nothing)."""
-    best: Versioned | None = None
-    for v in versions:
-        if best is None or v[0] > best[0]:
-            best = v
+    best = max(versions, key=_order_of, default=None)
     return None if best is None else best[1]
 
 
@@ -231,22 +211,10 @@ class _TopicRows(beam.DoFn):
         yield key, (order, entry)
 
 
-class _Latest(beam.CombineFn):
-    def create_accumulator(self) -> Versioned | None:
-        return None
-
-    def add_input(self, acc: Versioned | None, v: Versioned) -> Versioned:
-        return v if acc is None or v[0] > acc[0] else acc
-
-    def merge_accumulators(self, accs: Iterable[Versioned | None]) -> Versioned | None:
-        best = None
-        for a in accs:
-            if a is not None and (best is None or a[0] > best[0]):
-                best = a
-        return best
-
-    def extract_output(self, acc: Versioned | None) -> StoreEntry | None:
-        return None if acc is None else acc[1]
+def _live(keyed: tuple[str, Versioned]) -> Iterator[tuple[str, StoreEntry]]:
+    key, (_, entry) = keyed
+    if entry is not None:  # a tombstone: the product is deleted
+        yield key, entry
 
 
 _STORE_COLUMNS = ["product_id", "content_hash", "model_version", "taxonomy_version", "prediction_id", "category", "predicted_at"]
@@ -296,8 +264,8 @@ class ReadPredictionStore(beam.PTransform):
             versions = rows | "SnapshotRows" >> beam.ParDo(_SnapshotRows())
         return (
             versions
-            | "LastPerProduct" >> beam.CombinePerKey(_Latest())
-            | "DropTombstoned" >> beam.Filter(lambda kv: kv[1] is not None)
+            | "LastPerProduct" >> beam.CombinePerKey(newest)
+            | "DropTombstoned" >> beam.FlatMap(_live)
         )
 
 
@@ -337,31 +305,42 @@ class _Decide(beam.DoFn):
         self.model_version, self.taxonomy_version = model_version, taxonomy_version
         self.skipped = Metrics.counter("store", "skipped_current")
         self.to_predict = Metrics.counter("store", "to_predict")
-        self.reasons = {r: Metrics.counter("store", f"to_predict_{r}") for r in (*STALE_REASONS, FORCED)}
+        self.reasons = {r: Metrics.counter("store", f"to_predict_{batch_name(r)}") for r in STALE}
 
     def process(self, joined: tuple[str, dict[str, list[Any]]]) -> Iterator[Any]:
         _, groups = joined
         entries = list(groups["store"])
         stored = entries[0] if entries else None  # the store has one entry per product
         for key, element in groups["events"]:
-            reason = stale_reason(key.content_hash, stored, self.model_version, self.taxonomy_version)
-            if reason is None and not key.force:
+            # Only `force` counts as a request here: EventKey has no event type, so a
+            # `repredict` event of a current product is skipped (as it always was here),
+            # where the refresh trigger alone would predict it.
+            reason = staleness(stored, key.content_hash, self.model_version, self.taxonomy_version, force=key.force)
+            if reason is None:
                 self.skipped.inc()
                 assert stored is not None
                 yield beam.pvalue.TaggedOutput(
-                    SKIPPED, Skip(key.product_id, key.event_id, stored.prediction_id, key.bulk_request_id)
+                    SKIPPED,
+                    Skip(
+                        key.product_id,
+                        key.event_id,
+                        stored.prediction_id,
+                        key.bulk_request_id,
+                        Reason.SKIPPED_UNCHANGED.value,
+                        key.content_hash,
+                    ),
                 )
                 continue
             self.to_predict.inc()
-            self.reasons[reason or FORCED].inc()
+            self.reasons[reason].inc()
             yield element
 
 
 class SkipCurrent(beam.PTransform):
     """events (raw, ProductEvent or WorkItem) -> {"to_predict": the same elements, unchanged;
-    "skipped": Skip}, given the store. An event is skipped when its product's stored
-    prediction has the same content hash, model version and taxonomy version and the event
-    does not force. Undecodable events and deletes pass through (decode dead-letters the
+    "skipped": Skip (reason ``skipped_unchanged``)}, given the store. An event is skipped
+    when its product's stored prediction has the same content hash, model version and
+    taxonomy version and the event does not force. Undecodable events and deletes pass through (decode dead-letters the
     first, the second becomes a tombstone).
 
     Batch only: the store is joined with CoGroupByKey by product id in the global window.

@@ -13,195 +13,40 @@ Image locations come from merchants and are untrusted (DESIGN.md, "Untrusted inp
   or flood a worker); with no base directory an event cannot name a local file at all;
 - gs:// only from configured buckets, since the job's own credentials read them;
 - decoding accepts an allow-list of formats, with the pixel budget checked on the header.
+
+The fetching, decoding and the per-product budget are the product core's
+(`transforms.core.images`, Beam-free, re-exported here); this module is their Beam side,
+the `PrepareImages` DoFn.
 """
 
 from __future__ import annotations
 
-import io
-import os
-import stat
-import time
-from dataclasses import dataclass, replace
 from typing import Any, Iterator
-from urllib.parse import unquote, urlsplit
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
-from PIL import Image
 
-from transforms.images.address_policy import AddressPolicy
-from transforms.dead_letters import dead_letter, guard_stage, truncate
-from transforms.images.http_fetch import FetchError, fetch_http
+from transforms.config import ImageConfig  # noqa: F401 - defined once in transforms/config.py
+from transforms.core.images import (  # re-exported: the image stage lives in the core
+    ALLOWED_FORMATS,
+    STAGE,
+    ImageError,
+    fetch_image,
+    prepare_image,
+    prepare_images,
+)
+from transforms.dead_letters import BeamMetrics, guard_stage, member_dead_letters, tagged
 from transforms.records import WorkItem
 
-# Formats a product photo comes in. Everything else (TIFF, ICO, PSD, TGA, EPS, ...) is
-# refused before a decoder runs: rarely used for product photos, large attack surface,
-# and EPS would run Ghostscript where it is installed.
-ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")
-
-
-@dataclass(frozen=True)
-class ImageConfig:
-    """Limits and the fetch policy, declared as data and validated when built."""
-
-    max_side: int = 448  # Qwen2.5-VL-class models tile 28x28 patches; 448 = 16x16 tiles
-    max_bytes: int = 10 * 1024 * 1024
-    max_pixels: int = 40_000_000
-    # Total deadline per image (DNS, connect, redirects, headers and body), not per read.
-    timeout_s: float = 5.0
-    jpeg_quality: int = 85
-    # Per-product budget: a product names up to 50 images; only the first usable one is
-    # sent, so a product may not spend more than this many tries or seconds finding it.
-    max_attempts: int = 3
-    product_budget_s: float = 10.0
-    # gs:// buckets images may come from (the job reads them with its own credentials).
-    gcs_buckets: tuple[str, ...] = ()
-    # Image hosts (CDNs) allowed for http(s); empty = any public host.
-    allowed_hosts: tuple[str, ...] = ()
-    # Tests and local use only: allow loopback and private addresses. Never the default.
-    allow_private_addresses: bool = False
-    # An explicit HTTP proxy (host:port); proxy environment variables are ignored.
-    proxy: str | None = None
-
-    def __post_init__(self) -> None:
-        if not 32 <= self.max_side <= 4096:
-            raise ValueError(f"image max_side must be within 32..4096, got {self.max_side}")
-        if self.max_bytes <= 0 or self.max_pixels <= 0 or self.timeout_s <= 0:
-            raise ValueError("image max_bytes, max_pixels and timeout_s must be positive")
-        if not 1 <= self.jpeg_quality <= 95:
-            raise ValueError(f"jpeg_quality must be within 1..95, got {self.jpeg_quality}")
-        if self.max_attempts < 1 or self.product_budget_s <= 0:
-            raise ValueError("image max_attempts must be >= 1 and product_budget_s positive")
-
-    def address_policy(self) -> AddressPolicy:
-        return AddressPolicy(allow_private=self.allow_private_addresses, allowed_hosts=self.allowed_hosts, proxy=self.proxy)
-
-
-class ImageError(Exception):
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind  # unreachable | too_large | not_an_image | unsupported_url | refused | timeout
-
-
-def _short(url: str) -> str:
-    return truncate(url, 200)
-
-
-def fetch_image(url: str, config: ImageConfig, base_dir: str | None = None, deadline_s: float | None = None) -> bytes:
-    """Bytes of the image at an http(s) URL, a gs:// URL of an allowed bucket, or a local
-    path / file:// URL under `base_dir` (relative paths resolve against it)."""
-    deadline = config.timeout_s if deadline_s is None else min(deadline_s, config.timeout_s)
-    try:
-        parsed = urlsplit(url)
-        scheme = parsed.scheme.lower()
-    except ValueError:
-        raise ImageError("unsupported_url", f"image URL {_short(url)!r} is malformed") from None
-    if scheme in ("http", "https"):
-        try:
-            return fetch_http(url, policy=config.address_policy(), max_bytes=config.max_bytes, deadline_s=deadline)
-        except FetchError as exc:
-            raise ImageError(exc.kind, str(exc)) from None
-    if scheme == "gs":
-        return _fetch_gcs(url, config, deadline)
-    if scheme == "file":
-        return _read_local(unquote(parsed.path), url, config, base_dir)
-    if scheme == "" or (len(scheme) == 1 and os.name == "nt"):
-        return _read_local(url, url, config, base_dir)
-    raise ImageError("unsupported_url", f"image URL scheme {scheme[:20]!r} is not supported: {_short(url)}")
-
-
-def _read_local(path_text: str, url: str, config: ImageConfig, base_dir: str | None) -> bytes:
-    """A regular file inside `base_dir`, read with a bound and without blocking."""
-    if base_dir is None:
-        raise ImageError(
-            "refused",
-            f"image {_short(url)} is a local path; local images are read only when the job names a "
-            "directory for them (--image-base-dir)",
-        )
-    outside = ImageError("refused", f"image {_short(url)} is not a file inside the job's image directory")
-    if "\x00" in path_text or not path_text:
-        raise outside
-    base = os.path.realpath(base_dir)
-    real = os.path.realpath(os.path.join(base, path_text))  # an absolute path_text replaces base
-    if os.path.commonpath((base, real)) != base:
-        raise outside
-    try:
-        # O_NONBLOCK: opening a FIFO must not wait for a writer; O_NOFOLLOW: the checked
-        # path cannot be swapped for a symlink between realpath() and open().
-        fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
-        raise ImageError("unreachable", f"image file {_short(url)} cannot be read") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise outside
-        if info.st_size > config.max_bytes:
-            raise ImageError("too_large", f"image {_short(url)} is {info.st_size} bytes, over the {config.max_bytes}-byte limit")
-        chunks: list[bytes] = []
-        total = 0
-        while total <= config.max_bytes:
-            chunk = os.read(fd, min(1 << 20, config.max_bytes + 1 - total))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            total += len(chunk)
-    except OSError:
-        raise ImageError("unreachable", f"image file {_short(url)} cannot be read") from None
-    finally:
-        os.close(fd)
-    if total > config.max_bytes:  # the file grew while it was read
-        raise ImageError("too_large", f"image {_short(url)} is over the {config.max_bytes}-byte limit")
-    return b"".join(chunks)
-
-
-def _fetch_gcs(url: str, config: ImageConfig, deadline_s: float) -> bytes:
-    from transforms.io import gcs  # google-cloud-storage is imported only when a gs:// image comes
-
-    try:
-        bucket, _ = gcs.parse_gs_url(url)
-    except gcs.GcsError as exc:
-        raise ImageError("unsupported_url", f"image {truncate(str(exc), 300)}") from None
-    if bucket not in config.gcs_buckets:
-        raise ImageError("refused", f"image {_short(url)}: bucket {truncate(bucket, 80)!r} is not an allowed image bucket")
-    try:
-        return gcs.read_bytes(url, config.max_bytes, deadline_s)
-    except gcs.GcsError as exc:
-        kind = {"too_large": "too_large", "invalid_url": "unsupported_url"}.get(exc.kind, "unreachable")
-        raise ImageError(kind, f"image {truncate(str(exc), 300)}") from None
-
-
-def prepare_image(data: bytes, config: ImageConfig, url: str = "image") -> bytes:
-    """Decode (allowed formats only), check the pixel budget on the header before decoding
-    pixels, resize, re-encode as JPEG. Any decoder failure is `not_an_image`."""
-    name = _short(url)
-    # Pillow's own bomb guard follows the budget: it refuses at 2x before any decode.
-    Image.MAX_IMAGE_PIXELS = config.max_pixels
-    try:
-        img = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
-    except Image.DecompressionBombError:
-        raise ImageError("too_large", f"{name} is over the {config.max_pixels / 1e6:.0f} MP limit") from None
-    except Exception:  # noqa: BLE001 - every decoder error (fuzzed headers raise anything) is the merchant's image
-        raise ImageError(
-            "not_an_image", f"{name} is not a readable {'/'.join(ALLOWED_FORMATS)} image ({len(data)} bytes)"
-        ) from None
-    with img:
-        width, height = img.size  # header only: a decompression bomb is refused here
-        if width * height > config.max_pixels:
-            raise ImageError(
-                "too_large",
-                f"{name} is {width}x{height} = {width * height / 1e6:.0f} MP, over the "
-                f"{config.max_pixels / 1e6:.0f} MP limit",
-            )
-        try:
-            rgb = img.convert("RGB")
-            rgb.thumbnail((config.max_side, config.max_side), Image.Resampling.LANCZOS)
-            out = io.BytesIO()
-            rgb.save(out, format="JPEG", quality=config.jpeg_quality, optimize=True)
-        except Image.DecompressionBombError:
-            raise ImageError("too_large", f"{name} is over the {config.max_pixels / 1e6:.0f} MP limit") from None
-        except Exception as exc:  # noqa: BLE001 - truncated or corrupt pixel data
-            raise ImageError("not_an_image", f"{name} could not be decoded: {truncate(str(exc), 200)}") from None
-    return out.getvalue()
+__all__ = [
+    "ALLOWED_FORMATS",
+    "STAGE",
+    "ImageConfig",
+    "ImageError",
+    "PrepareImages",
+    "fetch_image",
+    "prepare_image",
+    "prepare_images",
+]
 
 
 class PrepareImages(beam.DoFn):
@@ -219,44 +64,16 @@ class PrepareImages(beam.DoFn):
     def __init__(self, config: ImageConfig, base_dir: str | None = None) -> None:
         self.config = config
         self.base_dir = base_dir
-        self.prepared = Metrics.counter("productlens", "images_prepared")
-        self.failed = Metrics.counter("productlens", "images_failed")
-        self.not_tried = Metrics.counter("productlens", "images_over_product_budget")
-        self.bytes_in = Metrics.distribution("productlens", "image_bytes_in")
-        self.bytes_out = Metrics.distribution("productlens", "image_bytes_out")
+        # productlens/images_prepared, images_failed, images_over_product_budget,
+        # image_bytes_in/out and dead_letters/prepare_images: counted by the core.
+        self.metrics = BeamMetrics()
 
     @guard_stage(STAGE)
     def process(self, item: WorkItem) -> Iterator[Any]:
-        c = self.config
-        warnings = list(item.warnings)
-        image: bytes | None = None
-        failures: list[tuple[str, ImageError]] = []
-        deadline = time.monotonic() + c.product_budget_s
-        urls = item.product.image_urls
-        for attempt, url in enumerate(urls):
-            remaining = deadline - time.monotonic()
-            if attempt >= c.max_attempts or remaining <= 0:
-                self.not_tried.inc(len(urls) - attempt)
-                warnings.append(
-                    f"{len(urls) - attempt} more image(s) not tried: the product's image budget "
-                    f"({c.max_attempts} tries, {c.product_budget_s:g} s) is spent"
-                )
-                break
-            try:
-                data = fetch_image(url, c, self.base_dir, deadline_s=remaining)
-                image = prepare_image(data, c, url)
-            except ImageError as exc:
-                self.failed.inc()
-                failures.append((url, exc))
-                warnings.append(truncate(f"image {_short(url)} skipped: {exc}", 400))
-                continue
-            self.prepared.inc()
-            self.bytes_in.update(len(data))
-            self.bytes_out.update(len(image))
-            break  # the contract sends one image per request
-        if failures:
-            kinds = sorted({exc.kind for _, exc in failures})
-            error_type = "Image" + kinds[0].title().replace("_", "") if len(kinds) == 1 else "ImagesFailed"
-            message = "; ".join(f"{_short(u)}: {exc}" for u, exc in failures)
-            yield dead_letter(self.STAGE, error_type, f"{len(failures)} image(s) failed: {message}", item)
-        yield replace(item, image=image, warnings=tuple(warnings))
+        prepared, letter = prepare_images(item, self.config, self.base_dir, self.metrics)
+        if letter is not None:
+            yield tagged(letter)
+        if prepared is not None:
+            yield prepared
+        elif letter is not None:  # an unexpected error stopped the product: its members too
+            yield from member_dead_letters(tagged(letter), item)

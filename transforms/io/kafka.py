@@ -282,6 +282,11 @@ class _PartitionReaders:
                 reader.close()
 
 
+# A module-level pool, not Beam's `Shared` (which transforms/shared.py uses): `Shared`
+# frees an object by garbage collection once no DoFn references it and has no release
+# hook, while these consumers must be closed explicitly (leave the group, stop
+# librdkafka's fetch threads) at the last teardown(), evicted past max_open while other
+# partitions stay open, and found again by bundle finalisers that commit offsets.
 _READERS = _PartitionReaders(max_open=64)
 
 

@@ -65,27 +65,28 @@ class _InProcessBaselineClient:
             return self._model.infer_batch(requests)  # type: ignore[attr-defined]
 
     def close(self) -> None:
-        pass  # shared across DoFn instances in this process; freed at exit
+        pass  # shared by the DoFn instances of this process; Shared frees it when none holds it
 
 
-_BASELINES: dict[str | None, _InProcessBaselineClient] = {}
-_BASELINES_LOCK = threading.Lock()
+def _baseline_client(taxonomy_path: str | None) -> _InProcessBaselineClient:
+    from model_repository.product_baseline.engine import BaselineModel
+    from transforms.shared import shared_taxonomy
+
+    # The model reads the process's shared taxonomy rather than loading a copy of its own.
+    return _InProcessBaselineClient(BaselineModel(shared_taxonomy(taxonomy_path)))
 
 
 @dataclass(frozen=True)
 class InProcessBaseline:
     """Factory for the CPU baseline running inside the worker process. One model per
-    process and taxonomy, shared by the classify and extract steps."""
+    process and taxonomy (Beam's `Shared`, see `transforms/shared.py`), shared by the
+    classify and extract steps while either holds the client (they keep it on `self`
+    from `setup()` to `teardown()`)."""
 
     taxonomy_path: str | None = None
 
     def __call__(self) -> ModelClient:
-        with _BASELINES_LOCK:
-            client = _BASELINES.get(self.taxonomy_path)
-            if client is None:
-                from model_repository.product_baseline.engine import BaselineModel
+        from transforms.shared import acquire_shared  # the taxonomy modules only where the baseline runs
 
-                client = _BASELINES[self.taxonomy_path] = _InProcessBaselineClient(
-                    BaselineModel(self.taxonomy_path)
-                )
-            return client
+        path = self.taxonomy_path
+        return acquire_shared("baseline", path, lambda: _baseline_client(path))
