@@ -78,7 +78,7 @@ class ModelPath(beam.PTransform):
 
 class PredictProducts(beam.PTransform):
     """PCollection[bytes | dict] of product events -> {"predictions": Prediction,
-    "dead_letters": DeadLetter, "deletes": ProductEvent, "skipped": refresh Skipped}.
+    "dead_letters": DeadLetter, "deletes": ProductEvent, "skipped": freshness Skip}.
 
     `known` (optional): (product_id, KnownPrediction | Prediction) of the last predictions,
     which seeds the refresh trigger so that current products are skipped."""

@@ -99,7 +99,7 @@ def outcome_of(element: Any, kind: str) -> tuple[str, str] | None:
             return element.event_id, FAILED
         found = request_of(element.original_payload)
         return (found[0], FAILED) if found else None
-    # Prediction and prediction_store.Skip carry event_id; refresh.Skipped carries the event.
+    # Prediction and freshness Skip carry event_id; an event (ProductEvent) carries its own.
     event_id = getattr(element, "event_id", None) or getattr(getattr(element, "event", None), "event_id", None)
     return (event_id, kind) if event_id else None
 

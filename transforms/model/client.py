@@ -2,7 +2,7 @@
 
 A pipeline holds a picklable *factory*; the client itself (a model in memory, a gRPC
 channel) is made in the DoFn's `setup()` (DESIGN.md conventions). The in-process baseline
-is the default of the local runtime; the Triton client comes with the serving work.
+is the default of the local runtime; `transforms/model/triton.py` is the Triton gRPC client.
 """
 
 from __future__ import annotations
