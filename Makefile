@@ -10,7 +10,7 @@ DEMO_OUT ?= out/demo
 TRITON_VENV ?= .venv-triton
 TRITON_STAMP := $(TRITON_VENV)/.installed-$(shell sha1sum deploy/local/triton/requirements.txt | cut -c1-12)
 
-.PHONY: venv triton-venv prism triton-up triton-down demo test test-unit examples schemas benchmarks clean
+.PHONY: venv triton-venv prism triton-up triton-down demo test test-unit lint format docs examples schemas benchmarks clean
 
 venv: $(STAMP)
 
@@ -50,8 +50,21 @@ demo: venv
 	$(BIN)/productlens backfill --input 'examples/*events.jsonl' --output $(DEMO_OUT) --image-base-dir examples
 	@echo "predictions: $(DEMO_OUT)/predictions.jsonl"
 
-test: venv triton-venv prism
+# Lint first: a lint or format error fails the suite before any test runs.
+test: venv triton-venv prism lint
 	$(BIN)/python -m pytest -q --durations=15 tests
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: venv
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+docs: venv
+	$(BIN)/python -m transforms.records
+	$(BIN)/python -m transforms.config > docs/CONFIGURATION.md
 
 test-unit: venv
 	$(BIN)/python -m pytest -q tests/unit

@@ -69,9 +69,10 @@ import re
 import string
 import sys
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
@@ -102,31 +103,72 @@ STRUCTURAL = ("a_wrong_level", "b_typo", "c_number", "d_dropped_level", "e_extra
 # (colloquial term, taxonomy leaf name). Written for the benchmark, independently of the
 # corrector's lexicon; the split into in-lexicon / held-out is computed at run time.
 SYNONYM_TABLE: tuple[tuple[str, str], ...] = (
-    ("Tee", "T-Shirts"), ("Tees", "T-Shirts"), ("Jumper", "Sweaters"), ("Pullovers", "Sweaters"),
-    ("Slacks", "Pants"), ("Trainers", "Athletic Shoes"), ("Running Shoes", "Athletic Shoes"),
-    ("Purses", "Handbags"), ("Swimsuits", "One-Piece Swimsuits"), ("Pyjamas", "Pajamas"),
-    ("Rucksacks", "Backpacks"), ("Spectacles", "Eyeglasses"), ("Earphones", "Headphones"),
-    ("Earbuds", "Headphones"), ("Cell Phones", "Mobile & Smart Phones"),
-    ("Smartphones", "Mobile & Smart Phones"), ("TVs", "Televisions"), ("Couch", "Sofas"),
-    ("Couches", "Sofas"), ("Fridge", "Refrigerators"), ("Carpets", "Rugs"),
-    ("Microwave", "Microwave Ovens"), ("Hoover", "Vacuums"),
-    ("Frying Pans", "Skillets & Frying Pans"), ("Prams", "Baby Strollers"),
-    ("Nappies", "Diapers"), ("Soothers", "Pacifiers"), ("Bikes", "Bicycles"),
-    ("Duvets", "Quilts & Comforters"), ("Kettles", "Electric Kettles"),
+    ("Tee", "T-Shirts"),
+    ("Tees", "T-Shirts"),
+    ("Jumper", "Sweaters"),
+    ("Pullovers", "Sweaters"),
+    ("Slacks", "Pants"),
+    ("Trainers", "Athletic Shoes"),
+    ("Running Shoes", "Athletic Shoes"),
+    ("Purses", "Handbags"),
+    ("Swimsuits", "One-Piece Swimsuits"),
+    ("Pyjamas", "Pajamas"),
+    ("Rucksacks", "Backpacks"),
+    ("Spectacles", "Eyeglasses"),
+    ("Earphones", "Headphones"),
+    ("Earbuds", "Headphones"),
+    ("Cell Phones", "Mobile & Smart Phones"),
+    ("Smartphones", "Mobile & Smart Phones"),
+    ("TVs", "Televisions"),
+    ("Couch", "Sofas"),
+    ("Couches", "Sofas"),
+    ("Fridge", "Refrigerators"),
+    ("Carpets", "Rugs"),
+    ("Microwave", "Microwave Ovens"),
+    ("Hoover", "Vacuums"),
+    ("Frying Pans", "Skillets & Frying Pans"),
+    ("Prams", "Baby Strollers"),
+    ("Nappies", "Diapers"),
+    ("Soothers", "Pacifiers"),
+    ("Bikes", "Bicycles"),
+    ("Duvets", "Quilts & Comforters"),
+    ("Kettles", "Electric Kettles"),
     # Likely outside any hand-written lexicon: measures what fuzzy matching alone does.
-    ("Telly", "Televisions"), ("Handsets", "Mobile & Smart Phones"), ("Frocks", "Dresses"),
-    ("Kicks", "Sneakers"), ("Specs", "Eyeglasses"), ("Daypacks", "Backpacks"),
-    ("Chesterfields", "Sofas"), ("Iceboxes", "Refrigerators"), ("Sweats", "Sweatpants"),
-    ("Hairdryers", "Hair Dryers"), ("Laptop Computers", "Laptops"),
-    ("Smartwatches", "Smart Watches"), ("Flash Drives", "USB Flash Drives"),
+    ("Telly", "Televisions"),
+    ("Handsets", "Mobile & Smart Phones"),
+    ("Frocks", "Dresses"),
+    ("Kicks", "Sneakers"),
+    ("Specs", "Eyeglasses"),
+    ("Daypacks", "Backpacks"),
+    ("Chesterfields", "Sofas"),
+    ("Iceboxes", "Refrigerators"),
+    ("Sweats", "Sweatpants"),
+    ("Hairdryers", "Hair Dryers"),
+    ("Laptop Computers", "Laptops"),
+    ("Smartwatches", "Smart Watches"),
+    ("Flash Drives", "USB Flash Drives"),
     ("Cellular Phones", "Mobile & Smart Phones"),
 )
 
 _IRREGULAR_PLURALS = {
-    "men": "man", "women": "woman", "children": "child", "feet": "foot", "teeth": "tooth",
-    "mice": "mouse", "geese": "goose", "knives": "knife", "leaves": "leaf", "wolves": "wolf",
-    "halves": "half", "shelves": "shelf", "loaves": "loaf", "scarves": "scarf",
-    "people": "person", "dice": "die", "lives": "life", "wives": "wife",
+    "men": "man",
+    "women": "woman",
+    "children": "child",
+    "feet": "foot",
+    "teeth": "tooth",
+    "mice": "mouse",
+    "geese": "goose",
+    "knives": "knife",
+    "leaves": "leaf",
+    "wolves": "wolf",
+    "halves": "half",
+    "shelves": "shelf",
+    "loaves": "loaf",
+    "scarves": "scarf",
+    "people": "person",
+    "dice": "die",
+    "lives": "life",
+    "wives": "wife",
 }
 _IRREGULAR_SINGULARS = {v: k for k, v in _IRREGULAR_PLURALS.items()}
 _OES_TAKE_S = {"shoes", "toes", "canoes", "hoes", "oboes", "tiptoes", "horseshoes"}
@@ -191,7 +233,7 @@ def toggle_number(name: str) -> str | None:
         return None
     sing = singular(src)
     new = sing if sing is not None else plural(src)
-    return name[: m.start()] + _match_case(src, new) + name[m.end():]
+    return name[: m.start()] + _match_case(src, new) + name[m.end() :]
 
 
 # -- the noise model ------------------------------------------------------------------------
@@ -212,9 +254,7 @@ class NoiseModel:
         self.inner_by_vertical: dict[str, list[Category]] = {}
         for c in self.inner:
             self.inner_by_vertical.setdefault(c.vertical, []).append(c)
-        self.lineage_names = {
-            c.id: {normalise_key(n) for n in c.path[:-1]} for c in self.cats
-        }
+        self.lineage_names = {c.id: {normalise_key(n) for n in c.path[:-1]} for c in self.cats}
         self.name_list = sorted(self.names)
         self.rejected: dict[str, int] = {k: 0 for k in NOISE_TYPES}
 
@@ -331,7 +371,8 @@ class NoiseModel:
         attempts = 0
         if noise == "f_synonym":
             pairs = [
-                (term, target) for term, target in SYNONYM_TABLE
+                (term, target)
+                for term, target in SYNONYM_TABLE
                 if target in {c.name for c in self.by_name.get(normalise_key(target), [])}
                 and normalise_key(term) not in self.names
             ]
@@ -428,8 +469,14 @@ def _summary(rows: list[dict[str, Any]], with_baseline: bool) -> dict[str, Any]:
 
 
 def evaluate(
-    taxonomy: Taxonomy, cases: Iterable[NoisyCase], corrector: CategoryCorrector, *,
-    baseline: bool = True, warmup: int = 200, seed: int = 0, repeat: int = 3,
+    taxonomy: Taxonomy,
+    cases: Iterable[NoisyCase],
+    corrector: CategoryCorrector,
+    *,
+    baseline: bool = True,
+    warmup: int = 200,
+    seed: int = 0,
+    repeat: int = 3,
 ) -> dict[str, Any]:
     cases = list(cases)
     cats = list(taxonomy.categories.values())
@@ -447,9 +494,16 @@ def evaluate(
         ours_ms = (time.perf_counter_ns() - t0) / 1e6
         got = res.category.id if res.category else None
         row = {
-            "noise": case.noise, "raw": case.raw, "target": case.target_id, "in_lexicon": case.in_lexicon,
-            "ours": got, "ours_method": res.method, "ours_score": res.score,
-            "ours_ok": got == case.target_id, "ours_unresolved": got is None, "ours_ms": ours_ms,
+            "noise": case.noise,
+            "raw": case.raw,
+            "target": case.target_id,
+            "in_lexicon": case.in_lexicon,
+            "ours": got,
+            "ours_method": res.method,
+            "ours_score": res.score,
+            "ours_ok": got == case.target_id,
+            "ours_unresolved": got is None,
+            "ours_ms": ours_ms,
         }
         if baseline:
             t0 = time.perf_counter_ns()
@@ -488,10 +542,9 @@ def evaluate(
         "all_cases": _summary(rows, baseline),
     }
     failures = {
-        k: [
-            {x: r[x] for x in ("raw", "target", "ours", "ours_method", "ours_score")}
-            for r in v if not r["ours_ok"]
-        ][:8]
+        k: [{x: r[x] for x in ("raw", "target", "ours", "ours_method", "ours_score")} for r in v if not r["ours_ok"]][
+            :8
+        ]
         for k, v in groups.items()
     }
     return {"results": results, "overall": overall, "failures": failures}
@@ -519,10 +572,15 @@ def _fmt(v: Any, kind: str) -> str:
 
 def render_table(report: dict[str, Any]) -> str:
     cols = [
-        ("n", "n", "int"), ("ours acc", "ours_accuracy", "pct"), ("base acc", "baseline_accuracy", "pct"),
-        ("ours unres", "ours_unresolved", "pct"), ("ours wrong", "ours_wrong", "pct"),
-        ("ours p50 ms", "ours_p50_ms", "ms"), ("ours p99 ms", "ours_p99_ms", "ms"),
-        ("base p50 ms", "baseline_p50_ms", "ms"), ("base p99 ms", "baseline_p99_ms", "ms"),
+        ("n", "n", "int"),
+        ("ours acc", "ours_accuracy", "pct"),
+        ("base acc", "baseline_accuracy", "pct"),
+        ("ours unres", "ours_unresolved", "pct"),
+        ("ours wrong", "ours_wrong", "pct"),
+        ("ours p50 ms", "ours_p50_ms", "ms"),
+        ("ours p99 ms", "ours_p99_ms", "ms"),
+        ("base p50 ms", "baseline_p50_ms", "ms"),
+        ("base p99 ms", "baseline_p99_ms", "ms"),
     ]
     order = list(NOISE_TYPES)
     order.insert(order.index("f_synonym") + 1, "f_synonym_in_lexicon")
@@ -537,10 +595,14 @@ def render_table(report: dict[str, Any]) -> str:
             body.append([])
             continue
         label, s = line
-        body.append([label] + [str(s.get(key, 0)) if kind == "int" else _fmt(s.get(key), kind) for _, key, kind in cols])
+        body.append(
+            [label] + [str(s.get(key, 0)) if kind == "int" else _fmt(s.get(key), kind) for _, key, kind in cols]
+        )
     widths = [max(len(header[i]), *(len(r[i]) for r in body if r)) for i in range(len(header))]
+
     def fmt_row(r: list[str]) -> str:
         return "  ".join(r[0].ljust(widths[0]) if i == 0 else r[i].rjust(widths[i]) for i in range(len(r)))
+
     rule = "-" * (sum(widths) + 2 * (len(widths) - 1))
     out = [fmt_row(header), rule]
     for r in body:
@@ -561,8 +623,14 @@ def machine_info() -> dict[str, Any]:
 
 
 def run(
-    taxonomy: Taxonomy, *, n: int, seed: int, threshold: float | None = None, baseline: bool = True,
-    taxonomy_path: str | None = None, repeat: int = 3,
+    taxonomy: Taxonomy,
+    *,
+    n: int,
+    seed: int,
+    threshold: float | None = None,
+    baseline: bool = True,
+    taxonomy_path: str | None = None,
+    repeat: int = 3,
 ) -> dict[str, Any]:
     corrector = CategoryCorrector(taxonomy) if threshold is None else CategoryCorrector(taxonomy, threshold)
 
@@ -578,8 +646,12 @@ def run(
     return {
         "benchmark": "category_correction",
         "params": {
-            "n_per_type": n, "seed": seed, "latency_repeat": repeat, "threshold": corrector.threshold,
-            "ambiguity_margin": corrector.ambiguity_margin, "baseline": baseline,
+            "n_per_type": n,
+            "seed": seed,
+            "latency_repeat": repeat,
+            "threshold": corrector.threshold,
+            "ambiguity_margin": corrector.ambiguity_margin,
+            "baseline": baseline,
             "baseline_call": "rapidfuzz.process.extractOne(raw, all_full_paths, scorer=fuzz.WRatio)",
         },
         "taxonomy": {"path": taxonomy_path, "version": taxonomy.version, "categories": len(taxonomy)},
@@ -598,14 +670,24 @@ def run(
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--taxonomy", default=str(DEFAULT_TAXONOMY), help="dist/en taxonomy dir (default: ../shared/taxonomy/shopify-2024-07)")
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--taxonomy",
+        default=str(DEFAULT_TAXONOMY),
+        help="dist/en taxonomy dir (default: ../shared/taxonomy/shopify-2024-07)",
+    )
     ap.add_argument("--n", type=int, default=150, help="cases per noise type (default 150)")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--threshold", type=float, default=None, help="corrector threshold (default: the corrector's)")
-    ap.add_argument("--repeat", type=int, default=3, help="timing passes for our corrector; per-case median (default 3)")
+    ap.add_argument(
+        "--repeat", type=int, default=3, help="timing passes for our corrector; per-case median (default 3)"
+    )
     ap.add_argument("--no-baseline", action="store_true", help="skip the WRatio baseline (it is ~25 ms a call)")
-    ap.add_argument("--json", default=str(DEFAULT_JSON), help=f"output JSON (default {DEFAULT_JSON.relative_to(REPO_ROOT)})")
+    ap.add_argument(
+        "--json", default=str(DEFAULT_JSON), help=f"output JSON (default {DEFAULT_JSON.relative_to(REPO_ROOT)})"
+    )
     args = ap.parse_args(argv)
 
     path = Path(args.taxonomy)
@@ -624,16 +706,29 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
-    report = run(taxonomy, n=args.n, seed=args.seed, threshold=args.threshold,
-                 baseline=not args.no_baseline, taxonomy_path=str(path), repeat=args.repeat)
-    print(f"category correction, taxonomy {taxonomy.version} ({len(taxonomy)} categories), "
-          f"n={args.n}/type, seed={args.seed}, threshold={report['params']['threshold']}")
+    report = run(
+        taxonomy,
+        n=args.n,
+        seed=args.seed,
+        threshold=args.threshold,
+        baseline=not args.no_baseline,
+        taxonomy_path=str(path),
+        repeat=args.repeat,
+    )
+    print(
+        f"category correction, taxonomy {taxonomy.version} ({len(taxonomy)} categories), "
+        f"n={args.n}/type, seed={args.seed}, threshold={report['params']['threshold']}"
+    )
     print(render_table(report))
     m = report["machine"]
-    print(f"latency: ours = per-case median of {args.repeat} passes (first-pass p99 over all cases: "
-          f"{report['overall']['all_cases']['ours_p99_ms_first_pass']:.3f} ms); baseline = one pass")
-    print(f"machine: {m['platform']}, python {m['python']}, {m['cpu_count']} cpus, load avg "
-          f"{m['load_avg_1m']}; generate {report['timing_s']['generate']} s, evaluate {report['timing_s']['evaluate']} s")
+    print(
+        f"latency: ours = per-case median of {args.repeat} passes (first-pass p99 over all cases: "
+        f"{report['overall']['all_cases']['ours_p99_ms_first_pass']:.3f} ms); baseline = one pass"
+    )
+    print(
+        f"machine: {m['platform']}, python {m['python']}, {m['cpu_count']} cpus, load avg "
+        f"{m['load_avg_1m']}; generate {report['timing_s']['generate']} s, evaluate {report['timing_s']['evaluate']} s"
+    )
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))

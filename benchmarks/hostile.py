@@ -69,7 +69,9 @@ def _outcome_text(o: corpus.Outcome) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--per-scenario", action="store_true", help="one job per scenario instead of one per input class")
+    parser.add_argument(
+        "--per-scenario", action="store_true", help="one job per scenario instead of one per input class"
+    )
     parser.add_argument("--only", default=None, help="run only input classes (or scenarios) whose name contains this")
     parser.add_argument("--big-line-mb", type=int, default=40, help="size of the oversized-line case")
     parser.add_argument("--json", default=str(ROOT / "out" / "bench" / "hostile.json"))
@@ -82,9 +84,23 @@ def main() -> None:
             tmp = Path(tmp_dir)
             reference = corpus.Scenario("reference", [])
             job, _, good = _job(reference, tmp / "reference")
-            rows.append(Row("reference", "good products only", "predicted", "predicted", not good, job.returncode, job.seconds, job.peak_rss_mb, not good))
+            rows.append(
+                Row(
+                    "reference",
+                    "good products only",
+                    "predicted",
+                    "predicted",
+                    not good,
+                    job.returncode,
+                    job.seconds,
+                    job.peak_rss_mb,
+                    not good,
+                )
+            )
             for scenario in _scenarios(tmp, internal, hostile, args.big_line_mb):
-                cases = [c for c in scenario.cases if not args.only or args.only in c.name or args.only == scenario.name]
+                cases = [
+                    c for c in scenario.cases if not args.only or args.only in c.name or args.only == scenario.name
+                ]
                 if not cases:
                     continue
                 groups = [cases] if args.per_scenario else [[c] for c in cases]
@@ -96,29 +112,52 @@ def main() -> None:
                     for case in group:
                         o = next((x for x in outcomes if x.case == case.name), None)
                         expected = f"{case.stage}/{'|'.join(sorted(case.error_types))}; {'predicted' if case.predicted else 'not predicted'}"
-                        rows.append(Row(
-                            scenario.name, case.name, _outcome_text(o) if o else "job failed", expected,
-                            bool(o and o.ok and not good and job.returncode == 0), job.returncode,
-                            job.seconds, job.peak_rss_mb, not good,
-                        ))
+                        rows.append(
+                            Row(
+                                scenario.name,
+                                case.name,
+                                _outcome_text(o) if o else "job failed",
+                                expected,
+                                bool(o and o.ok and not good and job.returncode == 0),
+                                job.returncode,
+                                job.seconds,
+                                job.peak_rss_mb,
+                                not good,
+                            )
+                        )
                     # Every scenario's extra files (BOM, CR-only, a good image) ride along.
                     if good:
                         console.print(f"[red]{label}: {good}[/red]")
     finally:
         internal.close()
         hostile.close()
-    table = Table(title="hostile inputs through productlens backfill" + (" (one job per scenario)" if args.per_scenario else " (one job per input class)"))
+    table = Table(
+        title="hostile inputs through productlens backfill"
+        + (" (one job per scenario)" if args.per_scenario else " (one job per input class)")
+    )
     for col in ("scenario", "input class", "outcome", "ok", "exit", "wall s", "peak RSS MB"):
         table.add_column(col, justify="right" if col in ("exit", "wall s", "peak RSS MB") else "left")
     for r in rows:
-        table.add_row(r.scenario, r.input_class, r.outcome, "yes" if r.ok else "[red]NO[/red]", str(r.exit_code), f"{r.wall_s:.1f}", f"{r.peak_rss_mb:.0f}")
+        table.add_row(
+            r.scenario,
+            r.input_class,
+            r.outcome,
+            "yes" if r.ok else "[red]NO[/red]",
+            str(r.exit_code),
+            f"{r.wall_s:.1f}",
+            f"{r.peak_rss_mb:.0f}",
+        )
     out_console = Console(width=170)
     out_console.print(table)
     failed = [r for r in rows if not r.ok]
-    out_console.print(f"{len(rows) - len(failed)} of {len(rows)} rows as expected; internal server connections: {internal.connections}")
+    out_console.print(
+        f"{len(rows) - len(failed)} of {len(rows)} rows as expected; internal server connections: {internal.connections}"
+    )
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"rows": [asdict(r) for r in rows], "internal_connections": internal.connections}, indent=2) + "\n")
+    out.write_text(
+        json.dumps({"rows": [asdict(r) for r in rows], "internal_connections": internal.connections}, indent=2) + "\n"
+    )
     out_console.print(f"JSON: {out}")
     sys.exit(1 if failed or internal.connections else 0)
 

@@ -56,7 +56,7 @@ import sys
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +66,6 @@ sys.path.insert(0, str(ROOT))
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from transforms.records import EventType, Product, ProductEvent, WorkItem, content_hash  # noqa: E402
 from transforms.freshness.refresh import (  # noqa: E402
     EMPTY,
     KnownPrediction,
@@ -76,14 +75,23 @@ from transforms.freshness.refresh import (  # noqa: E402
     on_known,
     on_timer,
 )
+from transforms.records import EventType, Product, ProductEvent, WorkItem, content_hash  # noqa: E402
 
 MODEL, OLD_MODEL, TAXONOMY = "m2", "m1", "2024-07"
-T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
 DURATION_S = 6 * 3600
 S = 1_000_000
 ADJ = "red blue green black linen cotton wool silk leather vintage classic slim oversized organic".split()
 NOUN = "dress shirt jeans jacket scarf boots sneakers hat bag belt sweater skirt coat socks gloves".split()
-SLOTS = [("price", 0.76), ("edit", 0.08), ("burst", 0.04), ("new", 0.05), ("delete", 0.03), ("force", 0.02), ("repredict", 0.02)]
+SLOTS = [
+    ("price", 0.76),
+    ("edit", 0.08),
+    ("burst", 0.04),
+    ("new", 0.05),
+    ("delete", 0.03),
+    ("force", 0.02),
+    ("repredict", 0.02),
+]
 
 
 @dataclass
@@ -145,7 +153,9 @@ def generate(n_events: int, n_products: int, seed: int) -> tuple[list[Gen], dict
                 title_of[pid] = title
                 live.append(pid)
                 busy_until[pid] = t + 2.0
-                emit(t + rng.uniform(0, 2.0) * (c > 0), "new" if copies == 1 else "new_syndicated", pid, title, "create")
+                emit(
+                    t + rng.uniform(0, 2.0) * (c > 0), "new" if copies == 1 else "new_syndicated", pid, title, "create"
+                )
             continue
         pid = pick()
         if pid is None:
@@ -190,7 +200,9 @@ def to_element(g: Gen) -> WorkItem | ProductEvent:
     return ev if ev.product is None else WorkItem(event=ev, content_hash=content_hash(ev.product))
 
 
-def simulate(events: list[Gen], seeds: dict[str, KnownPrediction], config: RefreshConfig, dedupe_wait_s: float) -> dict[str, Any]:
+def simulate(
+    events: list[Gen], seeds: dict[str, KnownPrediction], config: RefreshConfig, dedupe_wait_s: float
+) -> dict[str, Any]:
     states: dict[str, RefreshState] = defaultdict(lambda: EMPTY)
     for pid, k in seeds.items():
         states[pid] = on_known(EMPTY, k)
@@ -227,7 +239,9 @@ def simulate(events: list[Gen], seeds: dict[str, KnownPrediction], config: Refre
     return {"counts": counts, "emitted": emitted, "calls": calls}
 
 
-def oracle(events: list[Gen], seeds: dict[str, KnownPrediction], emitted: list[tuple[int, str, str]], quiet_s: float) -> list[str]:
+def oracle(
+    events: list[Gen], seeds: dict[str, KnownPrediction], emitted: list[tuple[int, str, str]], quiet_s: float
+) -> list[str]:
     """Brute force over each product's own history; returns the misses."""
     by_product: dict[str, list[Gen]] = defaultdict(list)
     for g in events:
@@ -252,7 +266,9 @@ def oracle(events: list[Gen], seeds: dict[str, KnownPrediction], emitted: list[t
                 ok = since is None and seed is not None and seed == KnownPrediction(h, MODEL, TAXONOMY)
                 ok = ok or any(h2 == h and (since is None or at >= since) for at, h2 in preds if at <= t + q)
                 if not ok:
-                    misses.append(f"{pid}: content after event e{g.seq} at {g.t:.1f}s not predicted by {g.t + quiet_s:.1f}s")
+                    misses.append(
+                        f"{pid}: content after event e{g.seq} at {g.t:.1f}s not predicted by {g.t + quiet_s:.1f}s"
+                    )
             if g.force or g.etype == "repredict":
                 until = min((d for d in deletes if d > t), default=None)
                 j = bisect.bisect_left(preds, (t, ""))
@@ -290,7 +306,9 @@ def main(argv: list[str] | None = None) -> int:
         "debounce": c["debounced"],
         "dedupe": predictions - calls,
     }
-    assert baseline == c["skipped_unchanged"] + c["debounced"] + predictions, "every event is a prediction, a skip or debounced"
+    assert baseline == c["skipped_unchanged"] + c["debounced"] + predictions, (
+        "every event is a prediction, a skip or debounced"
+    )
 
     console = Console(width=120)
     mix = Table(title=f"Event mix ({n} events, {args.products} catalog products, seed {args.seed})")
@@ -302,7 +320,17 @@ def main(argv: list[str] | None = None) -> int:
     dec = Table(title="Refresh decisions (counter 'refresh/<name>')")
     dec.add_column("decision")
     dec.add_column("count", justify="right")
-    for name in ("new", "content_changed", "model_changed", "taxonomy_changed", "forced", "repredict", "skipped_unchanged", "debounced", "deleted"):
+    for name in (
+        "new",
+        "content_changed",
+        "model_changed",
+        "taxonomy_changed",
+        "forced",
+        "repredict",
+        "skipped_unchanged",
+        "debounced",
+        "deleted",
+    ):
         dec.add_row(name, str(c[name]))
     console.print(dec)
     t = Table(title=f"Model calls (quiet period {args.quiet_period:g}s, dedupe wait {args.dedupe_wait:g}s)")
@@ -323,19 +351,30 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({
-            "params": {"events": n, "products": args.products, "seed": args.seed,
-                       "quiet_period_s": args.quiet_period, "dedupe_wait_s": args.dedupe_wait},
-            "event_mix": dict(kinds),
-            "decisions": {k: c[k] for k in sorted(c)},
-            "baseline_calls": baseline,
-            "predictions": predictions,
-            "model_calls": calls,
-            "model_calls_per_event": calls / n,
-            "saved": saved,
-            "oracle": {"pass": not misses, "misses": misses[:100]},
-            "runtime_s": {"generate": generated_s, "simulate": simulated_s},
-        }, indent=2) + "\n")
+        args.json.write_text(
+            json.dumps(
+                {
+                    "params": {
+                        "events": n,
+                        "products": args.products,
+                        "seed": args.seed,
+                        "quiet_period_s": args.quiet_period,
+                        "dedupe_wait_s": args.dedupe_wait,
+                    },
+                    "event_mix": dict(kinds),
+                    "decisions": {k: c[k] for k in sorted(c)},
+                    "baseline_calls": baseline,
+                    "predictions": predictions,
+                    "model_calls": calls,
+                    "model_calls_per_event": calls / n,
+                    "saved": saved,
+                    "oracle": {"pass": not misses, "misses": misses[:100]},
+                    "runtime_s": {"generate": generated_s, "simulate": simulated_s},
+                },
+                indent=2,
+            )
+            + "\n"
+        )
         console.print(f"wrote {args.json}")
     return 1 if misses else 0
 

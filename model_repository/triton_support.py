@@ -7,16 +7,25 @@ importable, and testable, outside Triton.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Sequence
 from types import ModuleType
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, TypeVar
+
+__all__ = [
+    "T",
+    "CHECKED_PARAMETERS",
+    "missing_dependency",
+    "string_parameters",
+    "check_parameters",
+    "triton_error",
+    "flatten_requests",
+]
 
 T = TypeVar("T")
 
 # Parameters that must agree between config.pbtxt and the model itself: the pipeline reads
 # them from the model config and stamps every prediction with them.
 CHECKED_PARAMETERS = ("model_version", "taxonomy_version")
-
-
 
 
 def missing_dependency(model: str, exc: ModuleNotFoundError, hint: str) -> ImportError:
@@ -29,7 +38,9 @@ def string_parameters(model_config: dict[str, Any]) -> dict[str, str]:
     return {k: v.get("string_value", "") for k, v in model_config.get("parameters", {}).items()}
 
 
-def check_parameters(config: dict[str, str], reference: dict[str, str], where: str, reference_name: str, fix: str) -> None:
+def check_parameters(
+    config: dict[str, str], reference: dict[str, str], where: str, reference_name: str, fix: str
+) -> None:
     """Fail the load when config.pbtxt and the model's own `reference` disagree."""
     problems = []
     for key in CHECKED_PARAMETERS:

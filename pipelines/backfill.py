@@ -11,8 +11,8 @@ import glob
 import os
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
@@ -21,8 +21,9 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from pipelines.options import KafkaOptions, PredictOptions, StoreOptions, generated_from, kafka_config, read_settings
 from pipelines.results import counter_totals
 from transforms.bulk.batch import BulkResults, WriteBulkResults
+from transforms.config import BackfillSettings, PredictSettings
+from transforms.freshness.store import ReadPredictionStore, SkipCurrent, StoreSource
 from transforms.io.files import ReadEvents, WriteDeadLetters, WritePredictions
-from transforms.model.triton import TritonModel
 from transforms.io.kafka import ReadConfig, ReadFromKafka, commit_offsets, end_offsets
 from transforms.io.kafka_sink import WritePredictionsToKafka
 from transforms.model.client import (
@@ -30,11 +31,22 @@ from transforms.model.client import (
     ModelClientFactory,
     check_taxonomy_version,
 )
+from transforms.model.triton import TritonModel
 from transforms.predict import PredictConfig, PredictProducts
-from transforms.freshness.store import ReadPredictionStore, SkipCurrent, StoreSource
 from transforms.progress import ReportProgress, register, unregister
-from transforms.config import BackfillSettings, PredictSettings
 from transforms.shared import shared_taxonomy
+
+__all__ = [
+    "BackfillOptions",
+    "KAFKA_PREFIX",
+    "predict_config",
+    "model_factory",
+    "kafka_input",
+    "build_pipeline",
+    "RunSummary",
+    "count_lines",
+    "run",
+]
 
 
 @generated_from(BackfillSettings)
@@ -138,13 +150,19 @@ def build_pipeline(
         target = store_options.bulk_results
         if "skipped" in outputs:  # the refresh trigger's skips
             skips.append(outputs["skipped"])
-        streams = {"events": raw_events, "predictions": predictions, "dead_letters": letters, "deletes": outputs["deletes"]}
+        streams = {
+            "events": raw_events,
+            "predictions": predictions,
+            "dead_letters": letters,
+            "deletes": outputs["deletes"],
+        }
         if skips:
             streams["skipped"] = skips | "AllSkips" >> beam.Flatten()
         _ = (
             streams
             | "BulkResults" >> BulkResults()
-            | "WriteBulkResults" >> WriteBulkResults(target, kafka_config(options) if target.startswith(KAFKA_PREFIX) else None)
+            | "WriteBulkResults"
+            >> WriteBulkResults(target, kafka_config(options) if target.startswith(KAFKA_PREFIX) else None)
         )
     return {"predictions": predictions, "dead_letters": letters, "deletes": outputs["deletes"]}
 
@@ -178,7 +196,11 @@ class RunSummary:
         return self.predicted / self.seconds if self.seconds else 0.0
 
     def as_dict(self) -> dict[str, object]:
-        return {**self.__dict__, "dead_letter_total": self.dead_letter_total, "products_per_s": round(self.products_per_s, 2)}
+        return {
+            **self.__dict__,
+            "dead_letter_total": self.dead_letter_total,
+            "products_per_s": round(self.products_per_s, 2),
+        }
 
 
 def count_lines(pattern: str) -> int | None:
@@ -215,7 +237,9 @@ def run(
         register(run_id, on_progress)
     # A Kafka input's end offsets are fixed now and committed only after every output was
     # written: the pipeline's shuffles (refresh, dedupe) run after the source's bundles end.
-    kafka_read = kafka_input(options, end_offsets(kafka_input(options))) if options.input.startswith(KAFKA_PREFIX) else None
+    kafka_read = (
+        kafka_input(options, end_offsets(kafka_input(options))) if options.input.startswith(KAFKA_PREFIX) else None
+    )
     try:
         pipeline = beam.Pipeline(runner=runner, options=options)
         build_pipeline(pipeline, options, config, run_id, kafka_read)
@@ -247,4 +271,3 @@ def run(
         debounced=counter_totals(result, "refresh").get("debounced", 0),
         dedupe_calls_saved=counter_totals(result, "dedupe").get("calls_saved", 0),
     )
-

@@ -35,11 +35,29 @@ from transforms.config import (
     StreamSettings,
 )
 
+__all__ = [
+    "TAXONOMY",
+    "IMAGE_BASE_DIR",
+    "IMAGE_GCS_BUCKET",
+    "IMAGE_HOST",
+    "BOOTSTRAP_SERVERS",
+    "KAFKA_CONFIG",
+    "BEAM_ARG",
+    "taxonomy_info",
+    "taxonomy_search",
+    "taxonomy_fetch",
+    "backfill",
+    "stream",
+    "repredict",
+    "produce",
+    "consume",
+    "main",
+]
+
 app = typer.Typer(help="productlens: product understanding at scale.", no_args_is_help=True, add_completion=False)
 taxonomy_app = typer.Typer(help="Inspect and fetch Shopify taxonomy versions.", no_args_is_help=True)
 app.add_typer(taxonomy_app, name="taxonomy")
 console = Console(stderr=True)
-
 
 
 def _fail(message: str) -> None:
@@ -66,7 +84,9 @@ KAFKA_CONFIG = option(KafkaSettings, "kafka_config")
 BEAM_ARG = typer.Option([], "--beam-arg", help="extra Beam pipeline flag (repeatable)")
 
 
-def _image_values(base_dir: str | None, buckets: list[str] | None, hosts: list[str] | None, allow_private: bool) -> dict[str, Any]:
+def _image_values(
+    base_dir: str | None, buckets: list[str] | None, hosts: list[str] | None, allow_private: bool
+) -> dict[str, Any]:
     """The image settings by pipeline-option name (PredictSettings)."""
     if base_dir and not Path(base_dir).is_dir():
         _fail(f"--image-base-dir {base_dir} is not a directory")
@@ -257,7 +277,9 @@ def _print_summary(summary: object) -> None:
     if summary.output.startswith("kafka:"):
         console.print(f"predictions and tombstones in topic {summary.output[6:]}, dead letters in the DLQ topic")
     else:
-        console.print(f"outputs in {summary.output}: predictions.jsonl, predictions.parquet, dead_letters.jsonl, summary.json")
+        console.print(
+            f"outputs in {summary.output}: predictions.jsonl, predictions.parquet, dead_letters.jsonl, summary.json"
+        )
 
 
 @app.command()
@@ -310,7 +332,9 @@ def stream(
         options = build_options(PipelineOptions, values, beam_arg)
     except ValueError as exc:
         _fail(str(exc))
-    console.print(f"streaming {events_topic} -> {predictions_topic} (dead letters: {dlq_topic}) on {runner}; Ctrl-C stops")
+    console.print(
+        f"streaming {events_topic} -> {predictions_topic} (dead letters: {dlq_topic}) on {runner}; Ctrl-C stops"
+    )
     try:
         run_stream(options)
     except FileNotFoundError as exc:
@@ -365,7 +389,9 @@ def repredict(
     except ValueError as exc:
         _fail(str(exc))
     try:
-        with console.status("joining the catalog with the prediction store" + ("" if dry_run else " and re-predicting")):
+        with console.status(
+            "joining the catalog with the prediction store" + ("" if dry_run else " and re-predicting")
+        ):
             summary = run_repredict(options)
     except (TaxonomyError, TaxonomyVersionMismatch, ModelConfigError, FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
@@ -373,10 +399,14 @@ def repredict(
         _pipeline_failed(exc)
     Console().print(summary_table(summary))
     if summary.dry_run:
-        console.print("dry run: no model was called. Extract calls depend on the category classify finds; "
-                      "the estimate applies the share of stale products whose stored category has attributes.")
+        console.print(
+            "dry run: no model was called. Extract calls depend on the category classify finds; "
+            "the estimate applies the share of stale products whose stored category has attributes."
+        )
     if output and not output.startswith("kafka:"):
-        console.print(f"summary.json{' and stale.jsonl' if dry_run else ', predictions.jsonl, predictions.parquet, dead_letters.jsonl'} in {output}")
+        console.print(
+            f"summary.json{' and stale.jsonl' if dry_run else ', predictions.jsonl, predictions.parquet, dead_letters.jsonl'} in {output}"
+        )
 
 
 @app.command()

@@ -16,10 +16,11 @@ import os
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any
 
 import apache_beam as beam
 import typer
@@ -30,8 +31,8 @@ from pipelines.backfill import model_factory, predict_config
 from pipelines.cli_options import option
 from pipelines.options import PredictOptions, build_options, generated_from
 from pipelines.results import counter_totals
-from transforms.config import EvaluateSettings, PredictSettings
 from taxonomy.mapping import CategoryMapping, load_mapping
+from transforms.config import EvaluateSettings, PredictSettings
 from transforms.evaluation.metrics import (
     INVALID,
     EvaluatePredictions,
@@ -42,6 +43,7 @@ from transforms.evaluation.metrics import (
     golden_event,
     parse_golden,
 )
+from transforms.evaluation.report import render_report
 from transforms.io.files import (
     WriteDeadLetters,
     WritePredictions,
@@ -52,8 +54,24 @@ from transforms.model.client import ModelClientFactory
 from transforms.predict import PredictConfig, PredictProducts
 from transforms.progress import ReportProgress, register, unregister
 from transforms.records import Prediction
-from transforms.evaluation.report import render_report
 from transforms.shared import shared_taxonomy
+
+__all__ = [
+    "METRICS_FILE",
+    "REPORT_FILE",
+    "EvaluateOptions",
+    "EvaluationInputError",
+    "check_golden_file",
+    "check_predictions_file",
+    "build_pipeline",
+    "EvaluationResult",
+    "run",
+    "evaluation_values",
+    "evaluation_options",
+    "evaluation_flags",
+    "print_summary",
+    "evaluate_command",
+]
 
 METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.html"
@@ -75,6 +93,7 @@ class EvaluationInputError(ValueError):
 
 
 # -- input checks (before any work) ------------------------------------------------------------
+
 
 def _local(path: str) -> bool:
     return "://" not in path
@@ -155,6 +174,7 @@ def check_predictions_file(path: str) -> dict[str, Counter]:
 
 # -- the pipeline ----------------------------------------------------------------------------------
 
+
 def build_pipeline(
     pipeline: beam.Pipeline,
     options: PipelineOptions,
@@ -200,9 +220,11 @@ def build_pipeline(
         letters | "WriteDeadLetters" >> WriteDeadLetters(e.out)
         outputs["dead_letters"] = letters
     all_notes = tuple(notes) | "AllNotes" >> beam.Flatten()
-    evaluated = {"golden": golden.golden, "predictions": predictions, "notes": all_notes} | "Evaluate" >> EvaluatePredictions(
-        taxonomy_path, mapping, e.top_n
-    )
+    evaluated = {
+        "golden": golden.golden,
+        "predictions": predictions,
+        "notes": all_notes,
+    } | "Evaluate" >> EvaluatePredictions(taxonomy_path, mapping, e.top_n)
     if e.predictions:
         _ = evaluated["scores"] | "ProgressScores" >> beam.ParDo(ReportProgress(run_id))
     _ = (
@@ -214,6 +236,7 @@ def build_pipeline(
 
 
 # -- running it --------------------------------------------------------------------------------
+
 
 @dataclass
 class EvaluationResult:
@@ -301,7 +324,7 @@ def run(
         "prediction_taxonomy_versions": dict(versions.get("taxonomy_version", {})) or None,
         "images": (not e.no_images) if config else None,
         "triton_url": predict.triton_url if config else None,
-        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     if config is not None:
         metrics["latency"] = {
@@ -399,6 +422,7 @@ def evaluation_flags(golden: str, out: str, *, extra: list[str] | None = None, *
 
 # -- the `productlens evaluate` command ----------------------------------------------------------
 
+
 def _pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.1f}%"
 
@@ -412,7 +436,9 @@ def print_summary(metrics: dict[str, Any], console: Any) -> None:
     from rich.table import Table
 
     c, a, run_info = metrics["category"], metrics["attributes"], metrics.get("run", {})
-    title = f"evaluation (model {run_info.get('model_version') or '?'}, taxonomy {run_info.get('taxonomy_version') or '?'})"
+    title = (
+        f"evaluation (model {run_info.get('model_version') or '?'}, taxonomy {run_info.get('taxonomy_version') or '?'})"
+    )
     head = Table(title=title)
     head.add_column("metric")
     head.add_column("value", justify="right")
@@ -445,9 +471,15 @@ def print_summary(metrics: dict[str, Any], console: Any) -> None:
         for name, g in groups.items():
             gc = g["category"]
             t.add_row(
-                name, str(g["n"]), _num(gc["accuracy"]), _num(gc["hierarchical_precision"]),
-                _num(gc["hierarchical_recall"]), _num(gc["hierarchical_f1"]), _num(g["attributes"]["micro_f1"]),
-                _pct(g["correction_rate"]), _pct(g["unresolved_rate"]),
+                name,
+                str(g["n"]),
+                _num(gc["accuracy"]),
+                _num(gc["hierarchical_precision"]),
+                _num(gc["hierarchical_recall"]),
+                _num(gc["hierarchical_f1"]),
+                _num(g["attributes"]["micro_f1"]),
+                _pct(g["correction_rate"]),
+                _pct(g["unresolved_rate"]),
             )
         console.print(t)
 
@@ -455,12 +487,12 @@ def print_summary(metrics: dict[str, Any], console: Any) -> None:
 def evaluate_command(
     golden: str = option(EvaluateSettings, "golden", default=...),
     out: str = option(EvaluateSettings, "out", default=...),
-    taxonomy: Optional[str] = option(PredictSettings, "taxonomy"),
-    triton_url: Optional[str] = option(PredictSettings, "triton_url"),
+    taxonomy: str | None = option(PredictSettings, "taxonomy"),
+    triton_url: str | None = option(PredictSettings, "triton_url"),
     model_name: str = option(PredictSettings, "model_name"),
-    predictions: Optional[str] = option(EvaluateSettings, "predictions"),
-    mapping: Optional[str] = option(EvaluateSettings, "mapping"),
-    limit: Optional[int] = option(EvaluateSettings, "limit"),
+    predictions: str | None = option(EvaluateSettings, "predictions"),
+    mapping: str | None = option(EvaluateSettings, "mapping"),
+    limit: int | None = option(EvaluateSettings, "limit"),
     images: bool = option(EvaluateSettings, "no_images", negate=True),
     top_n: int = option(EvaluateSettings, "top_n"),
     batch_max: int = option(PredictSettings, "batch_max"),
@@ -477,9 +509,9 @@ def evaluate_command(
     )
 
     from taxonomy.loader import TaxonomyError
-    from transforms.model.triton import ModelConfigError
     from transforms.model.client import TaxonomyVersionMismatch
     from transforms.model.retry import RetriesExhausted
+    from transforms.model.triton import ModelConfigError
 
     err = Console(stderr=True)
 
@@ -491,9 +523,18 @@ def evaluate_command(
         fail(f"mapping file {mapping} does not exist")
     try:
         options = evaluation_options(
-            golden, out, taxonomy=taxonomy, predictions=predictions, mapping=mapping, limit=limit,
-            triton_url=triton_url, model_name=model_name, images=images, batch_max=batch_max,
-            max_in_flight=max_in_flight, top_n=top_n,
+            golden,
+            out,
+            taxonomy=taxonomy,
+            predictions=predictions,
+            mapping=mapping,
+            limit=limit,
+            triton_url=triton_url,
+            model_name=model_name,
+            images=images,
+            batch_max=batch_max,
+            max_in_flight=max_in_flight,
+            top_n=top_n,
         )
     except ValueError as exc:
         fail(str(exc))

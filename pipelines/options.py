@@ -50,7 +50,7 @@ __all__ = [
     "read_settings",
 ]
 
-O = TypeVar("O", bound=PipelineOptions)
+OptionsT = TypeVar("OptionsT", bound=PipelineOptions)
 S = TypeVar("S", bound=BaseModel)
 
 
@@ -85,11 +85,11 @@ def add_arguments(parser: argparse.ArgumentParser, model: type[BaseModel]) -> No
         parser.add_argument(f"--{name}", **kwargs)
 
 
-def generated_from(model: type[BaseModel]) -> Callable[[type[O]], type[O]]:
+def generated_from(model: type[BaseModel]) -> Callable[[type[OptionsT]], type[OptionsT]]:
     """Class decorator: the options class's `_add_argparse_args` declares `model`'s fields."""
 
-    def decorate(cls: type[O]) -> type[O]:
-        def _add_argparse_args(_cls: type[O], parser: argparse.ArgumentParser) -> None:
+    def decorate(cls: type[OptionsT]) -> type[OptionsT]:
+        def _add_argparse_args(_cls: type[OptionsT], parser: argparse.ArgumentParser) -> None:
             add_arguments(parser, model)
 
         # Beam calls `_add_argparse_args` of each class that has it in its own __dict__.
@@ -126,7 +126,7 @@ def read_settings(options: PipelineOptions, options_class: type[PipelineOptions]
         raise ValueError(settings_error(exc, model)) from None
 
 
-def build_options(options_class: type[O], values: Mapping[str, Any], beam_args: Sequence[str] = ()) -> O:
+def build_options(options_class: type[OptionsT], values: Mapping[str, Any], beam_args: Sequence[str] = ()) -> OptionsT:
     """Options from settings given by pipeline-flag name, with `PipelineOptions.from_dictionary`.
 
     The values are validated against the option groups first: a bad one is a ValueError

@@ -43,10 +43,6 @@ from pipelines.results import counter_totals
 from transforms.config import RepredictSettings
 from transforms.dead_letters import DEAD_LETTER, dead_letter, guard_stage
 from transforms.decode import DecodeError, parse_event_object
-from transforms.io.files import OversizedLine, ReadEvents, WriteDeadLetters, WritePredictions
-from transforms.io.kafka_sink import WritePredictionsToKafka
-from transforms.model.client import ModelClientFactory
-from transforms.predict import PredictConfig, PredictProducts
 from transforms.freshness.staleness import batch_name, staleness
 from transforms.freshness.store import (
     MISSING,
@@ -55,6 +51,10 @@ from transforms.freshness.store import (
     StoreEntry,
     StoreSource,
 )
+from transforms.io.files import OversizedLine, ReadEvents, WriteDeadLetters, WritePredictions
+from transforms.io.kafka_sink import WritePredictionsToKafka
+from transforms.model.client import ModelClientFactory
+from transforms.predict import PredictConfig, PredictProducts
 from transforms.records import (
     EventType,
     Product,
@@ -94,7 +94,9 @@ def catalog_row(element: bytes | str | dict[str, Any]) -> CatalogRow:
     if "type" in data and "event_id" in data:
         event = ProductEvent.model_validate(data)
         if event.type is EventType.DELETE or event.product is None:
-            return CatalogRow(event.product_id, event.shop_id, {}, "", event.occurred_at.timestamp(), True, event.event_id)
+            return CatalogRow(
+                event.product_id, event.shop_id, {}, "", event.occurred_at.timestamp(), True, event.event_id
+            )
         product = event.product
         return CatalogRow(
             event.product_id,
@@ -109,7 +111,9 @@ def catalog_row(element: bytes | str | dict[str, Any]) -> CatalogRow:
     if "product_id" not in data or "shop_id" not in data:
         raise ValueError("a product row needs product_id and shop_id")
     product = Product.model_validate(rest.get("product", rest))
-    return CatalogRow(str(data["product_id"]), str(data["shop_id"]), product.model_dump(mode="json"), content_hash(product))
+    return CatalogRow(
+        str(data["product_id"]), str(data["shop_id"]), product.model_dump(mode="json"), content_hash(product)
+    )
 
 
 def repredict_event(row: CatalogRow, model_version: str, taxonomy_version: str, occurred_at: str) -> dict[str, Any]:
@@ -142,7 +146,12 @@ class _ParseCatalog(beam.DoFn):
     @guard_stage(CATALOG_STAGE)
     def process(self, element: Any) -> Iterator[Any]:
         if isinstance(element, OversizedLine):
-            yield dead_letter(CATALOG_STAGE, "EventTooLarge", f"{element.path} line {element.line_number} is {element.size} bytes, over the limit", element.head)
+            yield dead_letter(
+                CATALOG_STAGE,
+                "EventTooLarge",
+                f"{element.path} line {element.line_number} is {element.size} bytes, over the limit",
+                element.head,
+            )
             return
         try:
             row = catalog_row(element)
@@ -260,8 +269,13 @@ def build_pipeline(
     to_dir = bool(target) and not target.startswith(KAFKA_PREFIX)
     if config.dry_run:
         if to_dir:
-            _ = stale | "StaleJson" >> beam.Map(_stale_line) | "WriteStale" >> beam.io.WriteToText(
-                os.path.join(target, "stale"), file_name_suffix=".jsonl", num_shards=1, shard_name_template=""
+            _ = (
+                stale
+                | "StaleJson" >> beam.Map(_stale_line)
+                | "WriteStale"
+                >> beam.io.WriteToText(
+                    os.path.join(target, "stale"), file_name_suffix=".jsonl", num_shards=1, shard_name_template=""
+                )
             )
         return out
     assert predict is not None and target
@@ -380,7 +394,9 @@ def run(options: RepredictOptions, model: ModelClientFactory | None = None) -> R
     o = options.view_as(RepredictOptions)
     store_spec = options.view_as(StoreOptions).prediction_store
     if not o.catalog or not store_spec:
-        raise ValueError("repredict needs --catalog (snapshot of the catalog) and --prediction_store (snapshot or kafka:TOPIC)")
+        raise ValueError(
+            "repredict needs --catalog (snapshot of the catalog) and --prediction_store (snapshot or kafka:TOPIC)"
+        )
     if not o.repredict_dry_run and not o.repredict_output:
         raise ValueError("repredict needs --output (directory or kafka:TOPIC) unless --dry-run")
     # Local image files only under --image_base_dir (the catalog is merchant data).

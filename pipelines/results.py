@@ -6,6 +6,10 @@ from typing import Any
 
 from apache_beam.metrics.metric import MetricsFilter
 
+__all__ = [
+    "counter_totals",
+]
+
 
 def counter_totals(result: Any, namespace: str, name: str | None = None) -> dict[str, int]:
     """Committed counter values of one namespace, summed over steps, by counter name."""

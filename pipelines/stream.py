@@ -25,11 +25,19 @@ from apache_beam.options.pipeline_options import PipelineOptions, PrismRunnerOpt
 from pipelines.backfill import model_factory, predict_config
 from pipelines.options import KafkaOptions, generated_from, kafka_config, read_settings
 from transforms.bulk.batch import WriteBulkResults
-from transforms.config import StreamSettings
 from transforms.bulk.stream import StreamingBulkResults
+from transforms.config import StreamSettings
 from transforms.io.kafka import ReadConfig, ReadFromKafka
 from transforms.io.kafka_sink import WritePredictionsToKafka
 from transforms.predict import PredictConfig, PredictProducts
+
+__all__ = [
+    "REPO_ROOT",
+    "StreamOptions",
+    "build_pipeline",
+    "prism_binary",
+    "run",
+]
 
 log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -60,7 +68,9 @@ def build_pipeline(pipeline: beam.Pipeline, options: PipelineOptions, config: Pr
 def prism_binary() -> str | None:
     """The Prism runner built by deploy/local/prism/prism.sh, or one on PATH."""
     version = beam.version.__version__
-    candidate = os.environ.get("PRISM_LOCATION") or str(REPO_ROOT / ".cache" / "prism" / f"v{version}" / "bin" / "prism")
+    candidate = os.environ.get("PRISM_LOCATION") or str(
+        REPO_ROOT / ".cache" / "prism" / f"v{version}" / "bin" / "prism"
+    )
     if os.path.isfile(candidate):
         return candidate
     return shutil.which("prism")

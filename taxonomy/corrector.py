@@ -28,14 +28,36 @@ one or two rapidfuzz scans over ~10k short strings: p99 is under 1 ms on the ful
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Iterable, Literal, Mapping
+from typing import Literal
 
 import numpy as np
 from rapidfuzz import fuzz, process
 from rapidfuzz.distance import OSA
 
 from taxonomy.model import Category, Taxonomy, normalise_key
+
+__all__ = [
+    "GID_PREFIX",
+    "DEFAULT_SYNONYMS",
+    "LEAF_WEIGHT",
+    "SYNONYM_SIMILARITY",
+    "STEM_EQUAL_SIMILARITY",
+    "SEGMENT_FLOOR",
+    "SUBSET_BASE",
+    "SUBSET_SPAN",
+    "MAX_SUBSET_POSTINGS",
+    "BARE_LEAF_PENALTY",
+    "ANCHORED_LEAF_CUTOFF",
+    "CONFIDENT_LEAF_SIMILARITY",
+    "UNIQUE_LEAF_BASE",
+    "plain_key",
+    "stem_key",
+    "split_path",
+    "CategoryCorrection",
+    "CategoryCorrector",
+]
 
 Method = Literal["exact_path", "unique_leaf", "fuzzy", "unresolved"]
 
@@ -368,7 +390,9 @@ class CategoryCorrector:
         leaf_sim: dict[int, float] = {}
         spelled = False  # True when candidates come from spelling similarity, not a key
         for i in self._by_stem.get(leaf, ()):
-            leaf_sim[i] = 1.0 if normalise_key(self._cats[i].name) == normalise_key(segments[-1]) else STEM_EQUAL_SIMILARITY
+            leaf_sim[i] = (
+                1.0 if normalise_key(self._cats[i].name) == normalise_key(segments[-1]) else STEM_EQUAL_SIMILARITY
+            )
         for i in self._by_compact.get(compact, ()):
             leaf_sim.setdefault(i, STEM_EQUAL_SIMILARITY)
         for i in self._synonyms.get(leaf, ()) or self._synonyms.get(compact, ()):
@@ -384,16 +408,25 @@ class CategoryCorrector:
                 anchors.sort(key=lambda i: -self._cats[i].level)
                 pool = list(dict.fromkeys(j for a in anchors[:3] for j in self._subtree(a)))
                 if pool:
-                    scores = process.cdist([leaf], [self._stem[i] for i in pool], scorer=fuzz.ratio,
-                                           processor=None, score_cutoff=ANCHORED_LEAF_CUTOFF)[0]
+                    scores = process.cdist(
+                        [leaf],
+                        [self._stem[i] for i in pool],
+                        scorer=fuzz.ratio,
+                        processor=None,
+                        score_cutoff=ANCHORED_LEAF_CUTOFF,
+                    )[0]
                     for k in np.nonzero(scores)[0]:
                         leaf_sim[pool[k]] = self._leaf_similarity(q, pool[k])
             # (3) rapidfuzz over every distinct leaf name, unless (2) already found a close
             # one: the right category may sit under a segment the model got wrong.
             if not leaf_sim or max(leaf_sim.values()) < CONFIDENT_LEAF_SIMILARITY:
                 for key, _, _ in process.extract(
-                    leaf, self._leaf_keys, scorer=fuzz.ratio, processor=None,
-                    limit=self.candidate_limit, score_cutoff=self.leaf_cutoff,
+                    leaf,
+                    self._leaf_keys,
+                    scorer=fuzz.ratio,
+                    processor=None,
+                    limit=self.candidate_limit,
+                    score_cutoff=self.leaf_cutoff,
                 ):
                     for i in self._by_stem[key]:
                         leaf_sim.setdefault(i, self._leaf_similarity(q, i))
@@ -456,8 +489,9 @@ class CategoryCorrector:
         return self._decide(raw, hits)
 
     def _full_path_hits(self, query: str) -> dict[int, float]:
-        hits = process.extract(query, self._full_stem, scorer=fuzz.ratio, processor=None,
-                               limit=3, score_cutoff=self.threshold * 100)
+        hits = process.extract(
+            query, self._full_stem, scorer=fuzz.ratio, processor=None, limit=3, score_cutoff=self.threshold * 100
+        )
         return {i: sc / 100.0 for _, sc, i in hits}
 
     def _token_subset_candidates(self, leaf: str) -> dict[int, float]:
@@ -514,8 +548,12 @@ class CategoryCorrector:
             return {i: 0.0 for i in cands}
         col = {a: k for k, a in enumerate(ancestors)}
         sims = np.zeros((len(parents), len(ancestors) + 1), dtype=np.float32)  # last: padding
-        sims[:, :-1] = process.cdist(parents, [self._stem[a] for a in ancestors], scorer=fuzz.ratio,
-                                     processor=None, dtype=np.float32) / 100.0
+        sims[:, :-1] = (
+            process.cdist(
+                parents, [self._stem[a] for a in ancestors], scorer=fuzz.ratio, processor=None, dtype=np.float32
+            )
+            / 100.0
+        )
         sims[sims < SEGMENT_FLOOR] = 0.0
         depth = max(len(self._anc[i]) for i in cands)
         idx = np.full((len(cands), depth), len(ancestors), dtype=np.intp)

@@ -13,11 +13,19 @@ import shutil
 import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from taxonomy.loader import TaxonomyError, default_cache_dir, load_taxonomy
 from taxonomy.model import Taxonomy
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "DIST_FILES",
+    "FetchError",
+    "release_dir",
+    "fetch_release",
+]
 
 DEFAULT_BASE_URL = "https://raw.githubusercontent.com/Shopify/product-taxonomy/v{version}/dist/en"
 DIST_FILES = ("categories.json", "attributes.json")
@@ -60,7 +68,9 @@ def fetch_release(
                         if on_progress:
                             on_progress(name, total)
             except urllib.error.HTTPError as exc:
-                raise FetchError(f"{url} answered HTTP {exc.code}: is {version!r} a released taxonomy version?") from exc
+                raise FetchError(
+                    f"{url} answered HTTP {exc.code}: is {version!r} a released taxonomy version?"
+                ) from exc
             except (urllib.error.URLError, OSError) as exc:
                 raise FetchError(f"cannot download {url}: {getattr(exc, 'reason', exc)}") from exc
         try:

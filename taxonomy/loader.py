@@ -19,6 +19,15 @@ from typing import Any
 
 from taxonomy.model import Attribute, Category, Taxonomy, Value
 
+__all__ = [
+    "CACHE_FORMAT",
+    "SAMPLE_TAXONOMY_DIR",
+    "TaxonomyError",
+    "default_cache_dir",
+    "load_taxonomy",
+    "parse_taxonomy",
+]
+
 CACHE_FORMAT = 1
 SAMPLE_TAXONOMY_DIR = Path(__file__).parent / "data" / "sample-2024-07"
 
@@ -52,8 +61,7 @@ def _source_files(path: Path) -> list[Path]:
     if combined.is_file():
         return [combined]
     raise TaxonomyError(
-        f"{path} holds neither categories.json + attributes.json nor taxonomy.json "
-        "(Shopify's dist/en shape)"
+        f"{path} holds neither categories.json + attributes.json nor taxonomy.json (Shopify's dist/en shape)"
     )
 
 
@@ -167,11 +175,7 @@ def parse_taxonomy(*documents: dict[str, Any]) -> Taxonomy:
                 children_ids=tuple(ch["id"] for ch in c.get("children", ())),
                 attribute_handles=tuple(handles),
             )
-    missing = {
-        pid for c in categories.values() for pid in c.ancestor_ids if pid not in categories
-    }
+    missing = {pid for c in categories.values() for pid in c.ancestor_ids if pid not in categories}
     if missing:
-        raise TaxonomyError(
-            f"{len(missing)} ancestor ids are not defined as categories (e.g. {sorted(missing)[0]})"
-        )
+        raise TaxonomyError(f"{len(missing)} ancestor ids are not defined as categories (e.g. {sorted(missing)[0]})")
     return Taxonomy(version=str(version), categories=categories, attributes=attributes)

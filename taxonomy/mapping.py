@@ -27,11 +27,20 @@ import io
 import json
 import os
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from taxonomy.model import PATH_SEPARATOR, Category, Taxonomy, normalise_key
+
+__all__ = [
+    "MappingError",
+    "source_key",
+    "CategoryMapping",
+    "build_mapping",
+    "load_mapping",
+]
 
 _SEPARATOR = re.compile(r"\s*(?:>|›|»)\s*")
 _SOURCE_KEYS = ("source", "from", "source_path")
@@ -73,8 +82,10 @@ class CategoryMapping:
 
 def _resolve_target(taxonomy: Taxonomy, target: str) -> Category | None:
     text = " ".join(str(target).split())
-    return taxonomy.get(text) or taxonomy.by_full_name(text) or taxonomy.by_full_name(
-        PATH_SEPARATOR.join(p for p in _SEPARATOR.split(text) if p.strip())
+    return (
+        taxonomy.get(text)
+        or taxonomy.by_full_name(text)
+        or taxonomy.by_full_name(PATH_SEPARATOR.join(p for p in _SEPARATOR.split(text) if p.strip()))
     )
 
 

@@ -9,6 +9,15 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import cached_property
 
+__all__ = [
+    "PATH_SEPARATOR",
+    "normalise_key",
+    "Value",
+    "Attribute",
+    "Category",
+    "Taxonomy",
+]
+
 PATH_SEPARATOR = " > "
 
 
@@ -134,9 +143,7 @@ class Taxonomy:
             "verticals": len(self.verticals),
             "leaves": sum(1 for c in self.categories.values() if c.is_leaf),
             "max_depth": max((c.level for c in self.categories.values()), default=0) + 1,
-            "categories_with_attributes": sum(
-                1 for c in self.categories.values() if c.attribute_handles
-            ),
+            "categories_with_attributes": sum(1 for c in self.categories.values() if c.attribute_handles),
             "attributes": len(self.attributes),
             "values": len(self._values_by_id),
         }

@@ -24,14 +24,29 @@ Order, strongest first (the first rule that matches wins):
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable, Literal
+from typing import Literal
 
 from rapidfuzz import fuzz
-from rapidfuzz.distance import Levenshtein, OSA
+from rapidfuzz.distance import OSA, Levenshtein
 
 from taxonomy.corrector import stem_key
 from taxonomy.model import Attribute, Category, Taxonomy, Value, normalise_key
+
+__all__ = [
+    "SPELLING_VARIANTS",
+    "METAFIELD_KEYS",
+    "STEM_EQUAL_SCORE",
+    "SPELLING_VARIANT_SCORE",
+    "HANDLE_PREFIX_SCORE",
+    "METAOBJECT_PREFIX_SCORE",
+    "slug",
+    "compact_key",
+    "ValueMatch",
+    "ValueNormaliser",
+    "attribute_for",
+]
 
 ValueMethod = Literal["exact", "handle", "fuzzy"]
 
@@ -48,14 +63,34 @@ _MULTI_SPLIT = re.compile(r"\s*[,;|]\s*")
 
 # British/American and common spelling variants, applied word by word to both sides.
 SPELLING_VARIANTS = {
-    "grey": "gray", "colour": "color", "colours": "colors", "multicolour": "multicolor",
-    "multicoloured": "multicolor", "multicolored": "multicolor", "aluminium": "aluminum",
-    "jewellery": "jewelry", "fibre": "fiber", "centre": "center", "metre": "meter",
-    "tyre": "tire", "moustache": "mustache", "pyjamas": "pajamas", "pyjama": "pajama",
-    "armour": "armor", "favour": "favor", "mould": "mold", "plough": "plow",
-    "organise": "organize", "organiser": "organizer", "personalised": "personalized",
-    "customisable": "customizable", "customised": "customized", "odour": "odor",
-    "flavour": "flavor", "harbour": "harbor", "catalogue": "catalog",
+    "grey": "gray",
+    "colour": "color",
+    "colours": "colors",
+    "multicolour": "multicolor",
+    "multicoloured": "multicolor",
+    "multicolored": "multicolor",
+    "aluminium": "aluminum",
+    "jewellery": "jewelry",
+    "fibre": "fiber",
+    "centre": "center",
+    "metre": "meter",
+    "tyre": "tire",
+    "moustache": "mustache",
+    "pyjamas": "pajamas",
+    "pyjama": "pajama",
+    "armour": "armor",
+    "favour": "favor",
+    "mould": "mold",
+    "plough": "plow",
+    "organise": "organize",
+    "organiser": "organizer",
+    "personalised": "personalized",
+    "customisable": "customizable",
+    "customised": "customized",
+    "odour": "odor",
+    "flavour": "flavor",
+    "harbour": "harbor",
+    "catalogue": "catalog",
 }
 
 # Shopify's category-metafield keys that differ from the taxonomy attribute handle
@@ -141,9 +176,7 @@ class ValueNormaliser:
         ix = self._index(attribute)
         return self._exact(ix, raw, text) or self._handle(ix, raw, text) or self._fuzzy(ix, raw, text)
 
-    def normalise_many(
-        self, attribute: Attribute, raws: Iterable[object]
-    ) -> tuple[list[ValueMatch], list[str]]:
+    def normalise_many(self, attribute: Attribute, raws: Iterable[object]) -> tuple[list[ValueMatch], list[str]]:
         """Matched values (first occurrence of each value kept, in order) and the rejects.
 
         A string that is not a value as a whole but lists several ("Red, Navy") is split on
@@ -271,7 +304,7 @@ class ValueNormaliser:
         for p in ix.prefixes:
             for sep in ("__", "--", "-", "_", "."):
                 if rest.startswith(p + sep) and len(rest) > len(p) + len(sep):
-                    rest = rest[len(p) + len(sep):]
+                    rest = rest[len(p) + len(sep) :]
                     break
             else:
                 continue
@@ -292,11 +325,9 @@ class ValueNormaliser:
         if hits:
             hits.sort(key=lambda sv: -len(sv[0]))
             s, v = hits[0]
-            tail = rest[len(s) + 1:]
+            tail = rest[len(s) + 1 :]
             ambiguous = len(hits) > 1 and len(hits[1][0]) == len(s)
-            tail_is_value = any(
-                tail == t or tail.startswith(t + "-") for t in ix.by_suffix if t != s
-            )
+            tail_is_value = any(tail == t or tail.startswith(t + "-") for t in ix.by_suffix if t != s)
             if not ambiguous and not tail_is_value:
                 return self._match(v, raw, text, METAOBJECT_PREFIX_SCORE, "handle")
         return None

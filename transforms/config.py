@@ -93,7 +93,9 @@ class _Model(BaseModel):
         if args:
             names = list(type(self).model_fields)
             if len(args) > len(names):
-                raise TypeError(f"{type(self).__name__} takes at most {len(names)} positional arguments, got {len(args)}")
+                raise TypeError(
+                    f"{type(self).__name__} takes at most {len(names)} positional arguments, got {len(args)}"
+                )
             for name, value in zip(names, args):
                 if name in kwargs:
                     raise TypeError(f"{type(self).__name__} got two values for {name}")
@@ -142,6 +144,7 @@ def cli_help(field: FieldInfo) -> str:
 
 # -- runtime configs ------------------------------------------------------------------------
 
+
 def _bucket_names(buckets: Any) -> Any:
     for b in buckets:
         if not b or "/" in b:
@@ -160,14 +163,18 @@ class EventLimits(_Config):
     # characters, 50 URLs of 2,048). So 2 MiB refuses no realistic product, while one
     # event's parse stays in the tens of milliseconds and a few MB.
     max_event_bytes: int = Field(
-        2 * 1024 * 1024, ge=1,
+        2 * 1024 * 1024,
+        ge=1,
         description="largest event (or JSONL line) in bytes; larger ones are dead letters (EventTooLarge)",
     )
     # A product event is 5 levels deep (event > product > variant_options > option >
     # values); 32 is generous, and far below the ~1,000 where the json module recurses out
     # of stack (the depth is checked before parsing, so the bound keeps that true).
     max_depth: int = Field(
-        32, ge=1, le=512, description="deepest nesting of an event's JSON; deeper ones are dead letters (TooDeeplyNested)"
+        32,
+        ge=1,
+        le=512,
+        description="deepest nesting of an event's JSON; deeper ones are dead letters (TooDeeplyNested)",
     )
 
 
@@ -181,7 +188,9 @@ class ImageConfig(_Config):
         40_000_000, ge=1, description="largest image decoded, in pixels (checked on the header, before decoding)"
     )
     timeout_s: float = Field(
-        5.0, gt=0, allow_inf_nan=False,
+        5.0,
+        gt=0,
+        allow_inf_nan=False,
         description="total deadline per image in seconds (DNS, connect, redirects, headers and body), not per read",
     )
     jpeg_quality: int = Field(85, ge=1, le=95, description="JPEG quality of the image sent to the model")
@@ -197,7 +206,8 @@ class ImageConfig(_Config):
         (), strict=False, description="gs:// bucket images may come from (repeatable); default: none"
     )
     allowed_hosts: tuple[str, ...] = Field(
-        (), strict=False,
+        (),
+        strict=False,
         description="allow-list of image hosts, e.g. cdn.shopify.com or .example-cdn.com (repeatable); "
         "default: any public host",
     )
@@ -216,7 +226,9 @@ class ImageConfig(_Config):
         return _bucket_names(buckets)
 
     def address_policy(self) -> AddressPolicy:
-        return AddressPolicy(allow_private=self.allow_private_addresses, allowed_hosts=self.allowed_hosts, proxy=self.proxy)
+        return AddressPolicy(
+            allow_private=self.allow_private_addresses, allowed_hosts=self.allowed_hosts, proxy=self.proxy
+        )
 
 
 class BatchConfig(_Config):
@@ -260,12 +272,17 @@ class RefreshConfig(_Config):
     """The refresh trigger (transforms/freshness/refresh.py). ``model_version`` /
     ``taxonomy_version``: what the pipeline predicts with now (the model's metadata)."""
 
-    model_version: str = Field(description="the model's version (from its metadata), stamped on predictions",
-                               json_schema_extra={"runtime": True})
-    taxonomy_version: str = Field(description="the taxonomy version (from the model's metadata)",
-                                  json_schema_extra={"runtime": True})
+    model_version: str = Field(
+        description="the model's version (from its metadata), stamped on predictions",
+        json_schema_extra={"runtime": True},
+    )
+    taxonomy_version: str = Field(
+        description="the taxonomy version (from the model's metadata)", json_schema_extra={"runtime": True}
+    )
     quiet_period_s: float = Field(
-        30.0, ge=0, allow_inf_nan=False,
+        30.0,
+        ge=0,
+        allow_inf_nan=False,
         description="seconds without edits that end a burst (one prediction per burst); 0 predicts every edit",
     )
 
@@ -273,7 +290,9 @@ class RefreshConfig(_Config):
     @classmethod
     def _named(cls, value: str, info: Any) -> str:
         if not value.strip():
-            raise ValueError(f"RefreshConfig.{info.field_name} must be a non-empty string (the model's metadata), got {value!r}")
+            raise ValueError(
+                f"RefreshConfig.{info.field_name} must be a non-empty string (the model's metadata), got {value!r}"
+            )
         return value
 
     @property
@@ -285,7 +304,9 @@ class DedupeConfig(_Config):
     """Content dedupe (transforms/freshness/dedupe.py)."""
 
     max_wait_s: float = Field(
-        1.0, ge=0, allow_inf_nan=False,
+        1.0,
+        ge=0,
+        allow_inf_nan=False,
         description="streaming: how long (event time, seconds) equal content waits for its twins; "
         "batch jobs group all of it",
     )
@@ -316,7 +337,9 @@ class PredictConfig(_Config):
     # while the pipeline prepares the next batch.
     max_in_flight: int = Field(4, ge=1, le=256, description="model batches on the wire per step")
     refresh_quiet_s: float | None = Field(
-        None, ge=0, allow_inf_nan=False,
+        None,
+        ge=0,
+        allow_inf_nan=False,
         description="run the refresh trigger (skip unchanged products, one prediction per burst of edits "
         "within this many seconds); default: predict every event",
     )
@@ -337,20 +360,26 @@ class PredictConfig(_Config):
 
 # -- option groups: one per PipelineOptions subclass; field name = pipeline flag ----------------
 
+
 class PredictSettings(_Options):
     """`PredictOptions`: what every predicting pipeline shares (taxonomy, model, images, batching)."""
 
     taxonomy: str | None = _like(PredictConfig, "taxonomy_path", cli=("--taxonomy",))
     triton_url: str | None = Field(
-        None, description="Triton gRPC host:port (e.g. localhost:8001); default: the in-process baseline",
+        None,
+        description="Triton gRPC host:port (e.g. localhost:8001); default: the in-process baseline",
         json_schema_extra=_cli("--triton-url"),
     )
     model_name: str = Field(
-        "product_baseline", min_length=1, description="Triton model that answers the contract",
+        "product_baseline",
+        min_length=1,
+        description="Triton model that answers the contract",
         json_schema_extra=_cli("--model-name"),
     )
     model_timeout_s: float = Field(
-        60.0, gt=0, allow_inf_nan=False,
+        60.0,
+        gt=0,
+        allow_inf_nan=False,
         description="seconds one Triton call may take (a timeout is retried, then dead-lettered)",
     )
     image_max_side: int = _like(ImageConfig, "max_side", cli=("--image-max-side",))
@@ -370,7 +399,8 @@ class PredictSettings(_Options):
     max_in_flight: int = _like(PredictConfig, "max_in_flight", cli=("--max-in-flight",))
     refresh_quiet_s: float | None = _like(PredictConfig, "refresh_quiet_s", cli=("--refresh-quiet-period",))
     dedupe: bool = Field(
-        False, description="content dedupe: one model path per distinct content in flight",
+        False,
+        description="content dedupe: one model path per distinct content in flight",
         json_schema_extra=_cli("--dedupe/--no-dedupe"),
     )
     dedupe_wait_s: float = _like(DedupeConfig, "max_wait_s")
@@ -416,22 +446,29 @@ class KafkaSettings(_Options):
 
     # Beam's own --bootstrap_servers belongs to its Kafka Streams runner, hence the name.
     kafka_bootstrap: str = Field(
-        "127.0.0.1:9092", min_length=1, description="Kafka bootstrap servers (host:port, comma-separated)",
+        "127.0.0.1:9092",
+        min_length=1,
+        description="Kafka bootstrap servers (host:port, comma-separated)",
         json_schema_extra=_cli("--bootstrap-servers"),
     )
     kafka_config: list[str] = Field(
-        [], description="librdkafka key=value, e.g. security.protocol=SASL_SSL (repeatable)",
+        [],
+        description="librdkafka key=value, e.g. security.protocol=SASL_SSL (repeatable)",
         json_schema_extra=_cli("--kafka-config"),
     )
     predictions_topic: str = Field(
-        "product-predictions", min_length=1, description="compacted topic of predictions",
+        "product-predictions",
+        min_length=1,
+        description="compacted topic of predictions",
         json_schema_extra=_cli("--predictions-topic"),
     )
     dlq_topic: str = Field(
         "product-events-dlq", min_length=1, description="dead-letter topic", json_schema_extra=_cli("--dlq-topic")
     )
     group_id: str = Field(
-        "productlens", min_length=1, description="consumer group whose offsets a Kafka read commits",
+        "productlens",
+        min_length=1,
+        description="consumer group whose offsets a Kafka read commits",
         json_schema_extra=_cli("--group-id"),
     )
 
@@ -468,7 +505,8 @@ class BackfillSettings(_Options):
     pipeline, so a required flag would break the others; `backfill.run` checks them."""
 
     input: str | None = Field(
-        None, description="product events: .jsonl (glob ok), .parquet, or kafka:TOPIC (read to its end offsets)",
+        None,
+        description="product events: .jsonl (glob ok), .parquet, or kafka:TOPIC (read to its end offsets)",
         json_schema_extra=_cli("--input"),
     )
     output: str | None = Field(None, description="output directory, or kafka:TOPIC", json_schema_extra=_cli("--output"))
@@ -485,7 +523,9 @@ class StreamSettings(_Options):
     )
     # transforms.io.kafka.ReadConfig.max_bundle_s has the same default (a test checks).
     max_bundle_s: float = Field(
-        2.0, gt=0, allow_inf_nan=False,
+        2.0,
+        gt=0,
+        allow_inf_nan=False,
         description="seconds a source bundle reads before it checkpoints (offset commits; the model "
         "steps' batches and in-flight window drain at its end)",
     )
@@ -496,7 +536,9 @@ class StreamSettings(_Options):
         json_schema_extra=_cli("--bulk-results-topic"),
     )
     bulk_timeout_s: float = Field(
-        3600.0, gt=0, allow_inf_nan=False,
+        3600.0,
+        gt=0,
+        allow_inf_nan=False,
         description="seconds (event time) after a request's first event when its record is written as partial",
         json_schema_extra=_cli("--bulk-timeout"),
     )
@@ -506,14 +548,18 @@ class RepredictSettings(_Options):
     """`RepredictOptions` (not required as flags, for the reason `BackfillSettings` gives)."""
 
     catalog: str | None = Field(
-        None, description="catalog snapshot: .jsonl (glob ok) or .parquet of ProductEvents or product rows",
+        None,
+        description="catalog snapshot: .jsonl (glob ok) or .parquet of ProductEvents or product rows",
         json_schema_extra=_cli("--catalog"),
     )
     repredict_output: str | None = Field(
-        None, description="output directory, or kafka:TOPIC (optional with --dry-run)", json_schema_extra=_cli("--output")
+        None,
+        description="output directory, or kafka:TOPIC (optional with --dry-run)",
+        json_schema_extra=_cli("--output"),
     )
     repredict_dry_run: bool = Field(
-        False, description="only the join: count stale products and the model calls, call no model",
+        False,
+        description="only the join: count stale products and the model calls, call no model",
         json_schema_extra=_cli("--dry-run"),
     )
 
@@ -528,11 +574,13 @@ class EvaluateSettings(_Options):
         None, description="output directory for metrics.json and report.html", json_schema_extra=_cli("--out")
     )
     predictions: str | None = Field(
-        None, description="existing predictions (.jsonl/.parquet) instead of running the model",
+        None,
+        description="existing predictions (.jsonl/.parquet) instead of running the model",
         json_schema_extra=_cli("--predictions"),
     )
     mapping: str | None = Field(
-        None, description="JSON or CSV mapping gold paths of another taxonomy to Shopify paths or ids",
+        None,
+        description="JSON or CSV mapping gold paths of another taxonomy to Shopify paths or ids",
         json_schema_extra=_cli("--mapping"),
     )
     limit: int | None = Field(
@@ -540,19 +588,25 @@ class EvaluateSettings(_Options):
     )
     top_n: int = Field(20, ge=1, description="confusion pairs kept", json_schema_extra=_cli("--top-n"))
     no_images: bool = Field(
-        False, description="send no product images to the model (evaluate on text only)",
-        json_schema_extra={**_cli("--images/--no-images"), "cli_help": "send product images to the model (--no-images: text only)"},
+        False,
+        description="send no product images to the model (evaluate on text only)",
+        json_schema_extra={
+            **_cli("--images/--no-images"),
+            "cli_help": "send product images to the model (--no-images: text only)",
+        },
     )
 
 
 # -- command defaults: what a `productlens` command turns on where the options' default differs --
+
 
 class BackfillCommand(_Options):
     """`productlens backfill`: in a batch job the refresh trigger and dedupe cost no delivery
     guarantee, so they are on unless switched off."""
 
     refresh: bool = Field(
-        True, description="skip unchanged products; one prediction per burst of edits",
+        True,
+        description="skip unchanged products; one prediction per burst of edits",
         json_schema_extra=_cli("--refresh/--no-refresh"),
     )
     quiet_period: float = _like(RefreshConfig, "quiet_period_s", cli=("--quiet-period",))
@@ -566,11 +620,14 @@ class StreamCommand(_Options):
     """`productlens stream`: the refresh trigger and dedupe are opt-in (KEYED_STATE_CAVEAT)."""
 
     group_id: str = Field(
-        "productlens-stream", min_length=1, description="consumer group whose offsets the stream commits",
+        "productlens-stream",
+        min_length=1,
+        description="consumer group whose offsets the stream commits",
         json_schema_extra=_cli("--group-id"),
     )
     runner: str = Field(
-        "PrismRunner", description="Beam runner (PrismRunner locally, DataflowRunner in production)",
+        "PrismRunner",
+        description="Beam runner (PrismRunner locally, DataflowRunner in production)",
         json_schema_extra=_cli("--runner"),
     )
 
@@ -597,7 +654,12 @@ COMMANDS: tuple[tuple[type[_Options], str], ...] = (
     (RepredictCommand, "productlens repredict"),
 )
 RUNTIME_CONFIGS: tuple[type[_Config], ...] = (
-    EventLimits, ImageConfig, BatchConfig, RefreshConfig, DedupeConfig, PredictConfig,
+    EventLimits,
+    ImageConfig,
+    BatchConfig,
+    RefreshConfig,
+    DedupeConfig,
+    PredictConfig,
 )
 
 
@@ -641,6 +703,7 @@ def settings_error(
 
 
 # -- docs -----------------------------------------------------------------------------------------
+
 
 def _bounds(field: FieldInfo) -> str:
     parts = []
@@ -697,9 +760,7 @@ def settings_markdown() -> str:
             if "from" in extra:
                 mirrored[str(extra["from"])] = f"--{name}"
             cli = ", ".join(f"`{c}`" for c in cli_names(field)) or "—"
-            out.append(
-                f"| `--{name}` | {cli} | {_default(field)} | {_bounds(field)} | {_cell(field.description)} |"
-            )
+            out.append(f"| `--{name}` | {cli} | {_default(field)} | {_bounds(field)} | {_cell(field.description)} |")
     out += [
         "",
         "## `productlens` defaults",
@@ -710,7 +771,7 @@ def settings_markdown() -> str:
         "|---|---|---|---|",
     ]
     for model, command in COMMANDS:
-        for name, field in model.model_fields.items():
+        for field in model.model_fields.values():
             cli = ", ".join(f"`{c}`" for c in cli_names(field))
             out.append(f"| `{command}` | {cli} | {_default(field)} | {_cell(field.description)} |")
     out += [

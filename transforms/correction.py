@@ -10,7 +10,8 @@ corrector and normaliser, and turn the core's results into Beam outputs.
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import apache_beam as beam
 

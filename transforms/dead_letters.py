@@ -8,7 +8,8 @@ Beam-free); this module is their Beam side: the tagged output, Beam counters
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -121,4 +122,3 @@ def guard_stage(stage: str) -> Callable[[Callable[..., Any]], Callable[..., Iter
         return guarded
 
     return decorate
-

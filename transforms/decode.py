@@ -14,7 +14,8 @@ here); this module keeps the Beam side: `DecodeEvents`, event times, oversized l
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import apache_beam as beam
 from apache_beam.transforms.window import GlobalWindow
@@ -83,7 +84,9 @@ class DecodeEvents(beam.DoFn):
     # the event time), so nothing here can fail a bundle either.
     @guard_stage(STAGE)
     def process(
-        self, element: bytes | str | dict[str, Any] | OversizedLine | None, timestamp: Timestamp = beam.DoFn.TimestampParam
+        self,
+        element: bytes | str | dict[str, Any] | OversizedLine | None,
+        timestamp: Timestamp = beam.DoFn.TimestampParam,
     ) -> Iterator[Any]:
         if isinstance(element, OversizedLine):
             self.metrics.inc("productlens", "events")

@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import apache_beam as beam
 
@@ -52,7 +53,9 @@ def prediction_record(prediction: Prediction, topic: str) -> OutgoingRecord:
 
 def tombstone_record(event: ProductEvent, topic: str) -> OutgoingRecord:
     """A delete: null value under the product's key, so compaction removes the product."""
-    return OutgoingRecord(topic=topic, key=event.product_id.encode(), value=None, headers=(("event_id", event.event_id.encode()),))
+    return OutgoingRecord(
+        topic=topic, key=event.product_id.encode(), value=None, headers=(("event_id", event.event_id.encode()),)
+    )
 
 
 def dead_letter_record(letter: DeadLetter, topic: str) -> OutgoingRecord:

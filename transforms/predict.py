@@ -11,19 +11,24 @@ Kafka source and sink, so they are opt-in there (see transforms/freshness/dedupe
 
 from __future__ import annotations
 
-
 import apache_beam as beam
 
 from transforms.config import PredictConfig  # noqa: F401 - defined once in transforms/config.py
 from transforms.correction import CorrectCategory, ValidateAttributes
 from transforms.dead_letters import DEAD_LETTER
 from transforms.decode import DELETED, DecodeEvents
-from transforms.freshness.dedupe import DedupeByContent
 from transforms.encode import EncodePrediction
-from transforms.images.prepare import PrepareImages
+from transforms.freshness.dedupe import DedupeByContent
 from transforms.freshness.refresh import SKIPPED, RefreshTrigger
+from transforms.images.prepare import PrepareImages
 from transforms.model.steps import ClassifyStep, ExtractStep
 
+__all__ = [
+    "DEAD_LETTER_PART",
+    "dead_letter_part",
+    "ModelPath",
+    "PredictProducts",
+]
 
 # Outputs "dead_letters:<stage>": each stage's dead letters, unflattened. A sink that
 # writes them one by one stays in the source's fused stage: on Prism a Flatten is a
@@ -46,9 +51,9 @@ class ModelPath(beam.PTransform):
 
     def expand(self, items: beam.PCollection) -> dict[str, beam.PCollection]:  # type: ignore[override]
         c = self.config
-        prepared = items | "PrepareImages" >> beam.ParDo(
-            PrepareImages(c.images, c.image_base_dir)
-        ).with_outputs(DEAD_LETTER, main="items")
+        prepared = items | "PrepareImages" >> beam.ParDo(PrepareImages(c.images, c.image_base_dir)).with_outputs(
+            DEAD_LETTER, main="items"
+        )
         classified = (
             prepared.items
             | "BatchClassify" >> c.batching.transform()
@@ -60,7 +65,10 @@ class ModelPath(beam.PTransform):
         extracted = (
             corrected.items
             | "BatchExtract" >> c.batching.transform()
-            | "Extract" >> beam.ParDo(ExtractStep(c.model, c.taxonomy_path, c.max_in_flight)).with_outputs(DEAD_LETTER, main="items")
+            | "Extract"
+            >> beam.ParDo(ExtractStep(c.model, c.taxonomy_path, c.max_in_flight)).with_outputs(
+                DEAD_LETTER, main="items"
+            )
         )
         validated = extracted.items | "ValidateAttributes" >> beam.ParDo(
             ValidateAttributes(c.taxonomy_path)
@@ -100,10 +108,22 @@ class PredictProducts(beam.PTransform):
             work, deletes, skipped = refreshed["items"], refreshed[DELETED], refreshed[SKIPPED]
         path = ModelPath(c)
         done = work | "Model" >> (DedupeByContent(path, c.dedupe) if c.dedupe is not None else path)
-        encoded = done["items"] | "Encode" >> beam.ParDo(EncodePrediction(c.metadata)).with_outputs(DEAD_LETTER, main="items")
+        encoded = done["items"] | "Encode" >> beam.ParDo(EncodePrediction(c.metadata)).with_outputs(
+            DEAD_LETTER, main="items"
+        )
         predictions = encoded.items
-        dead_letters = (decoded[DEAD_LETTER], done["dead_letters"], encoded[DEAD_LETTER]) | "AllDeadLetters" >> beam.Flatten()
+        dead_letters = (
+            decoded[DEAD_LETTER],
+            done["dead_letters"],
+            encoded[DEAD_LETTER],
+        ) | "AllDeadLetters" >> beam.Flatten()
         parts = {dead_letter_part("decode"): decoded[DEAD_LETTER]}
         parts.update({k: v for k, v in done.items() if k.startswith(DEAD_LETTER_PART)})
         parts[dead_letter_part("encode")] = encoded[DEAD_LETTER]
-        return {"predictions": predictions, "dead_letters": dead_letters, "deletes": deletes, "skipped": skipped, **parts}
+        return {
+            "predictions": predictions,
+            "dead_letters": dead_letters,
+            "deletes": deletes,
+            "skipped": skipped,
+            **parts,
+        }

@@ -9,9 +9,16 @@ empty and the DoFn is a no-op, so it is safe to leave in every pipeline.
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import apache_beam as beam
+
+__all__ = [
+    "register",
+    "unregister",
+    "ReportProgress",
+]
 
 _CALLBACKS: dict[str, Callable[[int], None]] = {}
 _LOCK = threading.Lock()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -23,6 +23,32 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+__all__ = [
+    "MAX_TEXT_CHARS",
+    "MAX_TAGS",
+    "MAX_OPTIONS",
+    "MAX_OPTION_VALUES",
+    "MAX_URL_CHARS",
+    "MAX_IMAGES",
+    "MAX_ID_CHARS",
+    "MAX_TAGS_STRING_CHARS",
+    "EventType",
+    "VariantOption",
+    "Product",
+    "ProductEvent",
+    "PredictedValue",
+    "PredictedAttribute",
+    "PredictedCategory",
+    "PredictionStatus",
+    "Prediction",
+    "DeadLetter",
+    "prediction_id",
+    "content_hash",
+    "SCHEMAS",
+    "export_schemas",
+    "WorkItem",
+]
 
 NonEmpty = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 
@@ -77,6 +103,7 @@ def _at_most(v: Any, limit: int, what: str) -> Any:
     if isinstance(v, (list, tuple)) and len(v) > limit:
         raise ValueError(f"at most {limit:,} {what} allowed, got {len(v):,}")
     return v
+
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
 
@@ -159,7 +186,7 @@ class ProductEvent(BaseModel):
     @field_validator("occurred_at")
     @classmethod
     def _aware(cls, v: datetime) -> datetime:
-        return v if v.tzinfo else v.replace(tzinfo=timezone.utc)
+        return v if v.tzinfo else v.replace(tzinfo=UTC)
 
     @model_validator(mode="after")
     def _needs_product(self) -> ProductEvent:

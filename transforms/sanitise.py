@@ -11,6 +11,10 @@ import re
 
 from model_repository.contract import MarkupText, defuse_markup
 
+__all__ = [
+    "html_to_text",
+]
+
 _ANY_TAG = re.compile(r"<[^<>]*+>?")
 
 
@@ -30,7 +34,5 @@ def html_to_text(markup: str) -> tuple[str, list[str]]:
         parser.removed.add("unparseable markup")
         text = html.unescape(_ANY_TAG.sub(" ", markup))
     lines = [" ".join(line.split()) for line in text.splitlines()]
-    warnings = (
-        [f"description contained {', '.join(sorted(parser.removed))}; removed"] if parser.removed else []
-    )
+    warnings = [f"description contained {', '.join(sorted(parser.removed))}; removed"] if parser.removed else []
     return "\n".join(line for line in lines if line), warnings

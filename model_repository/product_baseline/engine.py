@@ -19,9 +19,9 @@ import json
 import logging
 import os
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -35,6 +35,14 @@ from model_repository.product_baseline.image_features import summarise_image
 from model_repository.product_baseline.text import simplify_description, tokens
 from taxonomy.loader import default_cache_dir, load_taxonomy
 from taxonomy.model import Taxonomy
+
+__all__ = [
+    "MODEL_NAME",
+    "MODEL_VERSION",
+    "RERANK_TOP_K",
+    "LEAF_OVERLAP_WEIGHT",
+    "BaselineModel",
+]
 
 log = logging.getLogger(__name__)
 
@@ -164,8 +172,7 @@ class BaselineModel:
                     {
                         "category": self._paths[int(j)],
                         "confidence": round(float(min(1.0, max(0.0, row[j]))), 4),
-                        "simplified_description": simplify_description(r.product.description)
-                        or r.product.title,
+                        "simplified_description": simplify_description(r.product.description) or r.product.title,
                         "image_description": _describe(img),
                     }
                 ).encode()

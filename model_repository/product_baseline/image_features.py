@@ -12,6 +12,13 @@ from dataclasses import dataclass
 
 from PIL import Image
 
+__all__ = [
+    "NAMED_COLOURS",
+    "ImageSummary",
+    "nearest_colour",
+    "summarise_image",
+]
+
 # Reference RGB points for the colour names in Shopify's `color` attribute.
 NAMED_COLOURS: dict[str, tuple[int, int, int]] = {
     "Black": (20, 20, 20),
@@ -53,9 +60,7 @@ def nearest_colour(rgb: tuple[int, int, int]) -> str:
     r, g, b = rgb
     return min(
         NAMED_COLOURS,
-        key=lambda n: (r - NAMED_COLOURS[n][0]) ** 2
-        + (g - NAMED_COLOURS[n][1]) ** 2
-        + (b - NAMED_COLOURS[n][2]) ** 2,
+        key=lambda n: (r - NAMED_COLOURS[n][0]) ** 2 + (g - NAMED_COLOURS[n][1]) ** 2 + (b - NAMED_COLOURS[n][2]) ** 2,
     )
 
 

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import re
 
+__all__ = [
+    "simplify_description",
+    "tokens",
+]
+
 # Sentences about logistics and policy, not about the product. A merchant description is
 # often half boilerplate; a simplified description should keep only the product.
 _BOILERPLATE = re.compile(

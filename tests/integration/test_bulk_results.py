@@ -20,10 +20,10 @@ from pipelines.backfill import run as run_backfill
 from tests.conftest import EXAMPLES
 from tests.integration.kafka_stack import start_broker
 from transforms.bulk.batch import BulkResults, WriteBulkResults
+from transforms.freshness.store import ReadPredictionStore, SkipCurrent, StoreSource
 from transforms.io.files import ReadEvents
 from transforms.io.kafka import KafkaConfig
 from transforms.predict import PredictProducts
-from transforms.freshness.store import ReadPredictionStore, SkipCurrent, StoreSource
 
 pytestmark = pytest.mark.integration
 
@@ -42,8 +42,16 @@ def _creates(n: int) -> list[dict]:
 def _bulk_events(products: list[dict]) -> list[dict]:
     """A: 3 current (skipped), 1 content edit (predicted), 1 invalid (failed).
     B: 2 current but forced (predicted), 1 delete."""
+
     def ev(base: dict, i: str, bulk: str, **kw: object) -> dict:
-        return {**base, "event_id": f"bulk-{bulk}-{i}", "type": "update", "bulk_request_id": bulk, "occurred_at": "2026-01-05T00:00:00Z", **kw}
+        return {
+            **base,
+            "event_id": f"bulk-{bulk}-{i}",
+            "type": "update",
+            "bulk_request_id": bulk,
+            "occurred_at": "2026-01-05T00:00:00Z",
+            **kw,
+        }
 
     a = [ev(products[i], str(i), "A") for i in range(3)]
     edited = ev(products[3], "3", "A")
@@ -65,7 +73,12 @@ def test_bulk_completion_records_to_file_and_kafka(tmp_path: Path) -> None:
         catalog.write_text("".join(json.dumps(p) + "\n" for p in products))
         (tmp_path / "images").symlink_to(EXAMPLES / "images")
         store_dir = tmp_path / "store"
-        assert run_backfill(BackfillOptions([f"--input={catalog}", f"--output={store_dir}", f"--image_base_dir={EXAMPLES}"])).predicted == 6
+        assert (
+            run_backfill(
+                BackfillOptions([f"--input={catalog}", f"--output={store_dir}", f"--image_base_dir={EXAMPLES}"])
+            ).predicted
+            == 6
+        )
 
         events_path = tmp_path / "bulk.jsonl"
         events_path.write_text("".join(json.dumps(e) + "\n" for e in _bulk_events(products)))
@@ -76,9 +89,14 @@ def test_bulk_completion_records_to_file_and_kafka(tmp_path: Path) -> None:
         with beam.Pipeline(runner=FnApiRunner(), options=options) as p:
             events = p | "Read" >> ReadEvents(str(events_path))
             store = p | "Store" >> ReadPredictionStore(StoreSource.parse(str(store_dir)))
-            filtered = events | "SkipCurrent" >> SkipCurrent(store, config.metadata.model_version, config.metadata.taxonomy_version)
+            filtered = events | "SkipCurrent" >> SkipCurrent(
+                store, config.metadata.model_version, config.metadata.taxonomy_version
+            )
             outputs = filtered["to_predict"] | "Predict" >> PredictProducts(config)
-            skipped = [filtered["skipped"], *([outputs["skipped"]] if "skipped" in outputs else [])] | "AllSkips" >> beam.Flatten()
+            skipped = [
+                filtered["skipped"],
+                *([outputs["skipped"]] if "skipped" in outputs else []),
+            ] | "AllSkips" >> beam.Flatten()
             results = {**outputs, "events": events, "skipped": skipped} | "Bulk" >> BulkResults()
             _ = results | "ToFile" >> WriteBulkResults(str(out_dir))
             _ = results | "ToKafka" >> WriteBulkResults(f"kafka:{topic}", KafkaConfig(broker.bootstrap))
@@ -92,11 +110,17 @@ def test_bulk_completion_records_to_file_and_kafka(tmp_path: Path) -> None:
             assert r.pop("completed_at")
             return r
 
-        from_file = {r["bulk_request_id"]: r for r in map(json.loads, (out_dir / "bulk_results.jsonl").read_text().splitlines())}
-        assert {k: {f: v for f, v in strip(r).items() if f != "bulk_request_id"} for k, r in from_file.items()} == expected
+        from_file = {
+            r["bulk_request_id"]: r for r in map(json.loads, (out_dir / "bulk_results.jsonl").read_text().splitlines())
+        }
+        assert {
+            k: {f: v for f, v in strip(r).items() if f != "bulk_request_id"} for k, r in from_file.items()
+        } == expected
         records = broker.read_all(topic)
         assert len(records) == 2
         from_kafka = {k.decode(): json.loads(v) for k, v, _ in records}
-        assert {k: {f: v for f, v in strip(r).items() if f != "bulk_request_id"} for k, r in from_kafka.items()} == expected
+        assert {
+            k: {f: v for f, v in strip(r).items() if f != "bulk_request_id"} for k, r in from_kafka.items()
+        } == expected
     finally:
         broker.sh("down", check=False)

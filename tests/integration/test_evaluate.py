@@ -79,8 +79,17 @@ def test_metrics_json_has_the_documented_keys_and_sane_values(evaluated: tuple[P
     out, m, _ = evaluated
     assert m["n"] == 2 * PER_STORE
     c, a = m["category"], m["attributes"]
-    for value in (c["accuracy"], c["hierarchical_precision"], c["hierarchical_recall"], c["hierarchical_f1"],
-                  a["micro_precision"], a["micro_recall"], a["micro_f1"], m["correction_rate"], m["unresolved_rate"]):
+    for value in (
+        c["accuracy"],
+        c["hierarchical_precision"],
+        c["hierarchical_recall"],
+        c["hierarchical_f1"],
+        a["micro_precision"],
+        a["micro_recall"],
+        a["micro_f1"],
+        m["correction_rate"],
+        m["unresolved_rate"],
+    ):
         assert _unit(value), value
     hp, hr, hf = c["hierarchical_precision"], c["hierarchical_recall"], c["hierarchical_f1"]
     assert min(hp, hr) <= hf <= max(hp, hr)
@@ -106,16 +115,34 @@ def test_metrics_json_has_the_documented_keys_and_sane_values(evaluated: tuple[P
 
 def test_the_summary_table_is_printed(evaluated: tuple[Path, dict[str, Any], str]) -> None:
     _, _, printed = evaluated
-    for text in ("hierarchical F1", "per store", "StrikerStore/order-status-app", "per vertical", "Apparel & Accessories"):
+    for text in (
+        "hierarchical F1",
+        "per store",
+        "StrikerStore/order-status-app",
+        "per vertical",
+        "Apparel & Accessories",
+    ):
         assert text in printed
 
 
-def test_existing_predictions_give_the_same_quality_metrics(evaluated: tuple[Path, dict[str, Any], str], tmp_path: Path) -> None:
+def test_existing_predictions_give_the_same_quality_metrics(
+    evaluated: tuple[Path, dict[str, Any], str], tmp_path: Path
+) -> None:
     out, m, _ = evaluated
     golden = out.parent / "golden.jsonl"
     again = tmp_path / "again"
-    result = _cli(["--golden", str(golden), "--out", str(again), "--taxonomy", str(SHARED_TAXONOMY),
-                   "--predictions", str(out / "predictions.jsonl")])
+    result = _cli(
+        [
+            "--golden",
+            str(golden),
+            "--out",
+            str(again),
+            "--taxonomy",
+            str(SHARED_TAXONOMY),
+            "--predictions",
+            str(out / "predictions.jsonl"),
+        ]
+    )
     assert result.exit_code == 0, result.output
     m2 = json.loads((again / "metrics.json").read_text())
     for key in ("n", "category", "attributes", "per_store", "unmappable", "correction_rate", "unresolved_rate"):
@@ -146,10 +173,22 @@ class _Dom(HTMLParser):
 
 def _chromium(*args: str, profile: Path) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={profile}", *args],
-        capture_output=True, timeout=120, check=False,
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={profile}",
+            *args,
+        ],
+        capture_output=True,
+        timeout=120,
+        check=False,
     )
 
 

@@ -102,7 +102,9 @@ def emulator(emulator_env: dict[str, str]) -> str:
 def test_gcs_sh_status_and_a_second_up(emulator_env: dict[str, str], emulator: str) -> None:
     status = subprocess.run(check=False, args=[str(GCS_SH), "status"], env=emulator_env, capture_output=True, text=True)
     assert status.returncode == 0, status.stderr
-    again = subprocess.run(check=False, args=[str(GCS_SH), "up"], env=emulator_env, capture_output=True, text=True, timeout=30)
+    again = subprocess.run(
+        check=False, args=[str(GCS_SH), "up"], env=emulator_env, capture_output=True, text=True, timeout=30
+    )
     assert again.returncode == 0 and again.stdout.strip() == f"STORAGE_EMULATOR_HOST={emulator}"
     assert "already up" in again.stderr
 
@@ -209,7 +211,11 @@ def test_backfill_reads_a_gs_snapshot_with_gs_images_and_writes_gs(emulator: str
 
     events = _gs_events()
     out = f"gs://{BUCKET}/backfill/run-1"
-    summary = run(BackfillOptions([f"--input=gs://{BUCKET}/snapshots/events.jsonl", f"--output={out}", f"--image_gcs_bucket={BUCKET}"]))
+    summary = run(
+        BackfillOptions(
+            [f"--input=gs://{BUCKET}/snapshots/events.jsonl", f"--output={out}", f"--image_gcs_bucket={BUCKET}"]
+        )
+    )
 
     assert summary.events == len(events)
     assert summary.deletes == 1 and summary.predicted == len(events) - 1
@@ -221,7 +227,9 @@ def test_backfill_reads_a_gs_snapshot_with_gs_images_and_writes_gs(emulator: str
     ]
     assert not _read("backfill/run-1/dead_letters.jsonl").strip()
     preds = [
-        Prediction.model_validate_json(line) for line in _read("backfill/run-1/predictions.jsonl").splitlines() if line.strip()
+        Prediction.model_validate_json(line)
+        for line in _read("backfill/run-1/predictions.jsonl").splitlines()
+        if line.strip()
     ]
     with_images = {
         json.loads(line)["product_id"] for line in events if (json.loads(line).get("product") or {}).get("image_urls")

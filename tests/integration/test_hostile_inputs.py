@@ -11,9 +11,9 @@ read would cross (the measured figures are benchmarks/hostile.py's job).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import pytest
 
@@ -69,7 +69,10 @@ def test_local_files_outside_the_base_directory_are_refused(servers, tmp_path: P
     scenario = corpus.files_scenario(tmp_path / "files")
     job, outcomes, good = _run(scenario, tmp_path)
     _assert_all(job, outcomes, good)
-    predictions = {json.loads(x)["product_id"]: json.loads(x) for x in (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()}
+    predictions = {
+        json.loads(x)["product_id"]: json.loads(x)
+        for x in (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()
+    }
     assert predictions["good-local-image"]["image_description"], "the image inside the base directory was used"
     messages = (tmp_path / "out" / "dead_letters.jsonl").read_text()
     assert "root:" not in messages, "a local file's content leaked into a dead letter"
@@ -88,7 +91,9 @@ def test_oversized_deep_and_malformed_payloads_are_decode_dead_letters(tmp_path:
 
 
 def test_a_glob_matching_nothing_is_a_usage_error(tmp_path: Path) -> None:
-    job = corpus.run_cli(["backfill", "--input", str(tmp_path / "nothing-*.jsonl"), "--output", str(tmp_path / "out")], timeout_s=120)
+    job = corpus.run_cli(
+        ["backfill", "--input", str(tmp_path / "nothing-*.jsonl"), "--output", str(tmp_path / "out")], timeout_s=120
+    )
     assert job.returncode == 2
     assert "no input file matches" in job.stderr and "Traceback" not in job.stderr
 
@@ -98,7 +103,7 @@ class HostileModel:
     """A model whose answers are hostile: deep nesting, markup, control characters,
     26 KB and 20 MB of text, 10,000 attributes. Picklable, like a real factory."""
 
-    def __call__(self) -> "HostileModel":
+    def __call__(self) -> HostileModel:
         return self
 
     def metadata(self):  # type: ignore[no-untyped-def]
@@ -123,12 +128,16 @@ class HostileModel:
             elif "huge" in title:
                 out.append(json.dumps({"category": "Dresses", "image_description": "x" * (20 * 1024 * 1024)}).encode())
             else:
-                out.append(json.dumps({
-                    "category": "Apparel & Accessories > Clothing > Dresses",
-                    "confidence": 0.9,
-                    "simplified_description": "<script>alert(1)</script><b>Nice</b> dress\x1b[31m\u202e",
-                    "image_description": "A red dress. " * 2000,
-                }).encode())
+                out.append(
+                    json.dumps(
+                        {
+                            "category": "Apparel & Accessories > Clothing > Dresses",
+                            "confidence": 0.9,
+                            "simplified_description": "<script>alert(1)</script><b>Nice</b> dress\x1b[31m\u202e",
+                            "image_description": "A red dress. " * 2000,
+                        }
+                    ).encode()
+                )
         return out
 
     def close(self) -> None:
@@ -146,9 +155,17 @@ def test_model_output_is_untrusted(tmp_path: Path) -> None:
         corpus.event("m-huge", title="huge answer"),
     ]
     (tmp_path / "events.jsonl").write_bytes(b"\n".join(lines) + b"\n")
-    summary = run(BackfillOptions([f"--input={tmp_path / 'events.jsonl'}", f"--output={tmp_path / 'out'}"]), model=HostileModel())
-    predictions = {json.loads(x)["product_id"]: json.loads(x) for x in (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()}
-    letters = {json.loads(x)["product_id"]: json.loads(x) for x in (tmp_path / "out" / "dead_letters.jsonl").read_text().splitlines()}
+    summary = run(
+        BackfillOptions([f"--input={tmp_path / 'events.jsonl'}", f"--output={tmp_path / 'out'}"]), model=HostileModel()
+    )
+    predictions = {
+        json.loads(x)["product_id"]: json.loads(x)
+        for x in (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()
+    }
+    letters = {
+        json.loads(x)["product_id"]: json.loads(x)
+        for x in (tmp_path / "out" / "dead_letters.jsonl").read_text().splitlines()
+    }
     assert set(predictions) == {"m-markup"} and set(letters) == {"m-deep", "m-garbage", "m-failing", "m-huge"}
     assert summary.events == 5
     assert letters["m-huge"]["error_type"] == "ModelAnswerError" and "byte limit" in letters["m-huge"]["message"]

@@ -214,11 +214,7 @@ def test_prism_runs_a_beam_pipeline(prism_binary: str) -> None:
         nums = p | beam.Create([1, 2, 3])
         assert_that(nums | "Times10" >> beam.Map(lambda x: x * 10), equal_to([10, 20, 30]), label="Map")
         # A shuffle, so Prism runs more than one fused stage.
-        summed = (
-            nums
-            | beam.Map(lambda x: (x % 2, x))
-            | beam.CombinePerKey(sum)
-        )
+        summed = nums | beam.Map(lambda x: (x % 2, x)) | beam.CombinePerKey(sum)
         assert_that(summed, equal_to([(0, 2), (1, 4)]), label="CombinePerKey")
 
 

@@ -52,7 +52,10 @@ class _Finalizer:
 
 
 def _bundle(
-    fn: _ReadPartition, element: KafkaPartition, restriction: OffsetRange, watermark: ManualWatermarkEstimator | None = None
+    fn: _ReadPartition,
+    element: KafkaPartition,
+    restriction: OffsetRange,
+    watermark: ManualWatermarkEstimator | None = None,
 ) -> tuple[list[KafkaRecord], OffsetRange | None, _Finalizer]:
     """One process() call: the records it emitted, its residual restriction, its finaliser."""
     threadsafe = ThreadsafeRestrictionTracker(_PartitionOffsetTracker(restriction))
@@ -85,8 +88,12 @@ def test_round_robin_bundles_keep_each_partitions_prefetch(broker: Broker) -> No
     # A poll timeout far below a fetch round trip: a reader that loses its prefetch between
     # bundles reads nothing, however many rounds it gets.
     config = ReadConfig(
-        KafkaConfig(broker.bootstrap), (topic,), "group-roundrobin", poll_timeout_s=0.001,
-        max_bundle_s=0.05, idle_resume_s=0.0,
+        KafkaConfig(broker.bootstrap),
+        (topic,),
+        "group-roundrobin",
+        poll_timeout_s=0.001,
+        max_bundle_s=0.05,
+        idle_resume_s=0.0,
     )
     fn = _ReadPartition(config)
     fn.setup()
@@ -143,8 +150,14 @@ def test_the_watermark_waits_for_records_not_yet_fetched(broker: Broker) -> None
     an_hour_ago_ms = int((time.time() - 3600) * 1000)
     _produce(broker, topic, per_partition=5, timestamp_ms=an_hour_ago_ms)
     # Empty polls happen before the first fetch: they must not pass for an idle partition.
-    config = ReadConfig(KafkaConfig(broker.bootstrap), (topic,), "group-watermark", poll_timeout_s=0.001,
-                        max_bundle_s=0.05, idle_resume_s=0.0)
+    config = ReadConfig(
+        KafkaConfig(broker.bootstrap),
+        (topic,),
+        "group-watermark",
+        poll_timeout_s=0.001,
+        max_bundle_s=0.05,
+        idle_resume_s=0.0,
+    )
     fn = _ReadPartition(config)
     fn.setup()
     element = KafkaPartition(topic, 2, config)
@@ -177,14 +190,24 @@ def test_a_teardown_during_a_bundle_checkpoints_it(broker: Broker) -> None:
     topic = topic_names("teardown")["events"]
     broker.create_topics(topic, partitions=PARTITIONS)
     _produce(broker, topic, per_partition=20)
-    config = ReadConfig(KafkaConfig(broker.bootstrap), (topic,), "group-teardown", max_records_per_poll=1,
-                        max_bundle_s=30, idle_resume_s=0.0)
+    config = ReadConfig(
+        KafkaConfig(broker.bootstrap),
+        (topic,),
+        "group-teardown",
+        max_records_per_poll=1,
+        max_bundle_s=30,
+        idle_resume_s=0.0,
+    )
     fn = _ReadPartition(config)
     fn.setup()
     element = KafkaPartition(topic, 0, config)
     threadsafe = ThreadsafeRestrictionTracker(_PartitionOffsetTracker(OffsetRange(0, UNBOUNDED)))
-    out = fn.process(element, _Finalizer(), tracker=RestrictionTrackerView(threadsafe),  # type: ignore[arg-type]
-                     watermark=ManualWatermarkEstimator(None))
+    out = fn.process(
+        element,
+        _Finalizer(),
+        tracker=RestrictionTrackerView(threadsafe),  # type: ignore[arg-type]
+        watermark=ManualWatermarkEstimator(None),
+    )
     first = next(out)
     fn.teardown()
     rest = list(out)

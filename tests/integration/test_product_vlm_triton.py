@@ -26,9 +26,10 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -58,7 +59,7 @@ BARRIER_TIMEOUT_S = 30.0
 #                 all N were inside the engine at once
 #   ENGINE-FAIL   answer with an error, as the vLLM backend does (text "N/A" + error)
 #   [split]       send the text, then a separate empty response with the final flag
-STAND_IN = r'''
+STAND_IN = r"""
 import base64, hashlib, json, re, threading, time
 
 import numpy as np
@@ -140,7 +141,7 @@ class TritonPythonModel:
             }
         answer["stand_in"] = report
         return json.dumps(answer), "[split]" in title
-'''
+"""
 
 
 def _load_server_module() -> Any:
@@ -252,12 +253,16 @@ ATTRIBUTES = (
 
 
 def _extract(title: str, attributes: tuple[ModelAttribute, ...] = ATTRIBUTES) -> bytes:
-    return ModelRequest(
-        task=Task.EXTRACT,
-        product=ModelProduct(title=title, description="Washed linen."),
-        category=ModelCategory(id="aa-1-4", full_name="Apparel & Accessories > Clothing > Dresses"),
-        attributes=attributes,
-    ).model_dump_json().encode()
+    return (
+        ModelRequest(
+            task=Task.EXTRACT,
+            product=ModelProduct(title=title, description="Washed linen."),
+            category=ModelCategory(id="aa-1-4", full_name="Apparel & Accessories > Clothing > Dresses"),
+            attributes=attributes,
+        )
+        .model_dump_json()
+        .encode()
+    )
 
 
 def _report(answer: bytes) -> dict[str, Any]:
@@ -325,7 +330,9 @@ def test_one_execute_call_submits_all_its_items_before_waiting(client: Any) -> N
     machine would cap this below 16.)"""
     rows = [(_classify(f"Row {i} [barrier 16:rows]"), None) for i in range(16)]
     answers = _infer(client, rows)
-    assert [parse_classify_answer(a).category for a in answers] == [f"Stand-in > Row {i} [barrier 16:rows]" for i in range(16)]
+    assert [parse_classify_answer(a).category for a in answers] == [
+        f"Stand-in > Row {i} [barrier 16:rows]" for i in range(16)
+    ]
     assert all(_report(a)["barrier"]["reached"] for a in answers), [_report(a)["barrier"] for a in answers]
 
 

@@ -78,7 +78,12 @@ def _rewritten(backfilled: dict[str, Path]) -> list[dict]:
 
 
 def _expected_stale() -> dict[str, int]:
-    return {"missing": len(MISSING), "content_changed": len(CHANGED), "model_version": len(OLD_MODEL), "taxonomy_version": len(OLD_TAXONOMY)}
+    return {
+        "missing": len(MISSING),
+        "content_changed": len(CHANGED),
+        "model_version": len(OLD_MODEL),
+        "taxonomy_version": len(OLD_TAXONOMY),
+    }
 
 
 def _stale_ids() -> set[str]:
@@ -119,7 +124,10 @@ def test_exactly_the_stale_products_are_repredicted(backfilled: dict[str, Path],
     # Same model, same content for the version-only cases: their category is the stored one,
     # so the dry run's extract estimate is exact for them; the rest is an estimate.
     assert abs(dry.extract_calls_estimate - real.extract_calls_estimate) <= len(MISSING) + len(CHANGED)
-    originals = {json.loads(x)["product_id"]: json.loads(x) for x in (backfilled["backfill"] / "predictions.jsonl").read_text().splitlines()}
+    originals = {
+        json.loads(x)["product_id"]: json.loads(x)
+        for x in (backfilled["backfill"] / "predictions.jsonl").read_text().splitlines()
+    }
     for p in predictions:
         assert p["model_version"] == originals[p["product_id"]]["model_version"]
         # the same model on the same content gives the same deterministic id as the backfill
@@ -143,7 +151,10 @@ def test_store_from_a_compacted_topic(backfilled: dict[str, Path], broker: Broke
 
     topic = f"predictions-{uuid.uuid4().hex[:8]}"
     broker.create_topics(topic, partitions=3, compacted=(topic,))
-    originals = [Prediction.model_validate_json(x) for x in (backfilled["backfill"] / "predictions.jsonl").read_text().splitlines()]
+    originals = [
+        Prediction.model_validate_json(x)
+        for x in (backfilled["backfill"] / "predictions.jsonl").read_text().splitlines()
+    ]
     rewritten = [Prediction.model_validate(r) for r in _rewritten(backfilled)]
     producer = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all", "enable.idempotence": True})
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -97,7 +97,9 @@ def test_examples_end_as_predictions_tombstones_and_dead_letters(broker: Broker,
     job.start()
     try:
         assert wait_for(
-            lambda: {(p.product_id, p.content_hash) for p in _predictions(broker, job.topics["predictions"])[0]} >= expected,
+            lambda: (
+                {(p.product_id, p.content_hash) for p in _predictions(broker, job.topics["predictions"])[0]} >= expected
+            ),
             timeout_s=240,
             job=job,
         ), job.log.read_text()[-3000:]
@@ -150,7 +152,9 @@ def _run_with_chaos(broker: Broker, job: StreamJob, n: int, chaos) -> list[Predi
         assert wait_for(lambda: len(_predictions(broker, job.topics["predictions"])[0]) >= n // 5, 240, job, 1.0)
         chaos()
         assert wait_for(
-            lambda: {(p.product_id, p.content_hash) for p in _predictions(broker, job.topics["predictions"])[0]} >= expected,
+            lambda: (
+                {(p.product_id, p.content_hash) for p in _predictions(broker, job.topics["predictions"])[0]} >= expected
+            ),
             timeout_s=300,
             job=job,
         ), job.log.read_text()[-3000:]
@@ -192,9 +196,12 @@ def test_backfill_reads_a_topic_to_its_end_and_writes_a_topic(broker: Broker, tm
     good = (EXAMPLES / "events.jsonl").read_bytes().splitlines()
     broker.produce(topics["events"], good)
     flags = [
-        f"--input=kafka:{topics['events']}", f"--output=kafka:{topics['predictions']}",
-        f"--dlq_topic={topics['dlq']}", f"--kafka_bootstrap={broker.bootstrap}",
-        f"--image_base_dir={EXAMPLES}", "--group_id=bounded-backfill",
+        f"--input=kafka:{topics['events']}",
+        f"--output=kafka:{topics['predictions']}",
+        f"--dlq_topic={topics['dlq']}",
+        f"--kafka_bootstrap={broker.bootstrap}",
+        f"--image_base_dir={EXAMPLES}",
+        "--group_id=bounded-backfill",
     ]
     summary = run(BackfillOptions(flags))
     preds, tombstones = _predictions(broker, topics["predictions"])
@@ -221,13 +228,18 @@ def test_bulk_requests_get_one_completion_record_each(broker: Broker, prism: str
     broker.produce(job.topics["events"], [json.dumps(e).encode() for e in complete + partial])
     job.start()
     try:
-        assert wait_for(lambda: len(broker.read_all(results_topic)) >= 2, timeout_s=240, job=job), job.log.read_text()[-3000:]
+        assert wait_for(lambda: len(broker.read_all(results_topic)) >= 2, timeout_s=240, job=job), job.log.read_text()[
+            -3000:
+        ]
         # The record says 8 predictions were made; their writes are another branch.
         assert wait_for(lambda: len(_predictions(broker, job.topics["predictions"])[0]) >= 8, timeout_s=60, job=job)
     finally:
         job.stop()
     records = {key.decode(): json.loads(value) for key, value, _ in broker.read_all(results_topic)}
-    counts = {k: {f: r[f] for f in ("predicted", "skipped", "failed", "deleted", "unaccounted", "total")} for k, r in records.items()}
+    counts = {
+        k: {f: r[f] for f in ("predicted", "skipped", "failed", "deleted", "unaccounted", "total")}
+        for k, r in records.items()
+    }
     assert counts == {
         "R1": {"predicted": 5, "skipped": 0, "failed": 1, "deleted": 1, "unaccounted": 0, "total": 7},
         "R2": {"predicted": 3, "skipped": 0, "failed": 0, "deleted": 0, "unaccounted": 1, "total": 4},
@@ -246,15 +258,26 @@ def test_a_poison_record_is_a_dead_letter_and_the_offsets_move_on(broker: Broker
     topics = topic_names("poison")
     broker.create_topics(*topics.values())
     good = [line for line in (EXAMPLES / "events.jsonl").read_bytes().splitlines() if b'"create"' in line][:3]
-    deep = b'{"event_id": "poison", "type": "create", "product_id": "p", "shop_id": "s", "occurred_at": "2026-01-01T00:00:00Z", "product": {"title": "x", "tags": ' + b"[" * 2000 + b"]" * 2000 + b"}}"
+    deep = (
+        b'{"event_id": "poison", "type": "create", "product_id": "p", "shop_id": "s", "occurred_at": "2026-01-01T00:00:00Z", "product": {"title": "x", "tags": '
+        + b"[" * 2000
+        + b"]" * 2000
+        + b"}}"
+    )
     broker.produce(topics["events"], [good[0], deep, good[1], b"\xff\xfe\x00", good[2]])
     flags = [
-        f"--input=kafka:{topics['events']}", f"--output=kafka:{topics['predictions']}",
-        f"--dlq_topic={topics['dlq']}", f"--kafka_bootstrap={broker.bootstrap}",
-        f"--image_base_dir={EXAMPLES}", "--group_id=poison-backfill",
+        f"--input=kafka:{topics['events']}",
+        f"--output=kafka:{topics['predictions']}",
+        f"--dlq_topic={topics['dlq']}",
+        f"--kafka_bootstrap={broker.bootstrap}",
+        f"--image_base_dir={EXAMPLES}",
+        "--group_id=poison-backfill",
     ]
     summary = run(BackfillOptions(flags))
     assert summary.events == 5 and summary.predicted == 3
     letters = [DeadLetter.model_validate_json(value) for _, value, _ in broker.read_all(topics["dlq"]) if value]
-    assert sorted((d.stage, d.error_type) for d in letters) == [("decode", "InvalidUtf8"), ("decode", "TooDeeplyNested")]
+    assert sorted((d.stage, d.error_type) for d in letters) == [
+        ("decode", "InvalidUtf8"),
+        ("decode", "TooDeeplyNested"),
+    ]
     assert run(BackfillOptions(flags)).events == 0

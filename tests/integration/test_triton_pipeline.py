@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -112,7 +112,9 @@ def test_model_error_dead_letters_exactly_the_failing_items(triton: TritonHandle
     events = tmp_path / "events.jsonl"
     events.write_text("".join(json.dumps(e) + "\n" for e in source))
     summary = _backfill(events, tmp_path / "out", triton, model="flaky", image_base_dir=str(EXAMPLES))
-    letters = [DeadLetter.model_validate_json(x) for x in (tmp_path / "out" / "dead_letters.jsonl").read_text().splitlines()]
+    letters = [
+        DeadLetter.model_validate_json(x) for x in (tmp_path / "out" / "dead_letters.jsonl").read_text().splitlines()
+    ]
     assert {d.event_id for d in letters} == failing
     assert all(d.stage == "classify" and "simulated model failure" in d.message for d in letters)
     assert summary.predicted == len(source) - len(failing)

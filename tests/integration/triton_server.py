@@ -52,8 +52,11 @@ class TritonHandle:
         args = [sys.executable, str(SCRIPT), command, f"--state-dir={self.state_dir}"]
         if command == "up":
             args += [
-                f"--model-repository={self.repository}", f"--models={self.models}",
-                f"--http-port={http}", f"--grpc-port={grpc}", f"--metrics-port={metrics}",
+                f"--model-repository={self.repository}",
+                f"--models={self.models}",
+                f"--http-port={http}",
+                f"--grpc-port={grpc}",
+                f"--metrics-port={metrics}",
             ]
         return subprocess.run(args, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
 

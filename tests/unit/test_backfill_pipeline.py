@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Sequence
 
 import apache_beam as beam
 import pytest
@@ -30,7 +29,7 @@ class ScriptedModel:
     classify_text: str
     extract_text: str = '{"attributes": {}}'
 
-    def __call__(self) -> "ScriptedModel":
+    def __call__(self) -> ScriptedModel:
         return self
 
     def metadata(self) -> ModelMetadata:
@@ -73,11 +72,15 @@ def test_scripted_model_exact_corrected_and_unresolved(sample_taxonomy) -> None:
         "typo": "Apparel & Accesories > Clothing > Dresess",
         "nonsense": "Spaceships > Warp Drives",
     }
-    extract = json.dumps({"attributes": {"color": ["red", "Crimson-ish banana"], "not-an-attribute": ["x"], "neckline": "v neck"}})
+    extract = json.dumps(
+        {"attributes": {"color": ["red", "Crimson-ish banana"], "not-an-attribute": ["x"], "neckline": "v neck"}}
+    )
     results = {}
     for name, category in cases.items():
         p, out = _run([_event(name)], ScriptedModel(json.dumps({"category": category, "confidence": 0.9}), extract))
-        statuses = out["predictions"] | beam.Map(lambda pr: (pr.product_id, pr.status, pr.category.id if pr.category else None))
+        statuses = out["predictions"] | beam.Map(
+            lambda pr: (pr.product_id, pr.status, pr.category.id if pr.category else None)
+        )
         results[name] = statuses
         dresses = sample_taxonomy.by_full_name("Apparel & Accessories > Clothing > Dresses").id
         expected = {

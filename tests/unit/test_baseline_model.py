@@ -39,7 +39,8 @@ def _extract(model: BaselineModel, product: ModelProduct, path: str, image: byte
         product=product,
         category=ModelCategory(id=c.id, full_name=c.full_name),
         attributes=tuple(
-            ModelAttribute(handle=a.handle, name=a.name, values=tuple(v.name for v in a.values)) for a in t.attributes_of(c)
+            ModelAttribute(handle=a.handle, name=a.name, values=tuple(v.name for v in a.values))
+            for a in t.attributes_of(c)
         ),
     )
     return json.loads(model.infer_batch([(req.model_dump_json().encode(), image)])[0])["attributes"]
@@ -94,7 +95,12 @@ def test_extract_takes_values_from_text_and_options(model: BaselineModel) -> Non
 
 
 def test_extract_colour_falls_back_to_image(model: BaselineModel) -> None:
-    attrs = _extract(model, ModelProduct(title="Classic tee"), "Apparel & Accessories > Clothing > Clothing Tops > T-Shirts", _jpeg("green"))
+    attrs = _extract(
+        model,
+        ModelProduct(title="Classic tee"),
+        "Apparel & Accessories > Clothing > Clothing Tops > T-Shirts",
+        _jpeg("green"),
+    )
     assert attrs.get("color") == ["Green"]
 
 

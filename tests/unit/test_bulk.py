@@ -29,7 +29,14 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def _raw(eid: str, bulk: str | None, **extra: object) -> bytes:
-    e = {"event_id": eid, "type": "create", "product_id": f"p-{eid}", "shop_id": "s", "occurred_at": "2026-01-01T00:00:00Z", "product": {"title": "t"}}
+    e = {
+        "event_id": eid,
+        "type": "create",
+        "product_id": f"p-{eid}",
+        "shop_id": "s",
+        "occurred_at": "2026-01-01T00:00:00Z",
+        "product": {"title": "t"},
+    }
     if bulk:
         e["bulk_request_id"] = bulk
     e.update(extra)
@@ -37,11 +44,24 @@ def _raw(eid: str, bulk: str | None, **extra: object) -> bytes:
 
 
 def _prediction(eid: str) -> Prediction:
-    return Prediction(product_id=f"p-{eid}", shop_id="s", prediction_id="x", content_hash="h", model_version="m", taxonomy_version="t", category=None, status="unresolved", event_id=eid, predicted_at=NOW)
+    return Prediction(
+        product_id=f"p-{eid}",
+        shop_id="s",
+        prediction_id="x",
+        content_hash="h",
+        model_version="m",
+        taxonomy_version="t",
+        category=None,
+        status="unresolved",
+        event_id=eid,
+        predicted_at=NOW,
+    )
 
 
 def _letter(stage: str, eid: str | None, payload: bytes) -> DeadLetter:
-    return DeadLetter(stage=stage, error_type="E", message="m", original_payload=payload.decode(), time=NOW, event_id=eid)
+    return DeadLetter(
+        stage=stage, error_type="E", message="m", original_payload=payload.decode(), time=NOW, event_id=eid
+    )
 
 
 def test_request_of_is_lenient() -> None:
@@ -76,21 +96,47 @@ def test_count_outcomes_and_result() -> None:
 
 
 def test_bulk_results_pipeline(tmp_path: Path) -> None:
-    events = [_raw("a1", "A"), _raw("a2", "A"), _raw("a3", "A", type="bogus"), _raw("b1", "B"), _raw("n1", None), b"garbage"]
+    events = [
+        _raw("a1", "A"),
+        _raw("a2", "A"),
+        _raw("a3", "A", type="bogus"),
+        _raw("b1", "B"),
+        _raw("n1", None),
+        b"garbage",
+    ]
     p = TestPipeline(runner=FnApiRunner())
     streams = {
         "events": p | "E" >> beam.Create(events),
         "predictions": p | "P" >> beam.Create([_prediction("a1"), _prediction("n1")]),
         "skipped": p | "S" >> beam.Create([Skip("p-a2", "a2", "x", "A")]),
-        "dead_letters": p | "D" >> beam.Create([_letter("decode", None, events[2]), _letter("decode", None, b"garbage"), _letter("prepare_images", "b1", b"{}")]),
+        "dead_letters": p
+        | "D"
+        >> beam.Create(
+            [
+                _letter("decode", None, events[2]),
+                _letter("decode", None, b"garbage"),
+                _letter("prepare_images", "b1", b"{}"),
+            ]
+        ),
         "deletes": p | "X" >> beam.Create([]),
     }
     results = streams | BulkResults()
-    got = results | beam.Map(lambda r: (r.bulk_request_id, r.predicted, r.skipped, r.failed, r.deleted, r.unaccounted, r.total))
+    got = results | beam.Map(
+        lambda r: (r.bulk_request_id, r.predicted, r.skipped, r.failed, r.deleted, r.unaccounted, r.total)
+    )
     # b1's only outcome is a partial dead letter (the stream of predictions here lacks it): unaccounted
     assert_that(got, equal_to([("A", 1, 1, 1, 0, 0, 3), ("B", 0, 0, 0, 0, 1, 1)]))
     results | WriteBulkResults(str(tmp_path))
     p.run().wait_until_finish()
     lines = [json.loads(x) for x in (tmp_path / "bulk_results.jsonl").read_text().splitlines()]
     assert sorted(r["bulk_request_id"] for r in lines) == ["A", "B"]
-    assert set(lines[0]) == {"bulk_request_id", "predicted", "skipped", "failed", "deleted", "unaccounted", "total", "completed_at"}
+    assert set(lines[0]) == {
+        "bulk_request_id",
+        "predicted",
+        "skipped",
+        "failed",
+        "deleted",
+        "unaccounted",
+        "total",
+        "completed_at",
+    }

@@ -5,7 +5,7 @@ Prism binary is not built)."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import apache_beam as beam
 import pytest
@@ -33,13 +33,18 @@ from transforms.records import (
     ProductEvent,
 )
 
-NOW = datetime(2026, 11, 24, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 24, tzinfo=UTC)
 
 
 def raw(eid: str, bulk: str | None = "b1", size: int | None = 3, **extra: object) -> bytes:
     event = {
-        "event_id": eid, "type": "update", "product_id": f"p-{eid}", "shop_id": "s",
-        "occurred_at": NOW.isoformat(), "product": {"title": f"shirt {eid}"}, **extra,
+        "event_id": eid,
+        "type": "update",
+        "product_id": f"p-{eid}",
+        "shop_id": "s",
+        "occurred_at": NOW.isoformat(),
+        "product": {"title": f"shirt {eid}"},
+        **extra,
     }
     if bulk:
         event["bulk_request_id"] = bulk
@@ -50,19 +55,36 @@ def raw(eid: str, bulk: str | None = "b1", size: int | None = 3, **extra: object
 
 def prediction(eid: str, bulk: str | None = "b1") -> Prediction:
     return Prediction(
-        product_id=f"p-{eid}", shop_id="s", prediction_id="x", content_hash="h", model_version="m",
-        taxonomy_version="t", category=None, status=PredictionStatus.UNRESOLVED, event_id=eid,
-        bulk_request_id=bulk, predicted_at=NOW,
+        product_id=f"p-{eid}",
+        shop_id="s",
+        prediction_id="x",
+        content_hash="h",
+        model_version="m",
+        taxonomy_version="t",
+        category=None,
+        status=PredictionStatus.UNRESOLVED,
+        event_id=eid,
+        bulk_request_id=bulk,
+        predicted_at=NOW,
     )
 
 
 def letter(payload: bytes, stage: str = "classify", eid: str | None = None) -> DeadLetter:
-    return DeadLetter(stage=stage, error_type="E", message="m", original_payload=payload.decode(), time=NOW, event_id=eid)
+    return DeadLetter(
+        stage=stage, error_type="E", message="m", original_payload=payload.decode(), time=NOW, event_id=eid
+    )
 
 
 def delete(eid: str, bulk: str = "b1") -> ProductEvent:
-    return ProductEvent(event_id=eid, type=EventType.DELETE, product_id=f"p-{eid}", shop_id="s", occurred_at=NOW,
-                        bulk_request_id=bulk, bulk_size=3)
+    return ProductEvent(
+        event_id=eid,
+        type=EventType.DELETE,
+        product_id=f"p-{eid}",
+        shop_id="s",
+        occurred_at=NOW,
+        bulk_request_id=bulk,
+        bulk_size=3,
+    )
 
 
 # --- which request an element belongs to ---------------------------------------------------
@@ -105,8 +127,11 @@ def feed(*elements: BulkElement, state: RequestState | None = None) -> tuple[Req
 
 def test_record_when_bulk_size_events_have_an_outcome() -> None:
     state, results, _ = feed(
-        BulkElement("e1", None, 3), BulkElement("e2", None, 3), BulkElement("e3", None, 3),
-        BulkElement("e1", "predicted"), BulkElement("e2", "failed"),
+        BulkElement("e1", None, 3),
+        BulkElement("e2", None, 3),
+        BulkElement("e3", None, 3),
+        BulkElement("e1", "predicted"),
+        BulkElement("e2", "failed"),
     )
     assert results == [] and not state.done
     state, results, _ = feed(BulkElement("e3", "skipped"), state=state)
@@ -122,8 +147,11 @@ def test_an_outcome_may_arrive_before_its_event() -> None:
 
 def test_a_redelivered_outcome_counts_once_and_a_late_one_writes_nothing() -> None:
     _, results, whats = feed(
-        BulkElement("e1", None, 2), BulkElement("e1", "predicted"), BulkElement("e1", "predicted"),
-        BulkElement("e2", "deleted"), BulkElement("e2", "deleted"),
+        BulkElement("e1", None, 2),
+        BulkElement("e1", "predicted"),
+        BulkElement("e1", "predicted"),
+        BulkElement("e2", "deleted"),
+        BulkElement("e2", "deleted"),
     )
     assert whats == ["arrival", "outcome", "duplicate", "outcome", "after_done"]
     assert len(results) == 1 and (results[0].predicted, results[0].deleted, results[0].total) == (1, 1, 2)
@@ -160,8 +188,12 @@ PRISM = prism_binary()
 needs_prism = pytest.mark.skipif(PRISM is None, reason="Prism is not built: run deploy/local/prism/prism.sh")
 
 
-def _run(streams: dict[str, list[tuple[object, float]]], timeout_s: float, watermark_steps: list[float],
-         expected: list[tuple]) -> None:
+def _run(
+    streams: dict[str, list[tuple[object, float]]],
+    timeout_s: float,
+    watermark_steps: list[float],
+    expected: list[tuple],
+) -> None:
     """One TestStream (Prism runs one per pipeline) of (input name, element), split per input;
     the watermark advances through `watermark_steps`."""
     options = PipelineOptions(["--runner=PrismRunner", f"--prism_location={PRISM}"])
@@ -177,18 +209,24 @@ def _run(streams: dict[str, list[tuple[object, float]]], timeout_s: float, water
         ts = ts.advance_watermark_to(step)
     tagged = p | ts.advance_watermark_to_infinity()
     pcolls = {
-        name: tagged | f"Only{name}" >> beam.Filter(lambda e, n: e[0] == n, name) | f"Value{name}" >> beam.Map(lambda e: e[1])
+        name: tagged
+        | f"Only{name}" >> beam.Filter(lambda e, n: e[0] == n, name)
+        | f"Value{name}" >> beam.Map(lambda e: e[1])
         for name in streams
     }
     results = pcolls | StreamingBulkResults(timeout_s)
-    summary = results | beam.Map(lambda r: (r.bulk_request_id, r.predicted, r.skipped, r.failed, r.deleted, r.unaccounted, r.total))
+    summary = results | beam.Map(
+        lambda r: (r.bulk_request_id, r.predicted, r.skipped, r.failed, r.deleted, r.unaccounted, r.total)
+    )
     assert_that(summary, equal_to(expected))
     p.run().wait_until_finish()
 
 
 @needs_prism
 def test_stream_writes_one_record_per_request_and_a_partial_one_at_the_deadline() -> None:
-    events = [(raw(f"a{i}", bulk="A", size=3), 10 + i) for i in range(3)] + [(raw(f"b{i}", bulk="B", size=3), 20 + i) for i in range(2)]
+    events = [(raw(f"a{i}", bulk="A", size=3), 10 + i) for i in range(3)] + [
+        (raw(f"b{i}", bulk="B", size=3), 20 + i) for i in range(2)
+    ]
     events.append((raw("x", bulk=None), 25))  # no request: no record
     predictions = [(prediction("a0", "A"), 30), (prediction("a2", "A"), 31), (prediction("b0", "B"), 32)]
     predictions.append((prediction("a0", "A"), 33))  # an at-least-once re-delivery
@@ -196,5 +234,9 @@ def test_stream_writes_one_record_per_request_and_a_partial_one_at_the_deadline(
     streams = {"events": events, "predictions": predictions, "dead_letters": letters}
     # A completes at t=34 (its re-delivered prediction counts once); B has 1 outcome of 3
     # and is written at its deadline, 20 + 100, with 2 unaccounted.
-    _run(streams, timeout_s=100, watermark_steps=[50, 200, 400],
-         expected=[("A", 2, 0, 1, 0, 0, 3), ("B", 1, 0, 0, 0, 2, 3)])
+    _run(
+        streams,
+        timeout_s=100,
+        watermark_steps=[50, 200, 400],
+        expected=[("A", 2, 0, 1, 0, 0, 3), ("B", 1, 0, 0, 0, 2, 3)],
+    )

@@ -66,6 +66,7 @@ META = ModelMetadata("m", "m-1", "2024-07")
 
 # -- bounds and messages --------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     ("build", "words"),
     [
@@ -95,7 +96,11 @@ def test_runtime_configs_enforce_their_bounds(build: Any, words: list[str]) -> N
 @pytest.mark.parametrize(
     ("flags", "group", "message"),
     [
-        (["--max_in_flight=0"], PredictOptions, "--max_in_flight must be at least 1, got 0 (model batches on the wire per step)"),
+        (
+            ["--max_in_flight=0"],
+            PredictOptions,
+            "--max_in_flight must be at least 1, got 0 (model batches on the wire per step)",
+        ),
         (["--image_max_side=9000"], PredictOptions, "--image_max_side must be at most 4096, got 9000"),
         (["--batch_min=100"], PredictOptions, "the smallest model batch (100) is larger than the largest (64)"),
         (["--image_gcs_bucket=gs://b"], PredictOptions, "--image_gcs_bucket: name a gs:// bucket without gs://"),
@@ -126,6 +131,7 @@ def test_the_cli_names_its_own_flag(tmp_path: Path) -> None:
 
 
 # -- one source: argparse flags, typer options, runtime configs -------------------------------------
+
 
 @pytest.mark.parametrize(("model", "name"), OPTION_GROUPS)
 def test_pipeline_flags_are_the_model_fields(model: type[BaseModel], name: str) -> None:
@@ -236,14 +242,22 @@ def test_modules_re_export_the_one_definition() -> None:
     from transforms.predict import PredictConfig as predict_config
 
     assert (decode_limits, image_config, batch_config, dedupe_config, refresh_config, predict_config) == (
-        EventLimits, ImageConfig, BatchConfig, DedupeConfig, RefreshConfig, PredictConfig
+        EventLimits,
+        ImageConfig,
+        BatchConfig,
+        DedupeConfig,
+        RefreshConfig,
+        PredictConfig,
     )
 
 
 def test_configs_pickle_hash_and_take_positional_arguments() -> None:
     predict = PredictConfig(
-        model=InProcessBaseline(), metadata=META, images=ImageConfig(max_side=300, allowed_hosts=("cdn.example",)),
-        refresh_quiet_s=5, dedupe=DedupeConfig(2.0),
+        model=InProcessBaseline(),
+        metadata=META,
+        images=ImageConfig(max_side=300, allowed_hosts=("cdn.example",)),
+        refresh_quiet_s=5,
+        dedupe=DedupeConfig(2.0),
     )
     for c in (ImageConfig(max_side=300), BatchConfig(), EventLimits(max_depth=3), RefreshConfig("m", "t", 5), predict):
         assert pickle.loads(pickle.dumps(c)) == c
@@ -265,19 +279,37 @@ def test_batch_config_has_no_wait_and_declares_batch_elements() -> None:
 
 # -- from_dictionary ------------------------------------------------------------------------------
 
+
 def test_from_dictionary_round_trip() -> None:
     values = {
-        "input": "in.jsonl", "output": "out", "image_max_side": 300, "max_in_flight": 2, "refresh_quiet_s": 12.5,
-        "dedupe": True, "image_host": ["a.example", ".b.example"], "kafka_config": ["security.protocol=SSL"],
-        "kafka_bootstrap": "k:9092", "prediction_store": "kafka:preds", "image_base_dir": None,
+        "input": "in.jsonl",
+        "output": "out",
+        "image_max_side": 300,
+        "max_in_flight": 2,
+        "refresh_quiet_s": 12.5,
+        "dedupe": True,
+        "image_host": ["a.example", ".b.example"],
+        "kafka_config": ["security.protocol=SSL"],
+        "kafka_bootstrap": "k:9092",
+        "prediction_store": "kafka:preds",
+        "image_base_dir": None,
         "image_allow_private_addresses": False,
     }
     options = build_options(BackfillOptions, values)
     predict = read_settings(options, PredictOptions)
-    assert (predict.image_max_side, predict.max_in_flight, predict.refresh_quiet_s, predict.dedupe) == (300, 2, 12.5, True)
+    assert (predict.image_max_side, predict.max_in_flight, predict.refresh_quiet_s, predict.dedupe) == (
+        300,
+        2,
+        12.5,
+        True,
+    )
     assert predict.image_host == ["a.example", ".b.example"] and predict.image_base_dir is None
     assert read_settings(options, KafkaOptions).kafka_config == ["security.protocol=SSL"]
-    assert (options.input, options.output, options.view_as(StoreOptions).prediction_store) == ("in.jsonl", "out", "kafka:preds")
+    assert (options.input, options.output, options.view_as(StoreOptions).prediction_store) == (
+        "in.jsonl",
+        "out",
+        "kafka:preds",
+    )
     # ... and back: the options' own dictionary gives the same settings again.
     again = BackfillOptions.from_dictionary(options.get_all_options(drop_default=True))
     for group in (PredictOptions, KafkaOptions, StoreOptions, BackfillOptions):
@@ -287,12 +319,15 @@ def test_from_dictionary_round_trip() -> None:
 def test_build_options_validates_and_lets_beam_args_win() -> None:
     with pytest.raises(ValueError, match="--max-in-flight must be at least 1"):
         build_options(BackfillOptions, {"max_in_flight": 0})
-    options = build_options(BackfillOptions, {"max_in_flight": 2, "runner": "FnApiRunner"}, ["--max_in_flight=3", "--direct_num_workers=2"])
+    options = build_options(
+        BackfillOptions, {"max_in_flight": 2, "runner": "FnApiRunner"}, ["--max_in_flight=3", "--direct_num_workers=2"]
+    )
     assert read_settings(options, PredictOptions).max_in_flight == 3
     assert options.get_all_options()["direct_num_workers"] == 2
 
 
 # -- docs -----------------------------------------------------------------------------------------
+
 
 def test_committed_configuration_doc_is_current() -> None:
     committed = (ROOT / "docs" / "CONFIGURATION.md").read_text()

@@ -36,16 +36,35 @@ def report(bench, taxonomy):
 
 def test_report_has_the_expected_keys(bench, report):
     json.loads(json.dumps(report))  # serialisable as written
-    assert {"benchmark", "params", "taxonomy", "machine", "noise_model", "results", "overall",
-            "failures", "cases", "timing_s"} <= report.keys()
+    assert {
+        "benchmark",
+        "params",
+        "taxonomy",
+        "machine",
+        "noise_model",
+        "results",
+        "overall",
+        "failures",
+        "cases",
+        "timing_s",
+    } <= report.keys()
     assert report["params"]["seed"] == 3 and report["params"]["n_per_type"] == 10
     assert report["taxonomy"]["version"] == "2024-07" and report["taxonomy"]["categories"] == 840
     assert {"platform", "python", "cpu_count"} <= report["machine"].keys()
     expected_rows = set(bench.NOISE_TYPES) | {"f_synonym_in_lexicon", "f_synonym_held_out"}
     assert set(report["results"]) == expected_rows
     assert set(report["overall"]) == {"structural_errors", "structural_errors_incl_held_out_synonyms", "all_cases"}
-    figures = {"n", "ours_accuracy", "ours_unresolved", "ours_wrong", "ours_p50_ms", "ours_p99_ms",
-               "baseline_accuracy", "baseline_p50_ms", "baseline_p99_ms"}
+    figures = {
+        "n",
+        "ours_accuracy",
+        "ours_unresolved",
+        "ours_wrong",
+        "ours_p50_ms",
+        "ours_p99_ms",
+        "baseline_accuracy",
+        "baseline_p50_ms",
+        "baseline_p99_ms",
+    }
     for key in bench.NOISE_TYPES:
         row = report["results"][key]
         assert row["n"] > 0, key
@@ -90,9 +109,11 @@ def test_path_noise_keeps_the_answer_unambiguous(bench, report, taxonomy):
             continue
         target = taxonomy.get(case["target_id"])
         segs = [normalise_key(s) for s in case["raw"].split(" > ")[:-1]]
-        def overlap(c):
+
+        def overlap(c, segs=segs):
             lineage = {normalise_key(n) for n in c.path[:-1]}
             return sum(s in lineage for s in segs)
+
         for other in taxonomy.by_leaf_name(target.name):
             if other.id != target.id:
                 assert overlap(other) < overlap(target), case
@@ -107,9 +128,18 @@ def test_generation_is_seeded(bench, taxonomy):
 
 @pytest.mark.parametrize(
     ("name", "expected"),
-    [("Dresses", "Dress"), ("Dress", "Dresses"), ("Knives", "Knife"), ("Smart Watches", "Smart Watch"),
-     ("Batteries", "Battery"), ("Glass", "Glasses"), ("Shoes", "Shoe"), ("Tomatoes", "Tomato"),
-     ("Bone-Anchored Hearing Aids (BAHA)", "Bone-Anchored Hearing Aid (BAHA)"), ("TV", None)],
+    [
+        ("Dresses", "Dress"),
+        ("Dress", "Dresses"),
+        ("Knives", "Knife"),
+        ("Smart Watches", "Smart Watch"),
+        ("Batteries", "Battery"),
+        ("Glass", "Glasses"),
+        ("Shoes", "Shoe"),
+        ("Tomatoes", "Tomato"),
+        ("Bone-Anchored Hearing Aids (BAHA)", "Bone-Anchored Hearing Aid (BAHA)"),
+        ("TV", None),
+    ],
 )
 def test_toggle_number(bench, name, expected):
     assert bench.toggle_number(name) == expected
@@ -117,8 +147,21 @@ def test_toggle_number(bench, name, expected):
 
 def test_main_writes_json_and_rejects_a_missing_taxonomy(bench, tmp_path, capsys):
     out = tmp_path / "c.json"
-    rc = bench.main(["--taxonomy", str(SAMPLE_TAXONOMY_DIR), "--n", "4", "--seed", "1",
-                     "--repeat", "1", "--no-baseline", "--json", str(out)])
+    rc = bench.main(
+        [
+            "--taxonomy",
+            str(SAMPLE_TAXONOMY_DIR),
+            "--n",
+            "4",
+            "--seed",
+            "1",
+            "--repeat",
+            "1",
+            "--no-baseline",
+            "--json",
+            str(out),
+        ]
+    )
     assert rc == 0
     data = json.loads(out.read_text())
     assert data["params"]["baseline"] is False and "baseline_accuracy" not in data["results"]["b_typo"]

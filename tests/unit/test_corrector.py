@@ -51,7 +51,9 @@ def test_exact_full_path_is_not_corrected(corrector):
     assert (r.method, r.corrected, r.score, r.resolved, r.raw) == ("exact_path", False, 1.0, True, DRESSES)
 
 
-@pytest.mark.parametrize("raw", ["apparel & accessories > clothing > dresses", "  Apparel &  Accessories >  Clothing > DRESSES  "])
+@pytest.mark.parametrize(
+    "raw", ["apparel & accessories > clothing > dresses", "  Apparel &  Accessories >  Clothing > DRESSES  "]
+)
 def test_exact_path_ignores_case_and_whitespace(corrector, raw):
     r = corrector.correct(raw)
     assert _name(r) == DRESSES and r.method == "exact_path" and not r.corrected
@@ -83,7 +85,10 @@ def test_other_separators_are_an_exact_path_respelt(corrector, raw):
 
 def test_split_path_keeps_hyphenated_names_whole():
     assert split_path("Apparel & Accessories > Clothing Tops > T-Shirts") == [
-        "Apparel & Accessories", "Clothing Tops", "T-Shirts"]
+        "Apparel & Accessories",
+        "Clothing Tops",
+        "T-Shirts",
+    ]
     assert split_path("A - B - T-Shirts") == ["A", "B", "T-Shirts"]
     assert split_path("T-Shirts") == ["T-Shirts"]
 
@@ -146,8 +151,10 @@ def test_a_leaf_shared_by_several_categories_alone_is_unresolved(corrector, taxo
         ("Apparel & Accessories > Clothing > Kitchen > Clothing Tops > T-Shirts", TOPS_TEES),
         # typos in the leaf
         ("Apparel & Accessories > Jewelry > Smart Wacthes", SMART_WATCHES),
-        ("Apparel & Accessories > Clothing > Clothing Tops > Sweatshrits",
-         "Apparel & Accessories > Clothing > Clothing Tops > Sweatshirts"),
+        (
+            "Apparel & Accessories > Clothing > Clothing Tops > Sweatshrits",
+            "Apparel & Accessories > Clothing > Clothing Tops > Sweatshirts",
+        ),
         # plural / singular
         ("Apparel & Accessories > Clothing > Dress", DRESSES),
         ("Apparel & Accessories > Clothing > Clothing Tops > T-Shirt", TOPS_TEES),
@@ -254,7 +261,8 @@ def test_full_tree_wrong_parent_and_synonyms(full_corrector):
     assert _name(r) == SMART_WATCHES and r.method == "fuzzy"
     assert _name(full_corrector.correct("Furniture > Couches")) == "Furniture > Sofas"
     assert _name(full_corrector.correct("Electronics > Audio > Earbuds")) == (
-        "Electronics > Audio > Audio Components > Headphones & Headsets > Headphones")
+        "Electronics > Audio > Audio Components > Headphones & Headsets > Headphones"
+    )
 
 
 @needs_full_tree

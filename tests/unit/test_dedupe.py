@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import apache_beam as beam
 import pytest
@@ -15,24 +15,34 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 
 from pipelines.stream import prism_binary
+from transforms.encode import EncodePrediction
 from transforms.freshness.dedupe import DedupeByContent, DedupeConfig, DedupedItem, fan_out, representative
 from transforms.model.client import ModelMetadata
 from transforms.records import EventType, PredictedCategory, ProductEvent, WorkItem, content_hash, prediction_id
-from transforms.encode import EncodePrediction
 
 META = ModelMetadata("fake", "m1", "2024-07")
 
 
 def item(pid: str, title: str) -> WorkItem:
     ev = ProductEvent(
-        event_id=f"e-{pid}", type=EventType.CREATE, product_id=pid, shop_id="s",
-        occurred_at=datetime(2026, 11, 1, tzinfo=timezone.utc), product={"title": title},
+        event_id=f"e-{pid}",
+        type=EventType.CREATE,
+        product_id=pid,
+        shop_id="s",
+        occurred_at=datetime(2026, 11, 1, tzinfo=UTC),
+        product={"title": title},
     )
     assert ev.product is not None
     return WorkItem(event=ev, content_hash=content_hash(ev.product))
 
 
-ITEMS = [item("a", "Red dress"), item("b", "Red dress"), item("c", "red   DRESS"), item("d", "Blue jeans"), item("e", "Hat")]
+ITEMS = [
+    item("a", "Red dress"),
+    item("b", "Red dress"),
+    item("c", "red   DRESS"),
+    item("d", "Blue jeans"),
+    item("e", "Hat"),
+]
 
 
 class FakeModelPath(beam.PTransform):
@@ -41,7 +51,9 @@ class FakeModelPath(beam.PTransform):
     def expand(self, items: beam.PCollection) -> beam.PCollection:
         def call(i: WorkItem) -> WorkItem:
             beam.metrics.Metrics.counter("fake_model", "calls").inc()
-            cat = PredictedCategory(id="gid://x/" + i.product.title.split()[0].lower(), full_name=i.product.title, score=1.0)
+            cat = PredictedCategory(
+                id="gid://x/" + i.product.title.split()[0].lower(), full_name=i.product.title, score=1.0
+            )
             return replace(i, raw_category=i.product.title, category=cat)
 
         return items | beam.Map(call)
@@ -51,13 +63,24 @@ def check(out: beam.PCollection) -> None:
     predictions = out | beam.ParDo(EncodePrediction(META))
     assert_that(
         predictions | beam.Map(lambda p: (p.product_id, p.event_id, p.category.id)),
-        equal_to([("a", "e-a", "gid://x/red"), ("b", "e-b", "gid://x/red"), ("c", "e-c", "gid://x/red"),
-                  ("d", "e-d", "gid://x/blue"), ("e", "e-e", "gid://x/hat")]),
+        equal_to(
+            [
+                ("a", "e-a", "gid://x/red"),
+                ("b", "e-b", "gid://x/red"),
+                ("c", "e-c", "gid://x/red"),
+                ("d", "e-d", "gid://x/blue"),
+                ("e", "e-e", "gid://x/hat"),
+            ]
+        ),
         label="PerProduct",
     )
-    expected_ids = [(i.event.product_id, prediction_id(i.event.product_id, i.content_hash, "m1", "2024-07")) for i in ITEMS]
+    expected_ids = [
+        (i.event.product_id, prediction_id(i.event.product_id, i.content_hash, "m1", "2024-07")) for i in ITEMS
+    ]
     assert len({pid for _, pid in expected_ids}) == 5
-    assert_that(predictions | beam.Map(lambda p: (p.product_id, p.prediction_id)), equal_to(expected_ids), label="OwnIds")
+    assert_that(
+        predictions | beam.Map(lambda p: (p.product_id, p.prediction_id)), equal_to(expected_ids), label="OwnIds"
+    )
     assert_that(out | beam.Map(lambda w: type(w).__name__), equal_to(["WorkItem"] * 5), label="PlainWorkItems")
 
 
@@ -83,7 +106,9 @@ def test_identical_content_makes_one_model_call_stream() -> None:
     options = PipelineOptions(["--runner=PrismRunner", f"--prism_location={PRISM}"])
     options.view_as(StandardOptions).streaming = True
     ts = EventStream().advance_watermark_to(0)
-    ts = ts.add_elements([TimestampedValue(i, 10 + n * 0.1) for n, i in enumerate(ITEMS)]).advance_watermark_to_infinity()
+    ts = ts.add_elements(
+        [TimestampedValue(i, 10 + n * 0.1) for n, i in enumerate(ITEMS)]
+    ).advance_watermark_to_infinity()
     p = beam.Pipeline(options=options)
     out = p | ts | DedupeByContent(FakeModelPath(), DedupeConfig(max_wait_s=2))
     check(out)
@@ -106,7 +131,10 @@ def test_representative_is_deterministic_and_fan_out_restores_each_event() -> No
 def test_dict_output_of_inner_keeps_other_outputs() -> None:
     class WithDeadLetters(beam.PTransform):
         def expand(self, items):
-            return {"items": items | "Fake" >> FakeModelPath(), "dead_letters": items | beam.Map(lambda i: i.event.event_id)}
+            return {
+                "items": items | "Fake" >> FakeModelPath(),
+                "dead_letters": items | beam.Map(lambda i: i.event.event_id),
+            }
 
     with beam.Pipeline(runner=FnApiRunner()) as p:
         out = p | beam.Create(ITEMS) | DedupeByContent(WithDeadLetters())

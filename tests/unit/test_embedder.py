@@ -48,8 +48,7 @@ def _assert_close(got: np.ndarray, want: np.ndarray, texts: list[str], source: s
     cos = _row_cosines(got, want)
     worst = int(np.argmin(cos))
     assert cos.min() >= MIN_COSINE, (
-        f"min cosine vs {source} = {cos.min():.6f} (< {MIN_COSINE}) "
-        f"for text #{worst}: {texts[worst][:80]!r}"
+        f"min cosine vs {source} = {cos.min():.6f} (< {MIN_COSINE}) for text #{worst}: {texts[worst][:80]!r}"
     )
 
 

@@ -15,18 +15,17 @@ excluded (here: the verticals count, there is no node above them); micro-average
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
 import pytest
+import typer
+from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
-
-import typer
-from apache_beam.options.pipeline_options import PipelineOptions
 from typer.testing import CliRunner
 
 from pipelines.evaluate import evaluate_command, evaluation_flags, run
@@ -52,8 +51,8 @@ from transforms.evaluation.metrics import (
     score_product,
     store_of,
 )
-from transforms.records import Prediction, ProductEvent
 from transforms.evaluation.report import render_report
+from transforms.records import Prediction, ProductEvent
 
 PATHS = ["A > B > C", "A > B > D", "A > E", "X > Y"]
 ATTRIBUTES = {
@@ -76,16 +75,22 @@ def build_taxonomy_docs(
     (every prefix of a path becomes a category)."""
     attr_docs = []
     for i, (handle, names) in enumerate(attributes.items(), start=1):
-        attr_docs.append({
-            "id": f"gid://shopify/TaxonomyAttribute/{i}",
-            "name": handle.replace("-", " ").capitalize(),
-            "handle": handle,
-            "description": "",
-            "values": [
-                {"id": f"gid://shopify/TaxonomyValue/{i}{j:02d}", "name": n, "handle": f"{handle}__{slug(n.split(' (')[0])}"}
-                for j, n in enumerate(names, start=1)
-            ],
-        })
+        attr_docs.append(
+            {
+                "id": f"gid://shopify/TaxonomyAttribute/{i}",
+                "name": handle.replace("-", " ").capitalize(),
+                "handle": handle,
+                "description": "",
+                "values": [
+                    {
+                        "id": f"gid://shopify/TaxonomyValue/{i}{j:02d}",
+                        "name": n,
+                        "handle": f"{handle}__{slug(n.split(' (')[0])}",
+                    }
+                    for j, n in enumerate(names, start=1)
+                ],
+            }
+        )
     attr_by_handle = {a["handle"]: a for a in attr_docs}
     full_names: list[str] = []
     for p in paths:
@@ -101,7 +106,9 @@ def build_taxonomy_docs(
             ids[name] = f"gid://shopify/TaxonomyCategory/{parts[0].lower()}{parts[0].lower()}"
         else:
             parent = " > ".join(parts[:-1])
-            siblings = [n for n in full_names if n.rsplit(" > ", 1)[0] == parent and n.count(" > ") == name.count(" > ")]
+            siblings = [
+                n for n in full_names if n.rsplit(" > ", 1)[0] == parent and n.count(" > ") == name.count(" > ")
+            ]
             ids[name] = f"{ids[parent]}-{siblings.index(name) + 1}"
     verticals = []
     for v in [n for n in full_names if " > " not in n]:
@@ -109,17 +116,30 @@ def build_taxonomy_docs(
         for name in [n for n in full_names if n == v or n.startswith(v + " > ")]:
             parts = name.split(" > ")
             ancestors = [" > ".join(parts[:k]) for k in range(len(parts) - 1, 0, -1)]  # nearest first
-            children = [n for n in full_names if n.rsplit(" > ", 1)[0] == name and n.count(" > ") == name.count(" > ") + 1]
-            cats.append({
-                "id": ids[name], "level": len(parts) - 1, "name": parts[-1], "full_name": name,
-                "parent_id": ids[ancestors[0]] if ancestors else None,
-                "attributes": [
-                    {"id": attr_by_handle[h]["id"], "name": attr_by_handle[h]["name"], "handle": h, "description": "", "extended": False}
-                    for h in category_attributes.get(name, [])
-                ],
-                "children": [{"id": ids[c], "name": c.rsplit(" > ", 1)[-1]} for c in children],
-                "ancestors": [{"id": ids[a], "name": a.rsplit(" > ", 1)[-1]} for a in ancestors],
-            })
+            children = [
+                n for n in full_names if n.rsplit(" > ", 1)[0] == name and n.count(" > ") == name.count(" > ") + 1
+            ]
+            cats.append(
+                {
+                    "id": ids[name],
+                    "level": len(parts) - 1,
+                    "name": parts[-1],
+                    "full_name": name,
+                    "parent_id": ids[ancestors[0]] if ancestors else None,
+                    "attributes": [
+                        {
+                            "id": attr_by_handle[h]["id"],
+                            "name": attr_by_handle[h]["name"],
+                            "handle": h,
+                            "description": "",
+                            "extended": False,
+                        }
+                        for h in category_attributes.get(name, [])
+                    ],
+                    "children": [{"id": ids[c], "name": c.rsplit(" > ", 1)[-1]} for c in children],
+                    "ancestors": [{"id": ids[a], "name": a.rsplit(" > ", 1)[-1]} for a in ancestors],
+                }
+            )
         verticals.append({"name": v, "prefix": v.lower(), "categories": cats})
     return {"version": version, "verticals": verticals}, {"version": version, "attributes": attr_docs}
 
@@ -140,17 +160,36 @@ def cat(t: Taxonomy, path: str):  # noqa: ANN201
     return c
 
 
-def golden(gid: str, path: str, *, taxonomy: str = "shopify", attributes: dict[str, list[str]] | None = None,
-           source: str = "shop/one/export.csv@abc") -> dict[str, Any]:
+def golden(
+    gid: str,
+    path: str,
+    *,
+    taxonomy: str = "shopify",
+    attributes: dict[str, list[str]] | None = None,
+    source: str = "shop/one/export.csv@abc",
+) -> dict[str, Any]:
     return {
-        "id": gid, "title": f"product {gid}", "description": "<p>text</p>", "image_urls": ["a.png"],
-        "vendor": "V", "product_type": "T", "gold_category_path": path, "gold_category_taxonomy": taxonomy,
-        "gold_attributes": attributes or {}, "source": source,
+        "id": gid,
+        "title": f"product {gid}",
+        "description": "<p>text</p>",
+        "image_urls": ["a.png"],
+        "vendor": "V",
+        "product_type": "T",
+        "gold_category_path": path,
+        "gold_category_taxonomy": taxonomy,
+        "gold_attributes": attributes or {},
+        "source": source,
     }
 
 
-def prediction(t: Taxonomy, pid: str, path: str | None, *, status: str | None = None,
-               attributes: dict[str, list[str]] | None = None) -> Prediction:
+def prediction(
+    t: Taxonomy,
+    pid: str,
+    path: str | None,
+    *,
+    status: str | None = None,
+    attributes: dict[str, list[str]] | None = None,
+) -> Prediction:
     category = None
     if path is not None:
         c = cat(t, path)
@@ -160,14 +199,24 @@ def prediction(t: Taxonomy, pid: str, path: str | None, *, status: str | None = 
         a = t.attributes[handle]
         values = [{"id": v.id, "name": v.name} for v in a.values if v.name in names]
         attrs.append({"handle": handle, "name": a.name, "values": values})
-    return Prediction.model_validate({
-        "product_id": pid, "shop_id": "s", "prediction_id": f"p-{pid}", "content_hash": "h",
-        "model_version": "m-1", "taxonomy_version": t.version, "category": category, "attributes": attrs,
-        "status": status or ("unresolved" if path is None else "ok"), "predicted_at": datetime(2026, 1, 1, tzinfo=timezone.utc),
-    })
+    return Prediction.model_validate(
+        {
+            "product_id": pid,
+            "shop_id": "s",
+            "prediction_id": f"p-{pid}",
+            "content_hash": "h",
+            "model_version": "m-1",
+            "taxonomy_version": t.version,
+            "category": category,
+            "attributes": attrs,
+            "status": status or ("unresolved" if path is None else "ok"),
+            "predicted_at": datetime(2026, 1, 1, tzinfo=UTC),
+        }
+    )
 
 
 # -- hierarchical metrics on the hand-built tree ---------------------------------------------------
+
 
 def test_lineage_includes_the_vertical_and_excludes_the_implicit_root(tree: Taxonomy) -> None:
     assert lineage_ids(tree, cat(tree, "A > B > C")) == {cat(tree, p).id for p in ("A", "A > B", "A > B > C")}
@@ -186,7 +235,9 @@ def test_lineage_includes_the_vertical_and_excludes_the_implicit_root(tree: Taxo
         (None, "A > B > C", (0, 0, 3)),  # unresolved: α = ∅
     ],
 )
-def test_hierarchical_counts_per_item(tree: Taxonomy, predicted: str | None, gold: str, expected: tuple[int, int, int]) -> None:
+def test_hierarchical_counts_per_item(
+    tree: Taxonomy, predicted: str | None, gold: str, expected: tuple[int, int, int]
+) -> None:
     c = hierarchical_counts(tree, cat(tree, predicted) if predicted else None, cat(tree, gold))
     assert (c.intersection, c.predicted, c.gold) == expected
 
@@ -242,7 +293,12 @@ def test_overall_per_vertical_and_per_depth_on_the_worked_example(tree: Taxonomy
     assert m["correction_rate"] == pytest.approx(0.2) and m["unresolved_rate"] == pytest.approx(0.2)
     assert m["status_counts"] == {"ok": 3, "corrected": 1, "unresolved": 1, "missing": 0}
     pairs = {(p["gold"], p["predicted"]): p["count"] for p in c["confusion_pairs"]}
-    assert pairs == {("A > B > D", "A > B > C"): 1, ("A > B > C", "A > B"): 1, ("A > E", "X > Y"): 1, ("A > B > C", "(unresolved)"): 1}
+    assert pairs == {
+        ("A > B > D", "A > B > C"): 1,
+        ("A > B > C", "A > B"): 1,
+        ("A > E", "X > Y"): 1,
+        ("A > B > C", "(unresolved)"): 1,
+    }
     stores = m["per_store"]
     assert set(stores) == {"shop/one", "shop/two"}
     assert stores["shop/two"]["category"]["sums"] == {"intersection": 0, "predicted": 2, "gold": 5}
@@ -251,16 +307,26 @@ def test_overall_per_vertical_and_per_depth_on_the_worked_example(tree: Taxonomy
 
 def test_unresolved_hurts_recall_not_precision(tree: Taxonomy, normaliser: ValueNormaliser) -> None:
     g = [parse_golden(golden("a", "A > B > C")), parse_golden(golden("b", "A > B > C"))]
-    both = compute_metrics([score_product(g[0], prediction(tree, "a", "A > B > C"), tree, normaliser),
-                            score_product(g[1], prediction(tree, "b", "A > B > C"), tree, normaliser)])["category"]
-    one_unresolved = compute_metrics([score_product(g[0], prediction(tree, "a", "A > B > C"), tree, normaliser),
-                                      score_product(g[1], prediction(tree, "b", None), tree, normaliser)])["category"]
+    both = compute_metrics(
+        [
+            score_product(g[0], prediction(tree, "a", "A > B > C"), tree, normaliser),
+            score_product(g[1], prediction(tree, "b", "A > B > C"), tree, normaliser),
+        ]
+    )["category"]
+    one_unresolved = compute_metrics(
+        [
+            score_product(g[0], prediction(tree, "a", "A > B > C"), tree, normaliser),
+            score_product(g[1], prediction(tree, "b", None), tree, normaliser),
+        ]
+    )["category"]
     assert both["hierarchical_precision"] == one_unresolved["hierarchical_precision"] == 1.0
     assert one_unresolved["hierarchical_recall"] == pytest.approx(0.5)
     assert one_unresolved["accuracy"] == pytest.approx(0.5)
 
 
-def test_a_product_without_prediction_is_missing_and_counts_like_unresolved(tree: Taxonomy, normaliser: ValueNormaliser) -> None:
+def test_a_product_without_prediction_is_missing_and_counts_like_unresolved(
+    tree: Taxonomy, normaliser: ValueNormaliser
+) -> None:
     s = score_product(parse_golden(golden("a", "A > E")), None, tree, normaliser)
     assert (s.status, s.h_predicted, s.h_gold, s.exact, s.predicted_path) == ("missing", 0, 2, False, "(no prediction)")
     m = compute_metrics([s])
@@ -270,7 +336,10 @@ def test_a_product_without_prediction_is_missing_and_counts_like_unresolved(tree
 
 # -- attributes ------------------------------------------------------------------------------------
 
-def test_attribute_prf_with_normalisation_unmappable_values_and_missing_handles(tree: Taxonomy, normaliser: ValueNormaliser) -> None:
+
+def test_attribute_prf_with_normalisation_unmappable_values_and_missing_handles(
+    tree: Taxonomy, normaliser: ValueNormaliser
+) -> None:
     gold_attrs = {
         "color-pattern": ["navy-blazer", "red", "striped", "rojo"],  # metaobject handles; one Spanish
         "target-gender": ["unisex"],
@@ -278,7 +347,9 @@ def test_attribute_prf_with_normalisation_unmappable_values_and_missing_handles(
         "sports-logo": ["x"],  # no such attribute in the taxonomy
     }
     g = parse_golden(golden("a", "A > B > C", attributes=gold_attrs))
-    p = prediction(tree, "a", "A > B > C", attributes={"color": ["Navy", "Blue"], "target-gender": ["Unisex"], "size": ["Small"]})
+    p = prediction(
+        tree, "a", "A > B > C", attributes={"color": ["Navy", "Blue"], "target-gender": ["Unisex"], "size": ["Small"]}
+    )
     s = score_product(g, p, tree, normaliser)
     assert s.attributes is not None
     rows = {h: (tp, fp, fn) for h, tp, fp, fn in s.attributes.per_attribute}
@@ -294,33 +365,53 @@ def test_attribute_prf_with_normalisation_unmappable_values_and_missing_handles(
     assert a["per_attribute"]["color"]["f1"] == pytest.approx(0.5)
     assert a["per_attribute"]["fabric"]["recall"] == 0.0 and a["per_attribute"]["fabric"]["precision"] is None
     un = m["unmappable"]
-    assert un["attribute_values"]["count"] == 1 and un["attribute_values"]["by_handle"] == {"color-pattern": {"rojo": 1}}
+    assert un["attribute_values"]["count"] == 1 and un["attribute_values"]["by_handle"] == {
+        "color-pattern": {"rojo": 1}
+    }
     assert un["attribute_values"]["examples"] == [{"id": "a", "handle": "color-pattern", "value": "rojo"}]
     assert un["attribute_handles"] == {"sports-logo": {"records": 1, "values": 1}}
     assert a["unannotated_predicted_values"] == 1
 
 
-def test_gold_attributes_against_a_category_without_them_are_all_misses(tree: Taxonomy, normaliser: ValueNormaliser) -> None:
+def test_gold_attributes_against_a_category_without_them_are_all_misses(
+    tree: Taxonomy, normaliser: ValueNormaliser
+) -> None:
     # Predicted A > B > D has only color; the gold annotates target-gender on A > B > C.
-    out = score_attributes(tree, normaliser, [("target-gender", ["female", "Male"])], [("color", ["x"])],
-                           cat(tree, "A > B > C"), cat(tree, "A > B > D"))
+    out = score_attributes(
+        tree,
+        normaliser,
+        [("target-gender", ["female", "Male"])],
+        [("color", ["x"])],
+        cat(tree, "A > B > C"),
+        cat(tree, "A > B > D"),
+    )
     assert out.per_attribute == (("target-gender", 0, 0, 2),)
     assert out.unannotated_predicted == 1
 
 
 def test_gold_value_names_and_value_handles_also_map(tree: Taxonomy, normaliser: ValueNormaliser) -> None:
-    out = score_attributes(tree, normaliser, [("size", ["L", "size__small", "Medium"])], [], cat(tree, "A > B > C"), None)
+    out = score_attributes(
+        tree, normaliser, [("size", ["L", "size__small", "Medium"])], [], cat(tree, "A > B > C"), None
+    )
     assert out.per_attribute == (("size", 0, 0, 3),) and out.unmappable_values == ()
 
 
-def test_products_without_gold_attributes_do_not_enter_attribute_metrics(tree: Taxonomy, normaliser: ValueNormaliser) -> None:
-    s = score_product(parse_golden(golden("a", "A > B > C")), prediction(tree, "a", "A > B > C", attributes={"color": ["Red"]}), tree, normaliser)
+def test_products_without_gold_attributes_do_not_enter_attribute_metrics(
+    tree: Taxonomy, normaliser: ValueNormaliser
+) -> None:
+    s = score_product(
+        parse_golden(golden("a", "A > B > C")),
+        prediction(tree, "a", "A > B > C", attributes={"color": ["Red"]}),
+        tree,
+        normaliser,
+    )
     assert s.attributes is None
     m = compute_metrics([s])
     assert m["attributes"]["products"] == 0 and m["attributes"]["micro_f1"] is None
 
 
 # -- gold labels from another taxonomy, mapping files --------------------------------------------------
+
 
 def test_gold_in_another_taxonomy_is_unmappable_without_a_mapping(tree: Taxonomy, normaliser: ValueNormaliser) -> None:
     records = [
@@ -338,23 +429,40 @@ def test_gold_in_another_taxonomy_is_unmappable_without_a_mapping(tree: Taxonomy
     assert un["count"] == 4
     assert un["by_reason"] == {"google_taxonomy": 1, "no_gold_category": 1, "not_in_taxonomy": 1, "other_taxonomy": 1}
     assert [e["id"] for e in un["examples"]] == ["g1", "g2", "g3", "g4"]
-    assert {(r["taxonomy"], r["path"]) for r in un["by_path"]} >= {("google", "Apparel > Shirts"), ("shopify", "A > Old Name")}
+    assert {(r["taxonomy"], r["path"]) for r in un["by_path"]} >= {
+        ("google", "Apparel > Shirts"),
+        ("shopify", "A > Old Name"),
+    }
 
 
 def test_mapping_json_and_csv_map_gold_labels(tree: Taxonomy, normaliser: ValueNormaliser, tmp_path: Path) -> None:
     e_id = cat(tree, "A > E").id
-    (tmp_path / "m.json").write_text(json.dumps({"Apparel > Shirts": "A > B > C", "a > old name": e_id.rsplit("/", 1)[-1]}))
-    (tmp_path / "m.csv").write_text("# google -> shopify\nsource,target\nApparel > Shirts,A > B > C\n\"A>Old Name\",%s\n" % e_id)
+    (tmp_path / "m.json").write_text(
+        json.dumps({"Apparel > Shirts": "A > B > C", "a > old name": e_id.rsplit("/", 1)[-1]})
+    )
+    (tmp_path / "m.csv").write_text(
+        f'# google -> shopify\nsource,target\nApparel > Shirts,A > B > C\n"A>Old Name",{e_id}\n'
+    )
     (tmp_path / "bare.csv").write_text("Apparel / Shirts,A > B > C\n")
     (tmp_path / "list.json").write_text(json.dumps([{"from": "Apparel > Shirts", "to": "A > B > C"}]))
     for name in ("m.json", "m.csv"):
         mapping = load_mapping(tmp_path / name, tree)
         assert len(mapping) == 2
-        s1 = score_product(parse_golden(golden("g1", "Apparel  >  shirts", taxonomy="google")), prediction(tree, "g1", "A > B > C"), tree, normaliser, mapping)
-        s2 = score_product(parse_golden(golden("g2", "A > Old Name")), prediction(tree, "g2", "A > B"), tree, normaliser, mapping)
+        s1 = score_product(
+            parse_golden(golden("g1", "Apparel  >  shirts", taxonomy="google")),
+            prediction(tree, "g1", "A > B > C"),
+            tree,
+            normaliser,
+            mapping,
+        )
+        s2 = score_product(
+            parse_golden(golden("g2", "A > Old Name")), prediction(tree, "g2", "A > B"), tree, normaliser, mapping
+        )
         assert (s1.gold_resolution, s1.gold_path, s1.exact) == ("mapped", "A > B > C", True)
         assert (s2.gold_resolution, s2.gold_path) == ("mapped", "A > E")
-        s3 = score_product(parse_golden(golden("g3", "Never > Seen", taxonomy="google")), None, tree, normaliser, mapping)
+        s3 = score_product(
+            parse_golden(golden("g3", "Never > Seen", taxonomy="google")), None, tree, normaliser, mapping
+        )
         assert (s3.gold_resolution, s3.unmappable_reason) == ("unmappable", "google_taxonomy")
         s4 = score_product(parse_golden(golden("g4", "A > Gone")), None, tree, normaliser, mapping)
         assert s4.unmappable_reason == "not_in_mapping"
@@ -386,10 +494,17 @@ def test_an_explicit_mapping_wins_over_an_exact_path(tree: Taxonomy) -> None:
 
 # -- golden records -----------------------------------------------------------------------------------
 
+
 def test_golden_record_becomes_a_valid_product_event() -> None:
-    g = parse_golden(json.dumps(golden("StrikerStore/x#kit", "A > E", source="StrikerStore/order-status-app/p.csv@c0ffee")))
+    g = parse_golden(
+        json.dumps(golden("StrikerStore/x#kit", "A > E", source="StrikerStore/order-status-app/p.csv@c0ffee"))
+    )
     event = ProductEvent.model_validate(golden_event(g))
-    assert (event.event_id, event.product_id, event.shop_id) == ("StrikerStore/x#kit", "StrikerStore/x#kit", "StrikerStore/order-status-app")
+    assert (event.event_id, event.product_id, event.shop_id) == (
+        "StrikerStore/x#kit",
+        "StrikerStore/x#kit",
+        "StrikerStore/order-status-app",
+    )
     assert event.product is not None
     assert event.product.description_html == "<p>text</p>" and event.product.image_urls == ("a.png",)
     assert (event.product.vendor, event.product.product_type) == ("V", "T")
@@ -422,6 +537,7 @@ def test_store_is_owner_and_repo_of_the_source() -> None:
 
 # -- aggregation: CombineFn merge order, Beam wiring ---------------------------------------------------
 
+
 def test_accumulator_merge_is_order_independent(tree: Taxonomy, normaliser: ValueNormaliser) -> None:
     golds, preds = _five_products(tree)
     scores: list[Any] = [score_product(g, p, tree, normaliser) for g, p in zip(golds, preds)]
@@ -443,7 +559,9 @@ def test_evaluate_transform_joins_by_product_id(tree: Taxonomy, normaliser: Valu
     golds, preds = _five_products(tree)
     # p5 gets no prediction (missing); p2 has an older duplicate that must lose; "stray"
     # has no golden product.
-    older = preds[1].model_copy(update={"predicted_at": datetime(2020, 1, 1, tzinfo=timezone.utc), "category": None, "status": "unresolved"})
+    older = preds[1].model_copy(
+        update={"predicted_at": datetime(2020, 1, 1, tzinfo=UTC), "category": None, "status": "unresolved"}
+    )
     stray = preds[0].model_copy(update={"product_id": "stray"})
     acc = EvalAccumulator()
     for g, pr in zip(golds, [*preds[:4], None]):
@@ -464,14 +582,27 @@ def test_evaluate_transform_joins_by_product_id(tree: Taxonomy, normaliser: Valu
 
 # -- report ----------------------------------------------------------------------------------------------
 
+
 def test_report_is_self_contained_and_escapes_data(tree: Taxonomy, normaliser: ValueNormaliser) -> None:
     golds, preds = _five_products(tree)
     scores: list[Any] = [score_product(g, p, tree, normaliser) for g, p in zip(golds, preds)]
-    scores.append(score_product(parse_golden(golden("evil", "<script>alert(1)</script>", taxonomy="other")), None, tree, normaliser))
+    scores.append(
+        score_product(
+            parse_golden(golden("evil", "<script>alert(1)</script>", taxonomy="other")), None, tree, normaliser
+        )
+    )
     html = render_report(compute_metrics(scores))
     assert html.startswith("<!DOCTYPE html>")
-    for ident in ('id="headline"', 'id="chart-vertical-hf1"', 'id="chart-depth"', 'id="chart-rates"', 'id="confusion"',
-                  'id="per-store"', 'id="attributes"', 'id="unmappable-categories"'):
+    for ident in (
+        'id="headline"',
+        'id="chart-vertical-hf1"',
+        'id="chart-depth"',
+        'id="chart-rates"',
+        'id="confusion"',
+        'id="per-store"',
+        'id="attributes"',
+        'id="unmappable-categories"',
+    ):
         assert ident in html
     assert "<script" not in html and "&lt;script&gt;" in html
     assert "http://" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")
@@ -479,6 +610,7 @@ def test_report_is_self_contained_and_escapes_data(tree: Taxonomy, normaliser: V
 
 
 # -- the evaluate job on files (--predictions: no model) -------------------------------------------------
+
 
 @pytest.fixture()
 def files(tree: Taxonomy, tmp_path: Path) -> dict[str, Path]:
@@ -493,15 +625,30 @@ def files(tree: Taxonomy, tmp_path: Path) -> dict[str, Path]:
     (tmp_path / "golden.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     (tmp_path / "predictions.jsonl").write_text("".join(p.model_dump_json() + "\n" for p in preds))
     (tmp_path / "map.csv").write_text("source,target\nApparel > Shirts,A > B > C\n")
-    return {"taxonomy": tax, "golden": tmp_path / "golden.jsonl", "predictions": tmp_path / "predictions.jsonl",
-            "mapping": tmp_path / "map.csv", "out": tmp_path / "out"}
+    return {
+        "taxonomy": tax,
+        "golden": tmp_path / "golden.jsonl",
+        "predictions": tmp_path / "predictions.jsonl",
+        "mapping": tmp_path / "map.csv",
+        "out": tmp_path / "out",
+    }
 
 
-def test_run_on_existing_predictions_writes_metrics_and_report(files: dict[str, Path], tree: Taxonomy, normaliser: ValueNormaliser) -> None:
+def test_run_on_existing_predictions_writes_metrics_and_report(
+    files: dict[str, Path], tree: Taxonomy, normaliser: ValueNormaliser
+) -> None:
     seen: list[int] = []
-    result = run(PipelineOptions(evaluation_flags(
-        str(files["golden"]), str(files["out"]), taxonomy=str(files["taxonomy"]), predictions=str(files["predictions"]),
-    )), on_progress=seen.append)
+    result = run(
+        PipelineOptions(
+            evaluation_flags(
+                str(files["golden"]),
+                str(files["out"]),
+                taxonomy=str(files["taxonomy"]),
+                predictions=str(files["predictions"]),
+            )
+        ),
+        on_progress=seen.append,
+    )
     m = json.loads((files["out"] / "metrics.json").read_text())
     assert m == result.metrics
     golds, preds = _five_products(tree)
@@ -515,10 +662,18 @@ def test_run_on_existing_predictions_writes_metrics_and_report(files: dict[str, 
     assert 'id="headline"' in (files["out"] / "report.html").read_text()
     assert not (files["out"] / "predictions.jsonl").exists()
 
-    mapped = run(PipelineOptions(evaluation_flags(
-        str(files["golden"]), str(files["out"]), taxonomy=str(files["taxonomy"]), predictions=str(files["predictions"]),
-        mapping=str(files["mapping"]), limit=6,
-    ))).metrics
+    mapped = run(
+        PipelineOptions(
+            evaluation_flags(
+                str(files["golden"]),
+                str(files["out"]),
+                taxonomy=str(files["taxonomy"]),
+                predictions=str(files["predictions"]),
+                mapping=str(files["mapping"]),
+                limit=6,
+            )
+        )
+    ).metrics
     assert mapped["unmappable"]["categories"]["count"] == 0 and mapped["category"]["gold_resolution"]["mapped"] == 1
     assert mapped["category"]["n"] == 6 and mapped["run"]["mapping_entries"] == 1
 
@@ -541,18 +696,42 @@ def _cli(args: list[str]) -> Any:
         (lambda f: f["mapping"].write_text("source,target\nx,Nowhere > Else\n"), "not a category of taxonomy test-1"),
     ],
 )
-def test_bad_input_files_exit_non_zero_with_a_clear_message(files: dict[str, Path], break_it: Any, message: str) -> None:
+def test_bad_input_files_exit_non_zero_with_a_clear_message(
+    files: dict[str, Path], break_it: Any, message: str
+) -> None:
     break_it(files)
-    result = _cli(["--golden", str(files["golden"]), "--out", str(files["out"]), "--taxonomy", str(files["taxonomy"]),
-                   "--predictions", str(files["predictions"]), "--mapping", str(files["mapping"])])
+    result = _cli(
+        [
+            "--golden",
+            str(files["golden"]),
+            "--out",
+            str(files["out"]),
+            "--taxonomy",
+            str(files["taxonomy"]),
+            "--predictions",
+            str(files["predictions"]),
+            "--mapping",
+            str(files["mapping"]),
+        ]
+    )
     assert result.exit_code == 2, result.output
     assert message in " ".join(result.output.split())
     assert not (files["out"] / "metrics.json").exists()
 
 
 def test_cli_prints_the_summary(files: dict[str, Path]) -> None:
-    result = _cli(["--golden", str(files["golden"]), "--out", str(files["out"]), "--taxonomy", str(files["taxonomy"]),
-                   "--predictions", str(files["predictions"])])
+    result = _cli(
+        [
+            "--golden",
+            str(files["golden"]),
+            "--out",
+            str(files["out"]),
+            "--taxonomy",
+            str(files["taxonomy"]),
+            "--predictions",
+            str(files["predictions"]),
+        ]
+    )
     assert result.exit_code == 0, result.output
     for text in ("hierarchical F1", "per store", "shop/one", "per vertical"):
         assert text in result.output

@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 import pickle
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import apache_beam as beam
 import pytest
@@ -160,7 +161,11 @@ def test_a_deeply_nested_parquet_row_is_refused_without_recursion() -> None:
         ("1M tags", {"tags": ["t"] * 1_000_000}, "tags"),
         ("1M tags in one string", {"tags": ",".join(["t"] * 1_000_000)}, "tags"),
         ("10 MB of commas", {"tags": "," * (10 * 1024 * 1024)}, "tags"),
-        ("100k option values", {"variant_options": [{"name": "Size", "values": [str(i) for i in range(100_000)]}]}, "values"),
+        (
+            "100k option values",
+            {"variant_options": [{"name": "Size", "values": [str(i) for i in range(100_000)]}]},
+            "values",
+        ),
         ("100k options", {"variant_options": [{"name": "Size"}] * 100_000}, "variant_options"),
         ("1M image URLs", {"image_urls": ["u"] * 1_000_000}, "image_urls"),
     ],
@@ -212,7 +217,9 @@ def test_ids_are_bounded(key: str) -> None:
 def test_duplicate_keys_are_refused_at_any_depth() -> None:
     top = b'{"event_id": "e1", "event_id": "e2", "type": "create"}'
     nested = line().replace(b'"title": "Linen shirt"', b'"title": "Red shirt", "title": "Something else"')
-    deep = line(variant_options=[{"name": "Size", "values": []}]).replace(b'"name": "Size"', b'"name": "Size", "name": "Colour"')
+    deep = line(variant_options=[{"name": "Size", "values": []}]).replace(
+        b'"name": "Size"', b'"name": "Size", "name": "Colour"'
+    )
     for raw in (top, nested, deep):
         exc = refused(raw)
         assert exc.error_type == "DuplicateKey", raw
@@ -272,7 +279,9 @@ def _kinds(letters: list[Any]) -> list[tuple[str, str]]:
 
 
 def test_decode_events_dead_letters_every_refusal() -> None:
-    oversized = OversizedLine("/data/events.jsonl", 7, 41_943_040, b'{"event_id": "big", ' + b"x" * 4076, 2 * 1024 * 1024)
+    oversized = OversizedLine(
+        "/data/events.jsonl", 7, 41_943_040, b'{"event_id": "big", ' + b"x" * 4076, 2 * 1024 * 1024
+    )
     deep = b'{"x": ' + b"[" * 2000 + b"]" * 2000 + b"}"
     dupes = b'{"event_id": "e1", "event_id": "e2"}'
     good = line()

@@ -36,8 +36,16 @@ CONFIG = RefreshConfig(model_version=M, taxonomy_version=T, quiet_period_s=30)
 S = 1_000_000
 
 
-def event(pid: str = "p1", title: str = "Linen shirt", *, type: str = "update", force: bool = False,
-          bulk: str | None = None, eid: str | None = None, t: float = 0) -> ProductEvent:
+def event(
+    pid: str = "p1",
+    title: str = "Linen shirt",
+    *,
+    type: str = "update",
+    force: bool = False,
+    bulk: str | None = None,
+    eid: str | None = None,
+    t: float = 0,
+) -> ProductEvent:
     return ProductEvent(
         event_id=eid or f"{pid}-{title}-{type}-{force}-{t}",
         type=EventType(type),
@@ -84,9 +92,9 @@ def test_anything_with_the_three_fields_is_a_known_prediction() -> None:
 
 
 def test_the_store_and_repredict_names_of_the_reasons() -> None:
-    assert [batch_name(r) for r in (Reason.NEW, Reason.CONTENT_CHANGED, Reason.MODEL_CHANGED, Reason.TAXONOMY_CHANGED)] == list(
-        store.STALE_REASONS
-    )
+    assert [
+        batch_name(r) for r in (Reason.NEW, Reason.CONTENT_CHANGED, Reason.MODEL_CHANGED, Reason.TAXONOMY_CHANGED)
+    ] == list(store.STALE_REASONS)
     assert batch_name(Reason.FORCED) == store.FORCED == "forced"
     assert STALE == {r for r in Reason if r not in (Reason.SKIPPED_UNCHANGED, Reason.DELETED)}
 
@@ -100,7 +108,9 @@ LASTS = [
 ]
 
 
-@pytest.mark.parametrize(("last", "type_", "force"), list(itertools.product(LASTS, ["create", "update", "repredict"], [False, True])))
+@pytest.mark.parametrize(
+    ("last", "type_", "force"), list(itertools.product(LASTS, ["create", "update", "repredict"], [False, True]))
+)
 def test_the_refresh_trigger_decides_by_staleness(last: KnownPrediction | None, type_: str, force: bool) -> None:
     element = item(type=type_, force=force)
     expected = staleness(last, HASH, M, T, force=force, repredict=type_ == "repredict")
@@ -155,9 +165,13 @@ def test_the_bulk_jobs_count_every_skip() -> None:
 def test_latest_per_product_combiner_matches_the_pure_reference() -> None:
     a, b, c = StoreEntry("h1", M, T, "1"), StoreEntry("h2", M, T, "2"), StoreEntry("h3", M, T, "3")
     versions = [
-        ("p1", ((1,), a)), ("p1", ((3,), b)), ("p1", ((2,), None)),  # last write wins
-        ("p2", ((1,), a)), ("p2", ((4,), None)),  # deleted
-        ("p3", ((5,), None)), ("p3", ((6,), c)),  # re-created after the delete
+        ("p1", ((1,), a)),
+        ("p1", ((3,), b)),
+        ("p1", ((2,), None)),  # last write wins
+        ("p2", ((1,), a)),
+        ("p2", ((4,), None)),  # deleted
+        ("p3", ((5,), None)),
+        ("p3", ((6,), c)),  # re-created after the delete
         *(("p4", ((i,), StoreEntry(f"h{i}", M, T, str(i)))) for i in range(40)),  # more than one combine buffer
     ]
     with beam.Pipeline(runner=FnApiRunner()) as p:

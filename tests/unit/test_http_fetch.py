@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from transforms.images import address_policy; from transforms.images import http_fetch
+from transforms.images import address_policy, http_fetch
 from transforms.images.address_policy import AddressPolicy
 from transforms.images.http_fetch import FetchError, fetch_http
 
@@ -203,7 +203,9 @@ def test_redirect_without_location_is_unreachable(serve: Callable[..., RawServer
     _fails(server.url(), "unreachable")
 
 
-@pytest.mark.parametrize("target", ["ftp://127.0.0.1/x.png", "file:///etc/passwd", "gopher://127.0.0.1:70/_x", "http://[::1"])
+@pytest.mark.parametrize(
+    "target", ["ftp://127.0.0.1/x.png", "file:///etc/passwd", "gopher://127.0.0.1:70/_x", "http://[::1"]
+)
 def test_redirect_to_another_scheme_or_a_bad_url_is_refused(serve: Callable[..., RawServer], target: str) -> None:
     server = serve(answer(301, b"", {"Location": target}))
     error = _fails(server.url(), "refused")
@@ -213,7 +215,9 @@ def test_redirect_to_another_scheme_or_a_bad_url_is_refused(serve: Callable[...,
 # --- address policy at fetch time ------------------------------------------------
 
 
-@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "0x7f000001", "2130706433", "127.1", "0177.0.0.1", "[::ffff:127.0.0.1]"])
+@pytest.mark.parametrize(
+    "host", ["127.0.0.1", "localhost", "0x7f000001", "2130706433", "127.1", "0177.0.0.1", "[::ffff:127.0.0.1]"]
+)
 def test_default_policy_refuses_loopback_before_connecting(serve: Callable[..., RawServer], host: str) -> None:
     server = serve(answer())
     error = _fails(server.url(host=host), "refused", AddressPolicy())
@@ -258,7 +262,11 @@ def test_every_hop_is_checked_against_the_public_rule(
     direct = serve(answer())
     assert _fetch(direct.url(), AddressPolicy()) == PNG  # the stand-in "CDN" itself is fetched
     internal = serve(answer(), host="127.0.0.2")
-    for target in (internal.url(host="127.0.0.2"), f"http://[::1]:{internal.port}/", f"http://0x7f000002:{internal.port}/"):
+    for target in (
+        internal.url(host="127.0.0.2"),
+        f"http://[::1]:{internal.port}/",
+        f"http://0x7f000002:{internal.port}/",
+    ):
         public = serve(answer(302, b"", {"Location": target}))
         error = _fails(public.url(), "refused", AddressPolicy())
         assert "127.0.0.2" not in str(error)
@@ -328,13 +336,33 @@ def test_total_deadline_holds_against_slow_servers(serve: Callable[..., RawServe
         (b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + b"x" * 20000, "too_large"),
         (b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n" + b"x" * 20000, "ok"),
         (b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\n" + b"x" * 20000, "too_large"),
-        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + b"2710\r\n" + b"x" * 10000 + b"\r\n" + b"2710\r\n" + b"x" * 10000 + b"\r\n0\r\n\r\n", "too_large"),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + b"2710\r\n"
+            + b"x" * 10000
+            + b"\r\n"
+            + b"2710\r\n"
+            + b"x" * 10000
+            + b"\r\n0\r\n\r\n",
+            "too_large",
+        ),
         (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", "ok"),
     ],
     ids=[
-        "garbage-status", "bad-status-code", "empty", "bad-chunk-size", "truncated-chunk", "70kb-header",
-        "150-headers", "short-body", "too-large-declared", "too-large-undeclared", "extra-bytes-ignored",
-        "bad-length", "too-large-chunked", "chunked-ok",
+        "garbage-status",
+        "bad-status-code",
+        "empty",
+        "bad-chunk-size",
+        "truncated-chunk",
+        "70kb-header",
+        "150-headers",
+        "short-body",
+        "too-large-declared",
+        "too-large-undeclared",
+        "extra-bytes-ignored",
+        "bad-length",
+        "too-large-chunked",
+        "chunked-ok",
     ],
 )
 def test_malformed_or_oversized_answers(serve: Callable[..., RawServer], data: bytes, kind: str) -> None:
@@ -368,7 +396,9 @@ def test_closed_port_is_unreachable_without_saying_why() -> None:
 # --- proxies ---------------------------------------------------------------------
 
 
-def test_proxy_environment_variables_are_ignored(serve: Callable[..., RawServer], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_proxy_environment_variables_are_ignored(
+    serve: Callable[..., RawServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
     for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
         monkeypatch.setenv(name, "http://127.0.0.1:9")  # discard port: nothing answers
     monkeypatch.delenv("NO_PROXY", raising=False)
@@ -451,7 +481,9 @@ def tls_material(tmp_path_factory: pytest.TempPathFactory) -> tuple[ssl.SSLConte
 
 @pytest.fixture
 def tls_server(
-    serve: Callable[..., RawServer], tls_material: tuple[ssl.SSLContext, ssl.SSLContext], monkeypatch: pytest.MonkeyPatch
+    serve: Callable[..., RawServer],
+    tls_material: tuple[ssl.SSLContext, ssl.SSLContext],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> tuple[RawServer, list[str | None]]:
     server_ctx, client_ctx = tls_material
     monkeypatch.setattr(http_fetch, "_tls_context", lambda: client_ctx)

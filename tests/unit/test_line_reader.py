@@ -93,7 +93,10 @@ def test_a_40mb_line_is_read_in_linear_time_without_buffering_it(tmp_path: Path)
     start = time.perf_counter()
     p, read = _read(path)
     with p:
-        assert_that(read | beam.Map(lambda x: (type(x).__name__, getattr(x, "size", None))), equal_to([("OversizedLine", out[0].size)]))
+        assert_that(
+            read | beam.Map(lambda x: (type(x).__name__, getattr(x, "size", None))),
+            equal_to([("OversizedLine", out[0].size)]),
+        )
     seconds = time.perf_counter() - start
     assert seconds < 10, f"{seconds:.1f} s"
 
@@ -111,8 +114,13 @@ def test_read_events_splits_bom_crlf_cr_only_and_mixed_files(tmp_path: Path) -> 
     (tmp_path / "bom.jsonl").write_bytes(BOM + ev("bom-1") + b"\n" + ev("bom-2") + b"\n")
     (tmp_path / "crlf.jsonl").write_bytes(ev("crlf-1") + b"\r\n" + ev("crlf-2") + b"\r\n")
     (tmp_path / "cr.jsonl").write_bytes(ev("cr-1") + b"\r" + ev("cr-2") + b"\r")
-    (tmp_path / "mixed.jsonl").write_bytes(ev("mixed-1") + b"\r\n\r\n" + ev("mixed-2") + b"\r" + ev("mixed-3") + b"\n   \n" + ev("mixed-4"))
-    expected = [ev(i) for i in ("bom-1", "bom-2", "crlf-1", "crlf-2", "cr-1", "cr-2", "mixed-1", "mixed-2", "mixed-3", "mixed-4")]
+    (tmp_path / "mixed.jsonl").write_bytes(
+        ev("mixed-1") + b"\r\n\r\n" + ev("mixed-2") + b"\r" + ev("mixed-3") + b"\n   \n" + ev("mixed-4")
+    )
+    expected = [
+        ev(i)
+        for i in ("bom-1", "bom-2", "crlf-1", "crlf-2", "cr-1", "cr-2", "mixed-1", "mixed-2", "mixed-3", "mixed-4")
+    ]
     p, read = _read(tmp_path / "*.jsonl")
     with p:
         assert_that(read, equal_to(expected))
@@ -131,7 +139,9 @@ def test_read_events_then_decode_through_a_pipeline(tmp_path: Path) -> None:
             | ReadEvents(str(tmp_path / "*.jsonl"), max_line_bytes=2000)
             | beam.ParDo(DecodeEvents()).with_outputs(DEAD_LETTER, DELETED, main="items")
         )
-        assert_that(out.items | "Ids" >> beam.Map(lambda w: w.event.event_id), equal_to(["a1", "a2", "b1", "b2"]), label="ids")
+        assert_that(
+            out.items | "Ids" >> beam.Map(lambda w: w.event.event_id), equal_to(["a1", "a2", "b1", "b2"]), label="ids"
+        )
 
         def check(letters: list[Any]) -> None:
             by_type = {d.error_type: d for d in letters}
@@ -164,7 +174,9 @@ def test_parquet_is_read_as_rows(tmp_path: Path) -> None:
     pq.write_table(pa.table({"event_id": ["e1", "e2"], "type": ["create", "delete"]}), path)
     p, read = _read(path)
     with p:
-        assert_that(read | beam.Map(lambda r: (r["event_id"], r["type"])), equal_to([("e1", "create"), ("e2", "delete")]))
+        assert_that(
+            read | beam.Map(lambda r: (r["event_id"], r["type"])), equal_to([("e1", "create"), ("e2", "delete")])
+        )
 
 
 # --------------------------------------------------------------------------- patterns

@@ -17,8 +17,6 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from pipelines.repredict import catalog_row, estimate_calls, repredict_event
-from transforms.io.files import PREDICTION_PARQUET_SCHEMA
-from transforms.io.kafka import KafkaConfig
 from transforms.freshness.staleness import batch_name, staleness
 from transforms.freshness.store import (
     CONTENT_CHANGED,
@@ -37,6 +35,8 @@ from transforms.freshness.store import (
     newest,
     snapshot_order,
 )
+from transforms.io.files import PREDICTION_PARQUET_SCHEMA
+from transforms.io.kafka import KafkaConfig
 from transforms.records import (
     Prediction,
     Product,
@@ -51,7 +51,14 @@ PRODUCT = {"title": "Red dress", "product_type": "Dresses", "tags": ["red"]}
 HASH = content_hash(Product.model_validate(PRODUCT))
 
 
-def _prediction(pid: str, chash: str = HASH, model: str = "m-1", tax: str = "2024-07", at: int = 0, category: str | None = "gid://shopify/TaxonomyCategory/aa-1-4") -> dict:
+def _prediction(
+    pid: str,
+    chash: str = HASH,
+    model: str = "m-1",
+    tax: str = "2024-07",
+    at: int = 0,
+    category: str | None = "gid://shopify/TaxonomyCategory/aa-1-4",
+) -> dict:
     p = Prediction(
         product_id=pid,
         shop_id="s",
@@ -67,8 +74,22 @@ def _prediction(pid: str, chash: str = HASH, model: str = "m-1", tax: str = "202
     return json.loads(p.model_dump_json())
 
 
-def _event(pid: str, product: dict | None = None, force: bool = False, type_: str = "update", bulk: str | None = None, eid: str | None = None) -> bytes:
-    e = {"event_id": eid or f"ev-{pid}", "type": type_, "product_id": pid, "shop_id": "s", "occurred_at": "2026-01-02T00:00:00Z", "force": force}
+def _event(
+    pid: str,
+    product: dict | None = None,
+    force: bool = False,
+    type_: str = "update",
+    bulk: str | None = None,
+    eid: str | None = None,
+) -> bytes:
+    e = {
+        "event_id": eid or f"ev-{pid}",
+        "type": type_,
+        "product_id": pid,
+        "shop_id": "s",
+        "occurred_at": "2026-01-02T00:00:00Z",
+        "force": force,
+    }
     if type_ != "delete":
         e["product"] = product or PRODUCT
     if bulk:
@@ -78,7 +99,10 @@ def _event(pid: str, product: dict | None = None, force: bool = False, type_: st
 
 # ---- pure helpers ---------------------------------------------------------------------
 
-def stale_reason(content_hash_: str, stored: StoreEntry | None, model_version: str, taxonomy_version: str) -> str | None:
+
+def stale_reason(
+    content_hash_: str, stored: StoreEntry | None, model_version: str, taxonomy_version: str
+) -> str | None:
     """The store's reason for a product, by the name its counters and repredict use."""
     reason = staleness(stored, content_hash_, model_version, taxonomy_version)
     return None if reason is None else batch_name(reason)
@@ -86,7 +110,10 @@ def stale_reason(content_hash_: str, stored: StoreEntry | None, model_version: s
 
 def test_stale_reasons_in_order() -> None:
     assert (MISSING, CONTENT_CHANGED, MODEL_VERSION, TAXONOMY_VERSION) == (
-        "missing", "content_changed", "model_version", "taxonomy_version"
+        "missing",
+        "content_changed",
+        "model_version",
+        "taxonomy_version",
     )
     cur = StoreEntry(HASH, "m-1", "2024-07", "pid")
     assert stale_reason(HASH, None, "m-1", "2024-07") == MISSING
@@ -149,7 +176,9 @@ def test_event_key_accepts_every_form() -> None:
     assert event_key(b"not json") is None
     assert event_key(b"[1]") is None
     assert event_key(_event("p1", type_="delete")) is None
-    assert event_key(json.dumps({"event_id": "x", "type": "create"}).encode()) is None  # invalid: decode dead-letters it
+    assert (
+        event_key(json.dumps({"event_id": "x", "type": "create"}).encode()) is None
+    )  # invalid: decode dead-letters it
 
 
 def test_store_source_parse(tmp_path: Path) -> None:
@@ -190,6 +219,7 @@ def test_estimate_calls() -> None:
 
 
 # ---- Beam -----------------------------------------------------------------------------
+
 
 def _rows() -> list[dict]:
     return [
@@ -245,12 +275,17 @@ def test_skip_current_force_wins_and_counts() -> None:
     store = p | "Store" >> beam.Create(store_rows)
     out = p | "Events" >> beam.Create(events) | SkipCurrent(store, "m-1", "2024-07")
     assert_that(
-        out["skipped"], equal_to([Skip("p-current", "ev-p-current", "pc", "b1", "skipped_unchanged", HASH)]), label="skipped"
+        out["skipped"],
+        equal_to([Skip("p-current", "ev-p-current", "pc", "b1", "skipped_unchanged", HASH)]),
+        label="skipped",
     )
     assert_that(out["to_predict"], equal_to(events[1:]), label="to_predict")
     result = p.run()
     result.wait_until_finish()
-    counters = {c.key.metric.name: c.committed for c in result.metrics().query(MetricsFilter().with_namespace("store"))["counters"]}
+    counters = {
+        c.key.metric.name: c.committed
+        for c in result.metrics().query(MetricsFilter().with_namespace("store"))["counters"]
+    }
     assert counters["skipped_current"] == 1
     assert counters["to_predict"] == 4
     assert counters["to_predict_forced"] == 1

@@ -37,7 +37,9 @@ NAMESPACES = ("productlens", "model", "correction", "dead_letters")
 
 
 def _lines() -> list[bytes]:
-    return (EXAMPLES / "events.jsonl").read_bytes().splitlines() + (EXAMPLES / "bad_events.jsonl").read_bytes().splitlines()
+    return (EXAMPLES / "events.jsonl").read_bytes().splitlines() + (
+        EXAMPLES / "bad_events.jsonl"
+    ).read_bytes().splitlines()
 
 
 def _prediction_key(p: Prediction) -> str:
@@ -81,10 +83,20 @@ def test_core_and_beam_pipeline_give_identical_outputs_on_examples() -> None:
     expected_deletes = sorted(e.event_id for e in core.deletes)
 
     p, out = _beam_run(lines, config)
-    assert_that(out["predictions"] | "Ids" >> beam.Map(lambda pr: pr.prediction_id), equal_to(expected_ids), label="SameIds")
-    assert_that(out["predictions"] | "Full" >> beam.Map(_prediction_key), equal_to(expected_predictions), label="SamePredictions")
-    assert_that(out["dead_letters"] | "Letters" >> beam.Map(_letter_key), equal_to(expected_letters), label="SameDeadLetters")
-    assert_that(out["deletes"] | "Deletes" >> beam.Map(lambda e: e.event_id), equal_to(expected_deletes), label="SameDeletes")
+    assert_that(
+        out["predictions"] | "Ids" >> beam.Map(lambda pr: pr.prediction_id), equal_to(expected_ids), label="SameIds"
+    )
+    assert_that(
+        out["predictions"] | "Full" >> beam.Map(_prediction_key),
+        equal_to(expected_predictions),
+        label="SamePredictions",
+    )
+    assert_that(
+        out["dead_letters"] | "Letters" >> beam.Map(_letter_key), equal_to(expected_letters), label="SameDeadLetters"
+    )
+    assert_that(
+        out["deletes"] | "Deletes" >> beam.Map(lambda e: e.event_id), equal_to(expected_deletes), label="SameDeletes"
+    )
     result = p.run()
     result.wait_until_finish()
 
@@ -126,7 +138,9 @@ def test_core_dead_letters_are_the_pipelines(sample_taxonomy) -> None:
             raise ConnectionError("server went away")
 
     bad_answer = ProductCore(ScriptedModel("I think it's a dress!"), sample_taxonomy).predict([_event("p1")])
-    assert [(d.stage, d.error_type, d.product_id) for d in bad_answer.dead_letters] == [("classify", "ModelAnswerError", "p1")]
+    assert [(d.stage, d.error_type, d.product_id) for d in bad_answer.dead_letters] == [
+        ("classify", "ModelAnswerError", "p1")
+    ]
     assert bad_answer.predictions == []
 
     model_error = ProductCore(ScriptedModel('{"error": "bad request: no"}'), sample_taxonomy).predict([_event("p1")])

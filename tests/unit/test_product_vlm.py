@@ -327,7 +327,13 @@ def test_product_vlm_config_admits_without_delay_and_declares_its_parameters(pro
     assert in_flight >= engine["max_num_seqs"], "product_vlm must be able to keep vLLM's batch full"
 
     params = {k: v.string_value for k, v in vlm.parameters.items()}
-    assert {"model_version", "taxonomy_version", "engine_model_name", "max_tokens_classify", "max_tokens_extract"} <= set(params)
+    assert {
+        "model_version",
+        "taxonomy_version",
+        "engine_model_name",
+        "max_tokens_classify",
+        "max_tokens_extract",
+    } <= set(params)
     # the load check of 1/model.py: config and prompt set name the same versions
     assert {k: params[k] for k in ("model_version", "taxonomy_version")} == prompt_set.parameters
     assert params["engine_model_name"] == _config(ENGINE / "config.pbtxt").name

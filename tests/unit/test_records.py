@@ -95,7 +95,13 @@ def test_committed_schemas_are_current(tmp_path: Path) -> None:
 
 def test_prediction_and_dead_letter_validate() -> None:
     DeadLetter.model_validate(
-        {"stage": "decode", "error_type": "MalformedJson", "message": "m", "original_payload": "{", "time": "2026-01-01T00:00:00Z"}
+        {
+            "stage": "decode",
+            "error_type": "MalformedJson",
+            "message": "m",
+            "original_payload": "{",
+            "time": "2026-01-01T00:00:00Z",
+        }
     )
     with pytest.raises(ValidationError):
         Prediction.model_validate({"product_id": "p"})

@@ -10,7 +10,7 @@ binary is not built (deploy/local/prism/prism.sh).
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import apache_beam as beam
 import pytest
@@ -22,7 +22,6 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 
 from pipelines.stream import prism_binary
-from transforms.records import EventType, ProductEvent, WorkItem, content_hash
 from transforms.freshness.refresh import (
     EMPTY,
     KnownPrediction,
@@ -35,19 +34,28 @@ from transforms.freshness.refresh import (
     on_known,
     on_timer,
 )
+from transforms.records import EventType, ProductEvent, WorkItem, content_hash
 
 CONFIG = RefreshConfig(model_version="m1", taxonomy_version="2024-07", quiet_period_s=30)
 S = 1_000_000  # micros
 
 
-def event(pid: str = "p1", title: str = "Linen shirt", t: float = 0, eid: str | None = None, *, type: str = "update",
-          force: bool = False, price: float | None = None) -> ProductEvent:
+def event(
+    pid: str = "p1",
+    title: str = "Linen shirt",
+    t: float = 0,
+    eid: str | None = None,
+    *,
+    type: str = "update",
+    force: bool = False,
+    price: float | None = None,
+) -> ProductEvent:
     return ProductEvent(
         event_id=eid or f"{pid}-{title}-{t}",
         type=EventType(type),
         product_id=pid,
         shop_id="s",
-        occurred_at=datetime.fromtimestamp(t, timezone.utc),
+        occurred_at=datetime.fromtimestamp(t, UTC),
         product=None if type == "delete" else {"title": title, "price": price},
         force=force,
     )
@@ -133,7 +141,9 @@ def test_config_is_validated(kwargs: dict) -> None:
 # --- the pure state machine ---------------------------------------------------------------
 
 
-def run_machine(elements: list[tuple[object, float]], state: RefreshState = EMPTY) -> tuple[RefreshState, list[str], list[str]]:
+def run_machine(
+    elements: list[tuple[object, float]], state: RefreshState = EMPTY
+) -> tuple[RefreshState, list[str], list[str]]:
     """Events at event times (seconds) in order, then the end of the stream."""
     predicted, counts = [], []
     for element, t in elements:
@@ -168,7 +178,9 @@ def test_machine_forced_request_survives_a_later_unchanged_event() -> None:
 def test_machine_forced_request_survives_an_edit_and_a_revert() -> None:
     # Found by the benchmark's oracle: force, edit, revert within one burst.
     start = RefreshState(last=known("a"))
-    _, predicted, counts = run_machine([(item(title="a", force=True), 0), (item(title="b"), 5), (item(title="a"), 10)], start)
+    _, predicted, counts = run_machine(
+        [(item(title="a", force=True), 0), (item(title="b"), 5), (item(title="a"), 10)], start
+    )
     assert predicted == ["a"]
     assert counts == ["forced", "content_changed", "debounced", "forced", "debounced"]
 
@@ -216,8 +228,9 @@ def stream_of(*steps: tuple) -> EventStream:
     return ts.advance_watermark_to_infinity()
 
 
-def run_stream(ts: EventStream, expect_titles: list[str], expect_deleted: list[str] | None = None,
-               config: RefreshConfig = CONFIG) -> dict[str, int]:
+def run_stream(
+    ts: EventStream, expect_titles: list[str], expect_deleted: list[str] | None = None, config: RefreshConfig = CONFIG
+) -> dict[str, int]:
     p = streaming_pipeline()
     out = p | ts | RefreshTrigger(config)
     assert_that(out["items"] | beam.Map(lambda w: w.product.title), equal_to(expect_titles), label="Items")
@@ -328,6 +341,11 @@ def test_batch_skips_current_products_and_predicts_stale_ones() -> None:
         )
     got = counters(p.result)
     assert got == {
-        "seeded": 3, "skipped_unchanged": 1, "model_changed": 1, "content_changed": 1, "new": 5,
-        "debounced": 3, "deleted": 1,
+        "seeded": 3,
+        "skipped_unchanged": 1,
+        "model_changed": 1,
+        "content_changed": 1,
+        "new": 5,
+        "debounced": 3,
+        "deleted": 1,
     }

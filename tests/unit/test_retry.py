@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from transforms.model.triton import TritonModel, grpc_status, is_transient
 from transforms.model.retry import RetriesExhausted, RetryPolicy, call_with_retries
+from transforms.model.triton import TritonModel, grpc_status, is_transient
 
 
 class FakeTritonError(Exception):
@@ -44,7 +44,12 @@ def test_transient_errors_are_retried_until_success() -> None:
         return "ok"
 
     out = call_with_retries(
-        flaky, RetryPolicy(), is_transient, sleep=clock.sleep, clock=clock, rand=lambda: 1.0,
+        flaky,
+        RetryPolicy(),
+        is_transient,
+        sleep=clock.sleep,
+        clock=clock,
+        rand=lambda: 1.0,
         on_retry=lambda a, e: retried.append(a),
     )
     assert out == "ok" and len(calls) == 3 and retried == [1, 2]
@@ -70,13 +75,19 @@ def test_attempts_and_budget_are_bounded() -> None:
         raise FakeTritonError("StatusCode.RESOURCE_EXHAUSTED")
 
     with pytest.raises(RetriesExhausted) as info:
-        call_with_retries(down, RetryPolicy(max_attempts=3), is_transient, sleep=clock.sleep, clock=clock, rand=lambda: 1.0)
+        call_with_retries(
+            down, RetryPolicy(max_attempts=3), is_transient, sleep=clock.sleep, clock=clock, rand=lambda: 1.0
+        )
     assert info.value.attempts == 3 and len(clock.sleeps) == 2
     clock = Clock()
     with pytest.raises(RetriesExhausted):
         call_with_retries(
-            down, RetryPolicy(max_attempts=100, max_backoff_s=5, budget_s=10), is_transient,
-            sleep=clock.sleep, clock=clock, rand=lambda: 1.0,
+            down,
+            RetryPolicy(max_attempts=100, max_backoff_s=5, budget_s=10),
+            is_transient,
+            sleep=clock.sleep,
+            clock=clock,
+            rand=lambda: 1.0,
         )
     assert clock.now <= 10
 

@@ -94,8 +94,17 @@ def test_local_files_need_a_base_directory_and_stay_inside_it(tmp_path: Path) ->
         assert info.value.kind == "refused"
     assert fetch_image(str(base / "a.png"), ImageConfig(), str(base)).startswith(b"\x89PNG")
     refused = [
-        "../outside.png", str(tmp_path / "outside.png"), f"file://{tmp_path}/outside.png", "link.png",
-        "/etc/passwd", "/proc/self/environ", "../../../../../etc/hostname", "/dev/zero", "dir", fifo.name, "a.png\x00.jpg",
+        "../outside.png",
+        str(tmp_path / "outside.png"),
+        f"file://{tmp_path}/outside.png",
+        "link.png",
+        "/etc/passwd",
+        "/proc/self/environ",
+        "../../../../../etc/hostname",
+        "/dev/zero",
+        "dir",
+        fifo.name,
+        "a.png\x00.jpg",
     ]
     for url in refused:
         with pytest.raises(ImageError) as info:
@@ -128,7 +137,11 @@ def test_header_bombs_and_fuzzed_headers_are_image_errors() -> None:
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
-    bomb = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0)) + chunk(b"IEND", b"")
+    bomb = (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0))
+        + chunk(b"IEND", b"")
+    )
     with pytest.raises(ImageError) as info:
         prepare_image(bomb, ImageConfig())
     assert info.value.kind == "too_large"

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
-from typing import Any, Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 import apache_beam as beam
 import pytest
@@ -137,7 +138,9 @@ class FakeModel:
         if "refused" in title:
             return b'{"error": "bad request: refused"}'
         if request.task is Task.CLASSIFY:
-            return json.dumps({"category": DRESSES, "confidence": 0.8, "simplified_description": f"about {title}"}).encode()
+            return json.dumps(
+                {"category": DRESSES, "confidence": 0.8, "simplified_description": f"about {title}"}
+            ).encode()
         return json.dumps({"attributes": {"color": ["red"], "not-an-attribute": ["x"]}}).encode()
 
     def close(self) -> None:
@@ -148,7 +151,9 @@ class FakeModel:
 
 
 def test_decode_events() -> None:
-    oversized = OversizedLine(path="f.jsonl", line_number=3, size=5_000_000, head=b'{"event_id": "big"', limit=2_097_152)
+    oversized = OversizedLine(
+        path="f.jsonl", line_number=3, size=5_000_000, head=b'{"event_id": "big"', limit=2_097_152
+    )
     p = pipeline()
     out = (
         p
@@ -162,7 +167,9 @@ def test_decode_events() -> None:
         equal_to([("p1", 1_700_000_000.0, "")]),
     )
     assert_that(
-        out[DELETED] | beam.Map(lambda e: (e.product_id, e.type)), equal_to([("gone", EventType.DELETE)]), label="deleted"
+        out[DELETED] | beam.Map(lambda e: (e.product_id, e.type)),
+        equal_to([("gone", EventType.DELETE)]),
+        label="deleted",
     )
     assert_that(
         out[DEAD_LETTER] | beam.Map(lambda d: (d.stage, d.error_type, d.original_payload)),
@@ -197,17 +204,20 @@ def test_prepare_images() -> None:
         | beam.ParDo(PrepareImages(ImageConfig(max_attempts=1), str(EXAMPLES))).with_outputs(DEAD_LETTER, main="items")
     )
     assert_that(
-        out.items | beam.Map(lambda i: (i.event.product_id, i.image is not None and i.image[:2] == b"\xff\xd8", len(i.warnings))),
+        out.items
+        | beam.Map(lambda i: (i.event.product_id, i.image is not None and i.image[:2] == b"\xff\xd8", len(i.warnings))),
         equal_to([("good", True, 0), ("outside", False, 1), ("budget", False, 2), ("text-only", False, 0)]),
     )
     assert_that(
         letters(out[DEAD_LETTER], "Letters"),
-        equal_to([
-            ("prepare_images", "ImageRefused", "outside"),
-            ("prepare_images", "ImageUnreachable", "budget"),
-            ("prepare_images", "AssertionError", "broken"),
-            ("prepare_images", "AssertionError", "member"),
-        ]),
+        equal_to(
+            [
+                ("prepare_images", "ImageRefused", "outside"),
+                ("prepare_images", "ImageUnreachable", "budget"),
+                ("prepare_images", "AssertionError", "broken"),
+                ("prepare_images", "AssertionError", "member"),
+            ]
+        ),
         label="dead_letters",
     )
     result = run(p)
@@ -248,20 +258,24 @@ def test_classify_step_answers_and_dead_letters() -> None:
     out = p | beam.Create(batches) | beam.ParDo(step).with_outputs(DEAD_LETTER, main="items")
     assert_that(
         out.items | beam.Map(lambda i: (i.event.product_id, i.raw_category, i.confidence, i.simplified_description)),
-        equal_to([
-            ("a", DRESSES, 0.8, "about Women's red v-neck dress"),
-            ("c", DRESSES, 0.8, "about Women's red v-neck dress"),
-        ]),
+        equal_to(
+            [
+                ("a", DRESSES, 0.8, "about Women's red v-neck dress"),
+                ("c", DRESSES, 0.8, "about Women's red v-neck dress"),
+            ]
+        ),
     )
     assert_that(
         letters(out[DEAD_LETTER], "Letters"),
-        equal_to([
-            ("classify", "ModelError", "refused"),
-            ("classify", "ModelAnswerError", "garbled"),
-            ("classify", "ModelAnswerError", "twin"),  # shared the garbled product's model path
-            ("classify", "ConnectionError", "b"),
-            ("classify", "ConnectionError", "boom"),
-        ]),
+        equal_to(
+            [
+                ("classify", "ModelError", "refused"),
+                ("classify", "ModelAnswerError", "garbled"),
+                ("classify", "ModelAnswerError", "twin"),  # shared the garbled product's model path
+                ("classify", "ConnectionError", "b"),
+                ("classify", "ConnectionError", "boom"),
+            ]
+        ),
         label="dead_letters",
     )
     result = run(p)
@@ -398,11 +412,20 @@ def test_correct_category() -> None:
     p = pipeline()
     out = p | beam.Create(items) | beam.ParDo(CorrectCategory(None)).with_outputs(DEAD_LETTER, main="items")
     assert_that(
-        out.items | beam.Map(lambda i: (i.event.product_id, i.category.id if i.category else None,
-                                        i.category.corrected if i.category else None, len(i.warnings))),
+        out.items
+        | beam.Map(
+            lambda i: (
+                i.event.product_id,
+                i.category.id if i.category else None,
+                i.category.corrected if i.category else None,
+                len(i.warnings),
+            )
+        ),
         equal_to([("exact", DRESSES_ID, False, 0), ("typo", DRESSES_ID, True, 0), ("nonsense", None, None, 1)]),
     )
-    assert_that(letters(out[DEAD_LETTER], "Letters"), equal_to([("correct_category", "TypeError", "broken")]), label="dl")
+    assert_that(
+        letters(out[DEAD_LETTER], "Letters"), equal_to([("correct_category", "TypeError", "broken")]), label="dl"
+    )
     result = run(p)
     assert counter(result, "correction", "category_exact") == 1
     assert counter(result, "correction", "category_corrected") == 1
@@ -427,12 +450,14 @@ def test_extract_step() -> None:
     out = p | beam.Create([batch]) | beam.ParDo(step).with_outputs(DEAD_LETTER, main="items")
     assert_that(
         out.items | beam.Map(lambda i: (i.event.product_id, i.raw_attributes)),
-        equal_to([
-            ("dress", (("color", ("red",)), ("not-an-attribute", ("x",)))),
-            ("unresolved", ()),
-            ("pets", ()),
-            ("unknown", ()),  # a category the taxonomy lacks has no attributes to ask for
-        ]),
+        equal_to(
+            [
+                ("dress", (("color", ("red",)), ("not-an-attribute", ("x",)))),
+                ("unresolved", ()),
+                ("pets", ()),
+                ("unknown", ()),  # a category the taxonomy lacks has no attributes to ask for
+            ]
+        ),
     )
     assert_that(letters(out[DEAD_LETTER], "Letters"), equal_to([("extract", "ModelError", "refused")]), label="dl")
     result = run(p)
@@ -447,11 +472,15 @@ def test_extract_step() -> None:
 
 def test_validate_attributes() -> None:
     items = [
-        item("dress", category=category(), raw_attributes=(
-            ("color", ("Red", "Crimson-ish banana")),
-            ("not-an-attribute", ("x",)),
-            ("neckline", ("v neck",)),
-        )),
+        item(
+            "dress",
+            category=category(),
+            raw_attributes=(
+                ("color", ("Red", "Crimson-ish banana")),
+                ("not-an-attribute", ("x",)),
+                ("neckline", ("v neck",)),
+            ),
+        ),
         item("unresolved", raw_attributes=(("color", ("red",)),)),  # passes unchanged
         item("ghost", category=category("Nowhere", "gid://shopify/TaxonomyCategory/zz-9")),  # not in the taxonomy
     ]
@@ -471,7 +500,9 @@ def test_validate_attributes() -> None:
         assert by_id["unresolved"].attributes == ()
 
     assert_that(out.items, check)
-    assert_that(letters(out[DEAD_LETTER], "Letters"), equal_to([("validate_attributes", "AssertionError", "ghost")]), label="dl")
+    assert_that(
+        letters(out[DEAD_LETTER], "Letters"), equal_to([("validate_attributes", "AssertionError", "ghost")]), label="dl"
+    )
     result = run(p)
     assert counter(result, "correction", "values_exact") == 1
     assert counter(result, "correction", "values_corrected") == 1
@@ -498,8 +529,16 @@ def test_encode_prediction() -> None:
     ]
     assert_that(out.items | beam.Map(lambda pr: (pr.product_id, pr.prediction_id, pr.status)), equal_to(expected))
     assert_that(
-        out.items | "Stamps" >> beam.Map(lambda pr: (pr.model_version, pr.taxonomy_version, pr.event_id == f"e-{pr.product_id}",
-                                                     pr.predicted_at.tzinfo is not None)),
+        out.items
+        | "Stamps"
+        >> beam.Map(
+            lambda pr: (
+                pr.model_version,
+                pr.taxonomy_version,
+                pr.event_id == f"e-{pr.product_id}",
+                pr.predicted_at.tzinfo is not None,
+            )
+        ),
         equal_to([("fake-1", "2024-07", True, True)] * 3),
         label="stamps",
     )
@@ -512,7 +551,7 @@ def test_encode_prediction() -> None:
     assert counter(result, "dead_letters", "encode") == 1
 
 
-@pytest.mark.parametrize("when", [datetime(2026, 11, 1, tzinfo=timezone.utc)])
+@pytest.mark.parametrize("when", [datetime(2026, 11, 1, tzinfo=UTC)])
 def test_encode_is_deterministic_but_for_predicted_at(when: datetime) -> None:
     """Same content, model and taxonomy version: the same record (idempotent out)."""
     from transforms.core.encode import encode_prediction

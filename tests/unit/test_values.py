@@ -95,7 +95,8 @@ def test_bare_handle_suffix(norm, attrs):
 
 
 @pytest.mark.parametrize(
-    "raw", ["shopify--color-pattern-navy", "color-pattern-navy", "shopify.navy", "color-navy", "navy-1", "color__navy-2"]
+    "raw",
+    ["shopify--color-pattern-navy", "color-pattern-navy", "shopify.navy", "color-navy", "navy-1", "color__navy-2"],
 )
 def test_prefixed_and_deduplicated_handles(norm, attrs, raw):
     m = norm.normalise(attrs["color"], raw)

@@ -36,6 +36,25 @@ from transforms.decode import DecodeError, parse_event_object
 from transforms.io.kafka import KafkaConfig, OutgoingRecord, WriteToKafka
 from transforms.records import DeadLetter, ProductEvent
 
+__all__ = [
+    "PREDICTED",
+    "SKIPPED",
+    "FAILED",
+    "DELETED",
+    "UNACCOUNTED",
+    "OUTCOMES",
+    "PARTIAL_STAGES",
+    "BulkResult",
+    "event_fields",
+    "request_of",
+    "outcome_of",
+    "count_outcomes",
+    "to_result",
+    "BulkResults",
+    "bulk_result_record",
+    "WriteBulkResults",
+]
+
 PREDICTED = "predicted"
 SKIPPED = "skipped"
 FAILED = "failed"

@@ -57,6 +57,18 @@ from transforms.bulk.batch import (
 )
 from transforms.records import DeadLetter, ProductEvent
 
+__all__ = [
+    "NAMESPACE",
+    "BulkElement",
+    "RequestState",
+    "arrival_of",
+    "outcome_element",
+    "on_element",
+    "on_deadline",
+    "TrackBulkRequests",
+    "StreamingBulkResults",
+]
+
 NAMESPACE = "bulk"
 
 
@@ -136,7 +148,10 @@ def on_element(bulk_id: str, state: RequestState, element: BulkElement) -> tuple
     elif element.event_id in state.outcomes:
         return replace(state, size=size), None, "duplicate"
     else:
-        state, what = replace(state, size=size, outcomes={**state.outcomes, element.event_id: element.outcome}), "outcome"
+        state, what = (
+            replace(state, size=size, outcomes={**state.outcomes, element.event_id: element.outcome}),
+            "outcome",
+        )
     if state.size is not None and len(state.outcomes) >= state.size:
         return replace(state, done=True, outcomes={}), _result(bulk_id, state, timed_out=False), what
     return state, None, what
@@ -161,9 +176,7 @@ class TrackBulkRequests(beam.DoFn):
         if timeout_s <= 0:
             raise ValueError(f"the bulk request timeout must be positive, got {timeout_s}")
         self.timeout_s = timeout_s
-        self.counters = {
-            k: Metrics.counter(NAMESPACE, k) for k in ("arrival", "outcome", "duplicate", "after_done")
-        }
+        self.counters = {k: Metrics.counter(NAMESPACE, k) for k in ("arrival", "outcome", "duplicate", "after_done")}
         self.records = Metrics.counter(NAMESPACE, "completion_records")
         self.partial = Metrics.counter(NAMESPACE, "partial_records")
 

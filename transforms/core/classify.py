@@ -6,8 +6,8 @@ taxonomy has it is the next stage's question (`transforms.core.correct`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Sequence
 
 from model_repository.contract import ModelAnswerError, ModelProduct, ModelRequest, Task, parse_classify_answer
 from transforms.core.dead_letters import guarded, new_dead_letter

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime, timezone
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 from transforms.core.metrics import NO_METRICS, MetricsSink
 from transforms.records import DeadLetter, ProductEvent, WorkItem
@@ -81,7 +82,7 @@ def make_dead_letter(
         message=truncate(message, MAX_MESSAGE_CHARS),
         original_payload=truncate(_payload_text(payload), MAX_PAYLOAD_CHARS),
         attempt=attempt,
-        time=now or datetime.now(timezone.utc),
+        time=now or datetime.now(UTC),
         product_id=getattr(event, "product_id", None),
         event_id=getattr(event, "event_id", None),
     )
@@ -107,7 +108,11 @@ def member_letters(letter: DeadLetter, item: object) -> list[DeadLetter]:
     lost. Not counted again: the failure happened once."""
     return [
         letter.model_copy(
-            update={"original_payload": event.model_dump_json(), "product_id": event.product_id, "event_id": event.event_id}
+            update={
+                "original_payload": event.model_dump_json(),
+                "product_id": event.product_id,
+                "event_id": event.event_id,
+            }
         )
         for event in getattr(item, "members", ())
     ]
@@ -130,10 +135,14 @@ def unexpected_dead_letter(stage: str, exc: Exception, element: Any, metrics: Me
     its partition)."""
     metrics.inc("dead_letters", "unexpected_errors")
     log.warning("unexpected %s at stage %s", type(exc).__name__, stage, exc_info=exc)
-    return new_dead_letter(stage, type(exc).__name__, f"unexpected error at {stage}: {exc!r}", replayable(element), metrics)
+    return new_dead_letter(
+        stage, type(exc).__name__, f"unexpected error at {stage}: {exc!r}", replayable(element), metrics
+    )
 
 
-def guarded(stage: str, metrics: MetricsSink, step: Callable[..., R], element: Any, *args: Any, **kwargs: Any) -> R | DeadLetter:
+def guarded(
+    stage: str, metrics: MetricsSink, step: Callable[..., R], element: Any, *args: Any, **kwargs: Any
+) -> R | DeadLetter:
     """`step(element, *args, **kwargs)`, or the dead letter of `unexpected_dead_letter` when
     it raises: the core's form of `transforms.dead_letters.guard_stage`."""
     try:

@@ -125,7 +125,9 @@ def _too_large(size: int, limits: EventLimits) -> DecodeError:
     return DecodeError("EventTooLarge", f"event is {size:,} bytes; at most {limits.max_event_bytes:,} are allowed")
 
 
-def parse_event_object(element: bytes | str | dict[str, Any] | None, limits: EventLimits = EventLimits()) -> dict[str, Any]:
+def parse_event_object(
+    element: bytes | str | dict[str, Any] | None, limits: EventLimits = EventLimits()
+) -> dict[str, Any]:
     """A raw event as a JSON object, with the size, depth, UTF-8 and duplicate-key checks
     but without validating it as an event: for code that must look into raw events
     leniently (bulk request ids, prediction-store keys) without `json.loads`' recursion

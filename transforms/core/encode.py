@@ -3,8 +3,8 @@ from and its deterministic `prediction_id` (a replay gives the same record)."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
 
 from transforms.core.dead_letters import guarded
 from transforms.core.metrics import NO_METRICS, MetricsSink
@@ -17,7 +17,7 @@ STAGE = "encode"
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _encode(item: WorkItem, model: ModelMetadata, metrics: MetricsSink, now: Callable[[], datetime]) -> Prediction:

@@ -9,8 +9,8 @@ Which handles and values the taxonomy allows is the next stage's question
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Sequence
 
 from model_repository.contract import (
     ModelAnswerError,

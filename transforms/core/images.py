@@ -25,8 +25,8 @@ import io
 import os
 import stat
 import time
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Callable
 from urllib.parse import unquote, urlsplit
 
 from PIL import Image
@@ -113,7 +113,9 @@ def _read_local(path_text: str, url: str, config: ImageConfig, base_dir: str | N
         if not stat.S_ISREG(info.st_mode):
             raise outside
         if info.st_size > config.max_bytes:
-            raise ImageError("too_large", f"image {_short(url)} is {info.st_size} bytes, over the {config.max_bytes}-byte limit")
+            raise ImageError(
+                "too_large", f"image {_short(url)} is {info.st_size} bytes, over the {config.max_bytes}-byte limit"
+            )
         chunks: list[bytes] = []
         total = 0
         while total <= config.max_bytes:
@@ -139,7 +141,9 @@ def _fetch_gcs(url: str, config: ImageConfig, deadline_s: float) -> bytes:
     except gcs.GcsError as exc:
         raise ImageError("unsupported_url", f"image {truncate(str(exc), 300)}") from None
     if bucket not in config.gcs_buckets:
-        raise ImageError("refused", f"image {_short(url)}: bucket {truncate(bucket, 80)!r} is not an allowed image bucket")
+        raise ImageError(
+            "refused", f"image {_short(url)}: bucket {truncate(bucket, 80)!r} is not an allowed image bucket"
+        )
     try:
         return gcs.read_bytes(url, config.max_bytes, deadline_s)
     except gcs.GcsError as exc:

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from transforms.core.dead_letters import new_dead_letter, unexpected_dead_letter
 from transforms.core.metrics import MetricsSink
@@ -104,7 +105,9 @@ def answer_batch(
     for item, response in zip(items, responses):
         if isinstance(response, Exception):
             metrics.inc("model", f"{stage}_failures")
-            results.append(new_dead_letter(stage, type(response).__name__, f"model call failed: {response}", item, metrics))
+            results.append(
+                new_dead_letter(stage, type(response).__name__, f"model call failed: {response}", item, metrics)
+            )
         else:
             results.append(answer(item, response, metrics))
     return results

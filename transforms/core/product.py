@@ -13,9 +13,10 @@ content dedupe (keyed state across events), the in-flight window of model batche
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 from taxonomy.corrector import CategoryCorrector
 from taxonomy.model import Taxonomy

@@ -31,8 +31,9 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import apache_beam as beam
 from apache_beam.coders import BytesCoder
@@ -44,11 +45,66 @@ from taxonomy.model import Attribute, Category, Taxonomy
 from taxonomy.values import METAFIELD_KEYS, ValueNormaliser, slug
 from transforms.records import Prediction
 
+__all__ = [
+    "GOLDEN_FIELDS",
+    "GOLD_TAXONOMIES",
+    "GOLDEN_EVENT_TIME",
+    "UNKNOWN_STORE",
+    "GoldenRecordError",
+    "GoldenProduct",
+    "store_of",
+    "parse_golden",
+    "golden_event",
+    "GoldCategory",
+    "UNMAPPABLE_REASONS",
+    "resolve_gold_category",
+    "lineage_ids",
+    "HierarchicalCounts",
+    "hierarchical_counts",
+    "ratio",
+    "f1_from_counts",
+    "hierarchical_scores",
+    "prf",
+    "gold_attribute_candidates",
+    "AttributeOutcome",
+    "normalise_gold_value",
+    "score_attributes",
+    "MISSING",
+    "UNRESOLVED_LABEL",
+    "MISSING_LABEL",
+    "ProductScore",
+    "predicted_category",
+    "score_product",
+    "InputNote",
+    "EXAMPLES_KEPT",
+    "GroupStats",
+    "EvalAccumulator",
+    "compute_metrics",
+    "INVALID",
+    "NOTES",
+    "EvaluationCombineFn",
+    "ReadGolden",
+    "first_lines",
+    "ParseGolden",
+    "ParsePrediction",
+    "ReadPredictions",
+    "ScoreProducts",
+    "EvaluatePredictions",
+]
+
 # -- golden records ---------------------------------------------------------------------
 
 GOLDEN_FIELDS = (
-    "id", "title", "description", "image_urls", "vendor", "product_type",
-    "gold_category_path", "gold_category_taxonomy", "gold_attributes", "source",
+    "id",
+    "title",
+    "description",
+    "image_urls",
+    "vendor",
+    "product_type",
+    "gold_category_path",
+    "gold_category_taxonomy",
+    "gold_attributes",
+    "source",
 )
 GOLD_TAXONOMIES = ("shopify", "google", "other")
 # Fixed so that evaluation events are reproducible; no metric depends on it.
@@ -175,6 +231,7 @@ def golden_event(golden: GoldenProduct, *, include_images: bool = True) -> dict[
 
 # -- gold categories ----------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class GoldCategory:
     category: Category | None
@@ -219,6 +276,7 @@ def resolve_gold_category(
 
 # -- hierarchical metrics ---------------------------------------------------------------------
 
+
 def lineage_ids(taxonomy: Taxonomy, category: Category | None) -> frozenset[str]:
     """α or β: the category and all its ancestors, vertical included; ∅ for no category."""
     if category is None:
@@ -251,7 +309,9 @@ def f1_from_counts(tp: float, fp: float, fn: float) -> float | None:
     return 2 * tp / denominator if denominator else None
 
 
-def hierarchical_scores(intersection: int, predicted: int, gold: int) -> tuple[float | None, float | None, float | None]:
+def hierarchical_scores(
+    intersection: int, predicted: int, gold: int
+) -> tuple[float | None, float | None, float | None]:
     """Micro hP, hR, hF from the sums Σ|α∩β|, Σ|α|, Σ|β|."""
     return (
         ratio(intersection, predicted),
@@ -472,6 +532,7 @@ def score_product(
 
 # -- aggregation ----------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class InputNote:
     """Something about the inputs that is not a product score but must be counted:
@@ -606,7 +667,14 @@ class EvalAccumulator:
             self.unmappable_categories[(s.unmappable_reason, s.gold_taxonomy, s.gold_label)] += 1
             self.unmappable_category_examples = _keep_examples(
                 self.unmappable_category_examples,
-                [{"id": s.product_id, "path": s.gold_label, "taxonomy": s.gold_taxonomy, "reason": s.unmappable_reason}],
+                [
+                    {
+                        "id": s.product_id,
+                        "path": s.gold_label,
+                        "taxonomy": s.gold_taxonomy,
+                        "reason": s.unmappable_reason,
+                    }
+                ],
             )
         if s.attributes is not None:
             a = s.attributes
@@ -643,11 +711,19 @@ class EvalAccumulator:
             for i, v in enumerate(row):
                 mine_row[i] += v
         for name in (
-            "status", "gold_resolution", "confusion", "unmappable_categories", "unmappable_handles",
-            "unmappable_handle_values", "unmappable_values", "notes",
+            "status",
+            "gold_resolution",
+            "confusion",
+            "unmappable_categories",
+            "unmappable_handles",
+            "unmappable_handle_values",
+            "unmappable_values",
+            "notes",
         ):
             getattr(self, name).update(getattr(other, name))
-        self.unmappable_category_examples = _keep_examples(self.unmappable_category_examples, other.unmappable_category_examples)
+        self.unmappable_category_examples = _keep_examples(
+            self.unmappable_category_examples, other.unmappable_category_examples
+        )
         self.unmappable_value_examples = _keep_examples(self.unmappable_value_examples, other.unmappable_value_examples)
         self.note_examples = _keep_examples(self.note_examples, other.note_examples)
         self.unannotated_predicted += other.unannotated_predicted
@@ -671,8 +747,15 @@ class EvalAccumulator:
             tp, fp, fn, products = self.per_attribute[handle]
             p, r, f = prf(tp, fp, fn)
             per_attribute[handle] = {
-                "products": products, "gold_values": tp + fn, "predicted_values": tp + fp,
-                "tp": tp, "fp": fp, "fn": fn, "precision": p, "recall": r, "f1": f,
+                "products": products,
+                "gold_values": tp + fn,
+                "predicted_values": tp + fp,
+                "tp": tp,
+                "fp": fp,
+                "fn": fn,
+                "precision": p,
+                "recall": r,
+                "f1": f,
             }
         attributes = dict(o["attributes"])
         attributes["per_attribute"] = per_attribute
@@ -718,10 +801,16 @@ class EvalAccumulator:
             },
             "inputs": {
                 "golden": o["n"],
-                **{k: self.notes.get(k, 0) for k in (
-                    "golden_invalid", "duplicate_gold", "prediction_invalid",
-                    "prediction_without_gold", "duplicate_prediction",
-                )},
+                **{
+                    k: self.notes.get(k, 0)
+                    for k in (
+                        "golden_invalid",
+                        "duplicate_gold",
+                        "prediction_invalid",
+                        "prediction_without_gold",
+                        "duplicate_prediction",
+                    )
+                },
                 "examples": self.note_examples,
             },
         }
@@ -843,8 +932,10 @@ class ReadPredictions(beam.PTransform):
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.pvalue.DoOutputsTuple:  # type: ignore[override]
         from transforms.io.files import ReadEvents
 
-        return pbegin | "Read" >> ReadEvents(self.pattern) | "Parse" >> beam.ParDo(ParsePrediction()).with_outputs(
-            INVALID, main="predictions"
+        return (
+            pbegin
+            | "Read" >> ReadEvents(self.pattern)
+            | "Parse" >> beam.ParDo(ParsePrediction()).with_outputs(INVALID, main="predictions")
         )
 
 

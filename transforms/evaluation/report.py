@@ -9,8 +9,16 @@ unmappable gold labels.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from html import escape
-from typing import Any, Iterable, Sequence
+from typing import Any
+
+__all__ = [
+    "COLOURS",
+    "bar_chart_svg",
+    "line_chart_svg",
+    "render_report",
+]
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,Helvetica,Arial,sans-serif;margin:2rem auto;max-width:1100px;color:#1f2328;padding:0 1rem}
@@ -68,14 +76,18 @@ def bar_chart_svg(
     parts = [
         f'<svg id="{escape(chart_id)}" class="chart" xmlns="http://www.w3.org/2000/svg" width="{width}" '
         f'height="{height}" viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}">',
-        f'<title>{escape(title)}</title>',
+        f"<title>{escape(title)}</title>",
         f'<text x="0" y="16" font-size="14" font-weight="600">{escape(title)}</text>',
     ]
     for tick in (0.0, 0.25, 0.5, 0.75, 1.0):
         x = label_w + bar_w * tick
-        parts.append(f'<line x1="{x:.1f}" y1="{top - 4}" x2="{x:.1f}" y2="{height - 20}" stroke="#d0d7de" stroke-width="1"/>')
+        parts.append(
+            f'<line x1="{x:.1f}" y1="{top - 4}" x2="{x:.1f}" y2="{height - 20}" stroke="#d0d7de" stroke-width="1"/>'
+        )
         tick_label = f"{tick * max_value * 100:.3g}%" if as_percent else f"{tick * max_value:.3g}"
-        parts.append(f'<text x="{x:.1f}" y="{height - 6}" font-size="10" text-anchor="middle" fill="#59636e">{tick_label}</text>')
+        parts.append(
+            f'<text x="{x:.1f}" y="{height - 6}" font-size="10" text-anchor="middle" fill="#59636e">{tick_label}</text>'
+        )
     if not rows:
         parts.append(f'<text x="{label_w}" y="{top + 14}" font-size="12" fill="#59636e">no data</text>')
     for i, (label, value, note) in enumerate(rows):
@@ -85,11 +97,15 @@ def bar_chart_svg(
             f'<text x="{label_w - 6}" y="{y + 15}" font-size="12" text-anchor="end"><title>{escape(label)}</title>{escape(short)}</text>'
         )
         if value is None:
-            parts.append(f'<text x="{label_w + 4}" y="{y + 15}" font-size="12" fill="#59636e">n/a {escape(note)}</text>')
+            parts.append(
+                f'<text x="{label_w + 4}" y="{y + 15}" font-size="12" fill="#59636e">n/a {escape(note)}</text>'
+            )
             continue
         w = max(0.0, min(1.0, value / max_value if max_value else 0.0)) * bar_w
         shown = _pct(value) if as_percent else f"{value:.3f}"
-        parts.append(f'<rect class="bar" x="{label_w}" y="{y + 3}" width="{w:.1f}" height="{row_h - 6}" fill="{colour}"/>')
+        parts.append(
+            f'<rect class="bar" x="{label_w}" y="{y + 3}" width="{w:.1f}" height="{row_h - 6}" fill="{colour}"/>'
+        )
         parts.append(f'<text x="{label_w + w + 4:.1f}" y="{y + 15}" font-size="12">{shown} {escape(note)}</text>')
     parts.append("</svg>")
     return "".join(parts)
@@ -119,17 +135,25 @@ def line_chart_svg(
     parts = [
         f'<svg id="{escape(chart_id)}" class="chart" xmlns="http://www.w3.org/2000/svg" width="{width}" '
         f'height="{height}" viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}">',
-        f'<title>{escape(title)}</title>',
+        f"<title>{escape(title)}</title>",
         f'<text x="0" y="16" font-size="14" font-weight="600">{escape(title)}</text>',
     ]
     for tick in (0.0, 0.25, 0.5, 0.75, 1.0):
         y = py(tick)
-        parts.append(f'<line x1="{left}" y1="{y:.1f}" x2="{left + pw}" y2="{y:.1f}" stroke="#d0d7de" stroke-width="1"/>')
-        parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" font-size="10" text-anchor="end" fill="#59636e">{tick:.2f}</text>')
+        parts.append(
+            f'<line x1="{left}" y1="{y:.1f}" x2="{left + pw}" y2="{y:.1f}" stroke="#d0d7de" stroke-width="1"/>'
+        )
+        parts.append(
+            f'<text x="{left - 6}" y="{y + 4:.1f}" font-size="10" text-anchor="end" fill="#59636e">{tick:.2f}</text>'
+        )
     for i, label in enumerate(x_labels):
-        parts.append(f'<text x="{px(i):.1f}" y="{top + ph + 16}" font-size="11" text-anchor="middle">{escape(label)}</text>')
+        parts.append(
+            f'<text x="{px(i):.1f}" y="{top + ph + 16}" font-size="11" text-anchor="middle">{escape(label)}</text>'
+        )
         if i < len(notes) and notes[i]:
-            parts.append(f'<text x="{px(i):.1f}" y="{top + ph + 30}" font-size="10" text-anchor="middle" fill="#59636e">{escape(notes[i])}</text>')
+            parts.append(
+                f'<text x="{px(i):.1f}" y="{top + ph + 30}" font-size="10" text-anchor="middle" fill="#59636e">{escape(notes[i])}</text>'
+            )
     if not n:
         parts.append(f'<text x="{left + 8}" y="{top + 20}" font-size="12" fill="#59636e">no data</text>')
     for k, (name, values) in enumerate(series.items()):
@@ -150,11 +174,15 @@ def line_chart_svg(
             segments.append(segment)
         for seg in segments:
             if len(seg) > 1:
-                parts.append(f'<polyline class="series" points="{" ".join(seg)}" fill="none" stroke="{colour}" stroke-width="2"/>')
+                parts.append(
+                    f'<polyline class="series" points="{" ".join(seg)}" fill="none" stroke="{colour}" stroke-width="2"/>'
+                )
         ly = top + 10 + k * 18
         parts.append(f'<rect x="{left + pw + 14}" y="{ly - 9}" width="12" height="12" fill="{colour}"/>')
         parts.append(f'<text x="{left + pw + 32}" y="{ly + 1}" font-size="12">{escape(name)}</text>')
-    parts.append(f'<text x="{left + pw / 2:.1f}" y="{height - 4}" font-size="11" text-anchor="middle" fill="#59636e">gold depth (1 = vertical)</text>')
+    parts.append(
+        f'<text x="{left + pw / 2:.1f}" y="{height - 4}" font-size="11" text-anchor="middle" fill="#59636e">gold depth (1 = vertical)</text>'
+    )
     parts.append("</svg>")
     return "".join(parts)
 
@@ -163,11 +191,20 @@ def _group_rows(groups: dict[str, Any]) -> list[list[str]]:
     rows = []
     for name, g in groups.items():
         c, a = g["category"], g["attributes"]
-        rows.append([
-            escape(name), str(g["n"]), str(c["n"]), _fmt(c["accuracy"]), _fmt(c["hierarchical_precision"]),
-            _fmt(c["hierarchical_recall"]), _fmt(c["hierarchical_f1"]), _fmt(a["micro_f1"]),
-            _pct(g["correction_rate"]), _pct(g["unresolved_rate"]),
-        ])
+        rows.append(
+            [
+                escape(name),
+                str(g["n"]),
+                str(c["n"]),
+                _fmt(c["accuracy"]),
+                _fmt(c["hierarchical_precision"]),
+                _fmt(c["hierarchical_recall"]),
+                _fmt(c["hierarchical_f1"]),
+                _fmt(a["micro_f1"]),
+                _pct(g["correction_rate"]),
+                _pct(g["unresolved_rate"]),
+            ]
+        )
     return rows
 
 
@@ -220,14 +257,21 @@ def render_report(metrics: dict[str, Any]) -> str:
     rates = bar_chart_svg(
         [
             ("corrected category", metrics["correction_rate"], f"({metrics['status_counts'].get('corrected', 0)})"),
-            ("unresolved (to review)", metrics["unresolved_rate"], f"({metrics['status_counts'].get('unresolved', 0)})"),
+            (
+                "unresolved (to review)",
+                metrics["unresolved_rate"],
+                f"({metrics['status_counts'].get('unresolved', 0)})",
+            ),
             ("no prediction", metrics.get("missing_rate"), f"({metrics['status_counts'].get('missing', 0)})"),
         ],
         "chart-rates",
         "Correction and unresolved rates",
         colour=COLOURS["rate"],
         as_percent=True,
-        max_value=max(0.1, *(v or 0.0 for v in (metrics["correction_rate"], metrics["unresolved_rate"], metrics.get("missing_rate")))),
+        max_value=max(
+            0.1,
+            *(v or 0.0 for v in (metrics["correction_rate"], metrics["unresolved_rate"], metrics.get("missing_rate"))),
+        ),
     )
     verticals = c["per_vertical"]
     vertical_chart = bar_chart_svg(
@@ -256,8 +300,15 @@ def render_report(metrics: dict[str, Any]) -> str:
     attributes = _table(
         ("attribute", "products", "gold values", "predicted values", "precision", "recall", "F1"),
         [
-            [escape(h), str(r["products"]), str(r["gold_values"]), str(r["predicted_values"]),
-             _fmt(r["precision"]), _fmt(r["recall"]), _fmt(r["f1"])]
+            [
+                escape(h),
+                str(r["products"]),
+                str(r["gold_values"]),
+                str(r["predicted_values"]),
+                _fmt(r["precision"]),
+                _fmt(r["recall"]),
+                _fmt(r["f1"]),
+            ]
             for h, r in a["per_attribute"].items()
         ],
         table_id="attributes",
@@ -271,12 +322,14 @@ def render_report(metrics: dict[str, Any]) -> str:
     reasons = ", ".join(f"{escape(k)}: {v}" for k, v in un["categories"]["by_reason"].items()) or "none"
     handle_rows = [[escape(h), str(r["records"]), str(r["values"])] for h, r in un["attribute_handles"].items()]
     value_rows = [
-        [escape(h), escape(v), str(n)] for h, values in un["attribute_values"]["by_handle"].items() for v, n in values.items()
+        [escape(h), escape(v), str(n)]
+        for h, values in un["attribute_values"]["by_handle"].items()
+        for v, n in values.items()
     ]
     inputs = metrics.get("inputs", {})
     input_notes = ", ".join(f"{escape(k)}: {v}" for k, v in inputs.items() if k != "examples" and k != "golden" and v)
     sections = [
-        f"<h1>{title}</h1><p class=\"meta\">{meta}</p>",
+        f'<h1>{title}</h1><p class="meta">{meta}</p>',
         "<h2>Headline</h2>",
         headline,
         '<p class="note">Accuracy: the predicted category is the gold category. hP/hR/hF1: Kiritchenko et al., '
@@ -290,7 +343,11 @@ def render_report(metrics: dict[str, Any]) -> str:
         "<h2>Per vertical and per depth</h2>",
         f'<div class="charts">{vertical_chart}{depth_chart}</div>',
         _table(("gold vertical", *_GROUP_HEADERS[1:]), _group_rows(verticals), table_id="per-vertical"),
-        _table(("gold depth", *_GROUP_HEADERS[1:]), _group_rows({f"depth {k}": v for k, v in depths.items()}), table_id="per-depth"),
+        _table(
+            ("gold depth", *_GROUP_HEADERS[1:]),
+            _group_rows({f"depth {k}": v for k, v in depths.items()}),
+            table_id="per-depth",
+        ),
         "<h2>Per store</h2>",
         _table(("store", *_GROUP_HEADERS[1:]), _group_rows(metrics["per_store"]), table_id="per-store"),
         f"<h2>Top {len(c['confusion_pairs'])} confusion pairs</h2>",
@@ -305,14 +362,18 @@ def render_report(metrics: dict[str, Any]) -> str:
         f"{un['categories']['count']} ({reasons}). Gold attribute values that map to no taxonomy value are left out "
         f"of the attribute scores: {un['attribute_values']['count']}.</p>",
         unmappable_cats,
-        _table(("gold attribute handle (no taxonomy attribute)", "records", "values"), handle_rows, table_id="unmappable-handles"),
+        _table(
+            ("gold attribute handle (no taxonomy attribute)", "records", "values"),
+            handle_rows,
+            table_id="unmappable-handles",
+        ),
         _table(("gold attribute handle", "value", "count"), value_rows, table_id="unmappable-values", numeric_from=2),
     ]
     if input_notes:
         sections.append(f'<p class="note">Input notes: {input_notes}.</p>')
     body = "\n".join(sections)
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{title}</title>"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{title}</title>'
         f"<style>{_CSS}</style></head><body>\n{body}\n</body></html>\n"
     )

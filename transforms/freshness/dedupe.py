@@ -37,8 +37,9 @@ Caveats:
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, fields
-from typing import Any, Iterable, Iterator, Literal
+from typing import Any, Literal
 
 import apache_beam as beam
 from apache_beam import coders
@@ -56,6 +57,14 @@ from apache_beam.utils.timestamp import Timestamp
 
 from transforms.config import DedupeConfig  # noqa: F401 - defined once in transforms/config.py
 from transforms.records import ProductEvent, WorkItem
+
+__all__ = [
+    "NAMESPACE",
+    "DedupedItem",
+    "representative",
+    "fan_out",
+    "DedupeByContent",
+]
 
 NAMESPACE = "dedupe"
 _WORK_FIELDS = tuple(f.name for f in fields(WorkItem))
@@ -176,7 +185,9 @@ class DedupeByContent(beam.PTransform):
         mode = self.mode if self.mode != "auto" else ("batch" if items.is_bounded else "stream")
         keyed = items | "KeyByContent" >> beam.Map(lambda i: (i.content_hash, i)).with_output_types(Tuple[str, Any])
         if mode == "batch":
-            reps = keyed | "GroupByContent" >> beam.GroupByKey() | "Representative" >> beam.ParDo(_GroupedRepresentative())
+            reps = (
+                keyed | "GroupByContent" >> beam.GroupByKey() | "Representative" >> beam.ParDo(_GroupedRepresentative())
+            )
         else:
             reps = (
                 keyed

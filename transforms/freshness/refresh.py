@@ -62,8 +62,9 @@ replay must be sent with ``force=True`` (or a repredict event) to pass the trigg
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
-from typing import Any, Iterable, Iterator, Literal
+from typing import Any, Literal
 
 import apache_beam as beam
 from apache_beam import coders
@@ -397,7 +398,9 @@ class RefreshTrigger(beam.PTransform):
         else:
             merged = keyed
             if known is not None:
-                seeds = known | "Seeds" >> beam.MapTuple(lambda pid, k: (pid, KnownPrediction.of(k))).with_output_types(Tuple[str, Any])
+                seeds = known | "Seeds" >> beam.MapTuple(lambda pid, k: (pid, KnownPrediction.of(k))).with_output_types(
+                    Tuple[str, Any]
+                )
                 merged = (keyed, seeds) | "WithSeeds" >> beam.Flatten()
             out = (
                 merged

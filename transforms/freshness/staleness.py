@@ -54,7 +54,11 @@ DEBOUNCED = "debounced"
 # The prediction store and repredict name three reasons differently in their counters
 # (``store/to_predict_<name>``, ``repredict/stale_<name>``), in repredict's summary.json
 # ("stale") and its dry-run ``stale.jsonl`` ("reason"); kept so that output does not change.
-_BATCH_NAMES = {Reason.NEW: "missing", Reason.MODEL_CHANGED: "model_version", Reason.TAXONOMY_CHANGED: "taxonomy_version"}
+_BATCH_NAMES = {
+    Reason.NEW: "missing",
+    Reason.MODEL_CHANGED: "model_version",
+    Reason.TAXONOMY_CHANGED: "taxonomy_version",
+}
 
 
 def batch_name(reason: Reason) -> str:
@@ -140,9 +144,7 @@ class Skip:
     content_hash: str = ""
 
     @classmethod
-    def of_event(
-        cls, event: ProductEvent, reason: str, content_hash: str, prediction_id: str | None = None
-    ) -> Skip:
+    def of_event(cls, event: ProductEvent, reason: str, content_hash: str, prediction_id: str | None = None) -> Skip:
         return cls(event.product_id, event.event_id, prediction_id, event.bulk_request_id, str(reason), content_hash)
 
 

@@ -38,6 +38,29 @@ from transforms.io.files import is_parquet
 from transforms.io.kafka import KafkaConfig, KafkaRecord, ReadConfig, ReadFromKafka
 from transforms.records import EventType, ProductEvent, WorkItem, content_hash
 
+__all__ = [
+    "KAFKA_PREFIX",
+    "MISSING",
+    "CONTENT_CHANGED",
+    "MODEL_VERSION",
+    "TAXONOMY_VERSION",
+    "STALE_REASONS",
+    "FORCED",
+    "SKIPPED",
+    "StoreEntry",
+    "EventKey",
+    "entry_from_prediction",
+    "snapshot_order",
+    "newest",
+    "latest",
+    "last_per_product",
+    "resolve_snapshot",
+    "StoreSource",
+    "ReadPredictionStore",
+    "event_key",
+    "SkipCurrent",
+]
+
 KAFKA_PREFIX = "kafka:"
 
 # Why a product needs a prediction, in the order `staleness` checks them, by the names
@@ -217,7 +240,15 @@ def _live(keyed: tuple[str, Versioned]) -> Iterator[tuple[str, StoreEntry]]:
         yield key, entry
 
 
-_STORE_COLUMNS = ["product_id", "content_hash", "model_version", "taxonomy_version", "prediction_id", "category", "predicted_at"]
+_STORE_COLUMNS = [
+    "product_id",
+    "content_hash",
+    "model_version",
+    "taxonomy_version",
+    "prediction_id",
+    "category",
+    "predicted_at",
+]
 
 
 def _parquet_columns(pattern: str) -> list[str]:
@@ -246,7 +277,13 @@ class ReadPredictionStore(beam.PTransform):
         s = self.source
         if s.topic is not None:
             assert s.kafka is not None
-            read = ReadConfig(s.kafka, (s.topic,), s.group_id or f"productlens-store-{uuid.uuid4().hex}", bounded=True, start_from="earliest")
+            read = ReadConfig(
+                s.kafka,
+                (s.topic,),
+                s.group_id or f"productlens-store-{uuid.uuid4().hex}",
+                bounded=True,
+                start_from="earliest",
+            )
             versions = (
                 pbegin
                 | "ReadTopic" >> ReadFromKafka(read)
@@ -258,15 +295,13 @@ class ReadPredictionStore(beam.PTransform):
             if is_parquet(s.path):
                 rows = pbegin | "ReadParquet" >> beam.io.ReadFromParquet(s.path, columns=_parquet_columns(s.path))
             else:
-                rows = pbegin | "ReadJsonl" >> beam.io.ReadFromText(s.path, coder=beam.coders.BytesCoder()) | "NonBlank" >> beam.Filter(
-                    lambda line: bool(line.strip())
+                rows = (
+                    pbegin
+                    | "ReadJsonl" >> beam.io.ReadFromText(s.path, coder=beam.coders.BytesCoder())
+                    | "NonBlank" >> beam.Filter(lambda line: bool(line.strip()))
                 )
             versions = rows | "SnapshotRows" >> beam.ParDo(_SnapshotRows())
-        return (
-            versions
-            | "LastPerProduct" >> beam.CombinePerKey(newest)
-            | "DropTombstoned" >> beam.FlatMap(_live)
-        )
+        return versions | "LastPerProduct" >> beam.CombinePerKey(newest) | "DropTombstoned" >> beam.FlatMap(_live)
 
 
 def event_key(element: Any) -> EventKey | None:
@@ -354,13 +389,10 @@ class SkipCurrent(beam.PTransform):
 
     def expand(self, events: beam.PCollection) -> dict[str, beam.PCollection]:  # type: ignore[override]
         keyed = events | "KeyEvents" >> beam.ParDo(_KeyEvents()).with_outputs(_KeyEvents.PASS, main="keyed")
-        joined = (
-            {
-                "events": keyed.keyed | "EventsGlobal" >> beam.WindowInto(beam.window.GlobalWindows()),
-                "store": self.store,
-            }
-            | "JoinStore" >> beam.CoGroupByKey()
-        )
+        joined = {
+            "events": keyed.keyed | "EventsGlobal" >> beam.WindowInto(beam.window.GlobalWindows()),
+            "store": self.store,
+        } | "JoinStore" >> beam.CoGroupByKey()
         decided = joined | "Decide" >> beam.ParDo(_Decide(self.model_version, self.taxonomy_version)).with_outputs(
             SKIPPED, main="to_predict"
         )

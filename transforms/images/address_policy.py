@@ -27,6 +27,20 @@ import unicodedata
 import urllib.parse
 from dataclasses import dataclass
 
+__all__ = [
+    "MAX_URL_CHARS",
+    "echo_url",
+    "AddressRefused",
+    "HostUnresolvable",
+    "AddressPolicy",
+    "proxy_host_port",
+    "unsafe_url_chars",
+    "parse_image_url",
+    "is_public_address",
+    "getaddrinfo_bounded",
+    "resolve_checked",
+]
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # (family, sockaddr) as getaddrinfo returns them: sockaddr is (host, port) for IPv4 and
 # (host, port, flowinfo, scope_id) for IPv6.
@@ -86,7 +100,9 @@ class HostUnresolvable(AddressRefused):
 
 
 def _refused(url: object) -> AddressRefused:
-    return AddressRefused(f"image URL {echo_url(url)} is not allowed: only http(s) hosts that resolve to public addresses are fetched")
+    return AddressRefused(
+        f"image URL {echo_url(url)} is not allowed: only http(s) hosts that resolve to public addresses are fetched"
+    )
 
 
 @dataclass(frozen=True)
@@ -119,7 +135,11 @@ class AddressPolicy:
             )
         normalised = tuple(_normalise_allowed_host(entry) for entry in hosts)
         object.__setattr__(self, "allowed_hosts", normalised)  # frozen: normalise once, here
-        if isinstance(self.max_redirects, bool) or not isinstance(self.max_redirects, int) or not 0 <= self.max_redirects <= 20:
+        if (
+            isinstance(self.max_redirects, bool)
+            or not isinstance(self.max_redirects, int)
+            or not 0 <= self.max_redirects <= 20
+        ):
             raise ValueError(
                 f"AddressPolicy.max_redirects must be an integer from 0 to 20, got {self.max_redirects!r}; "
                 "image hosts rarely need more than 3"
@@ -289,14 +309,7 @@ def is_public_address(ip: IPAddress) -> bool:
             return False
     elif ip in _CGNAT:
         return False
-    if (
-        ip.is_multicast
-        or ip.is_reserved
-        or ip.is_unspecified
-        or ip.is_link_local
-        or ip.is_loopback
-        or ip.is_private
-    ):
+    if ip.is_multicast or ip.is_reserved or ip.is_unspecified or ip.is_link_local or ip.is_loopback or ip.is_private:
         return False
     return ip.is_global
 

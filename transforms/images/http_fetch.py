@@ -41,6 +41,12 @@ from transforms.images.address_policy import (
     unsafe_url_chars,
 )
 
+__all__ = [
+    "FETCH_ERROR_KINDS",
+    "FetchError",
+    "fetch_http",
+]
+
 FETCH_ERROR_KINDS = ("refused", "unreachable", "too_large", "timeout")
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _CHUNK = 64 * 1024
@@ -322,7 +328,9 @@ def _fetch(url: str, shown: str, policy: AddressPolicy, max_bytes: int, clock: _
             # checks failed, and why, is not the merchant's (or a scanner's) business.
             raise FetchError("refused", _refused_message(shown, redirected=hop > 0)) from None
         try:
-            status, location, body = _one_request(parts, shown, host, port, addresses, policy, max_bytes, clock, user_agent)
+            status, location, body = _one_request(
+                parts, shown, host, port, addresses, policy, max_bytes, clock, user_agent
+            )
         finally:
             clock.release()
         if status in _REDIRECTS:
@@ -332,7 +340,8 @@ def _fetch(url: str, shown: str, policy: AddressPolicy, max_bytes: int, clock: _
                 raise FetchError("refused", _refused_message(shown, redirected=True))
             if hop == policy.max_redirects:
                 raise FetchError(
-                    "refused", f"image URL {shown} redirects more than {policy.max_redirects} times; link the image itself"
+                    "refused",
+                    f"image URL {shown} redirects more than {policy.max_redirects} times; link the image itself",
                 )
             try:
                 current = urllib.parse.urljoin(current, location)
@@ -436,4 +445,3 @@ def _read_body(
         # http.client returns a short body silently when the server closes early.
         raise FetchError("unreachable", f"image {shown} ended after {total} of {expected} bytes")
     return b"".join(chunks)
-

@@ -21,7 +21,8 @@ the `PrepareImages` DoFn.
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import apache_beam as beam
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 import apache_beam as beam
 import pyarrow as pa
@@ -14,6 +15,20 @@ from apache_beam.io import fileio
 from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
 from pydantic import BaseModel
+
+__all__ = [
+    "PREDICTION_PARQUET_SCHEMA",
+    "is_parquet",
+    "CHUNK_BYTES",
+    "OVERSIZED_HEAD_BYTES",
+    "OversizedLine",
+    "read_lines",
+    "check_input_pattern",
+    "ReadEvents",
+    "single_file",
+    "WritePredictions",
+    "WriteDeadLetters",
+]
 
 _VALUE = pa.struct([("id", pa.string()), ("name", pa.string())])
 PREDICTION_PARQUET_SCHEMA = pa.schema(
@@ -97,7 +112,9 @@ def _default_max_line_bytes() -> int:
     return EventLimits().max_event_bytes
 
 
-def read_lines(stream: BinaryIO, path: str, max_line_bytes: int, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes | OversizedLine]:
+def read_lines(
+    stream: BinaryIO, path: str, max_line_bytes: int, chunk_bytes: int = CHUNK_BYTES
+) -> Iterator[bytes | OversizedLine]:
     """The non-blank lines of a binary stream, without their line ends, in linear time
     and memory bounded by `max_line_bytes` + `chunk_bytes` whatever the input.
 
@@ -239,14 +256,18 @@ class WritePredictions(beam.PTransform):
         self.directory = directory
 
     def expand(self, predictions: beam.PCollection) -> beam.PCollection:  # type: ignore[override]
-        predictions | "ToJson" >> beam.Map(_to_json_line) | "WriteJsonl" >> beam.io.WriteToText(
-            **single_file(self.directory, "predictions.jsonl")
+        (
+            predictions
+            | "ToJson" >> beam.Map(_to_json_line)
+            | "WriteJsonl" >> beam.io.WriteToText(**single_file(self.directory, "predictions.jsonl"))
         )
         return (
             predictions
             | "ToRow" >> beam.Map(lambda p: json.loads(p.model_dump_json()))
             | "WriteParquet"
-            >> beam.io.WriteToParquet(schema=PREDICTION_PARQUET_SCHEMA, **single_file(self.directory, "predictions.parquet"))
+            >> beam.io.WriteToParquet(
+                schema=PREDICTION_PARQUET_SCHEMA, **single_file(self.directory, "predictions.parquet")
+            )
         )
 
 

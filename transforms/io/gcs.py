@@ -19,6 +19,16 @@ import os
 import threading
 from typing import TYPE_CHECKING
 
+__all__ = [
+    "EMULATOR_ENV",
+    "LOCAL_PROJECT",
+    "GcsError",
+    "emulator_host",
+    "parse_gs_url",
+    "client",
+    "read_bytes",
+]
+
 if TYPE_CHECKING:
     from google.cloud import storage
 
@@ -101,9 +111,7 @@ def read_bytes(url: str, max_bytes: int, timeout: float) -> bytes:
         size = blob.size or 0
         if size > max_bytes:
             raise GcsError("too_large", f"{url} is {size} bytes, over the {max_bytes}-byte limit")
-        data = blob.download_as_bytes(
-            timeout=timeout, if_generation_match=blob.generation, retry=_retry(timeout)
-        )
+        data = blob.download_as_bytes(timeout=timeout, if_generation_match=blob.generation, retry=_retry(timeout))
     except GcsError:
         raise
     except api_exceptions.NotFound as exc:

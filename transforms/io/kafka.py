@@ -21,8 +21,9 @@ import sys
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import apache_beam as beam
 from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
@@ -32,6 +33,21 @@ from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.utils.timestamp import Duration, Timestamp
 
 from transforms.model.retry import RetryPolicy, call_with_retries
+
+__all__ = [
+    "UNBOUNDED",
+    "KafkaConfig",
+    "KafkaRecord",
+    "ReadConfig",
+    "KafkaPartition",
+    "partitions_of",
+    "end_offsets",
+    "commit_offsets",
+    "ReadFromKafka",
+    "OutgoingRecord",
+    "KafkaDeliveryError",
+    "WriteToKafka",
+]
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +200,9 @@ class _PartitionOffsets(RestrictionProvider):
                 lambda: consumer.get_watermark_offsets(tp, timeout=30), _KAFKA_RETRY, _retriable
             )
             # A fresh broker answers NOT_COORDINATOR while it loads the offsets topic.
-            committed = call_with_retries(lambda: consumer.committed([tp], timeout=30), _KAFKA_RETRY, _retriable)[0].offset
+            committed = call_with_retries(lambda: consumer.committed([tp], timeout=30), _KAFKA_RETRY, _retriable)[
+                0
+            ].offset
         finally:
             consumer.close()
         if committed >= 0:
@@ -339,7 +357,9 @@ class _ReadPartition(beam.DoFn):
         # by keyword, and the finaliser by position.
         finalizer: Any = beam.DoFn.BundleFinalizerParam,
         tracker: OffsetRestrictionTracker = beam.DoFn.RestrictionParam(_PartitionOffsets()),
-        watermark: ManualWatermarkEstimator = beam.DoFn.WatermarkEstimatorParam(ManualWatermarkEstimator.default_provider()),
+        watermark: ManualWatermarkEstimator = beam.DoFn.WatermarkEstimatorParam(
+            ManualWatermarkEstimator.default_provider()
+        ),
     ) -> Iterator[Any]:
         from confluent_kafka import KafkaError
 
@@ -459,7 +479,9 @@ def end_offsets(config: ReadConfig) -> tuple[tuple[str, int, int], ...]:
         for topic in config.topics:
             for p in partitions_of(config.kafka, topic):
                 tp = TopicPartition(topic, p)
-                _, high = call_with_retries(lambda: consumer.get_watermark_offsets(tp, timeout=30), _KAFKA_RETRY, _retriable)
+                _, high = call_with_retries(
+                    lambda tp=tp: consumer.get_watermark_offsets(tp, timeout=30), _KAFKA_RETRY, _retriable
+                )
                 out.append((topic, p, high))
         return tuple(out)
     finally:
@@ -554,7 +576,11 @@ class WriteToKafka(beam.DoFn):
         while True:
             try:
                 self._producer.produce(
-                    record.topic, key=record.key, value=record.value, headers=list(record.headers), on_delivery=self._delivered
+                    record.topic,
+                    key=record.key,
+                    value=record.value,
+                    headers=list(record.headers),
+                    on_delivery=self._delivered,
                 )
                 break
             except BufferError:

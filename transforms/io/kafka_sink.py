@@ -8,6 +8,10 @@ from transforms.encode import dead_letter_record, prediction_record, tombstone_r
 from transforms.io.kafka import KafkaConfig, WriteToKafka
 from transforms.predict import DEAD_LETTER_PART
 
+__all__ = [
+    "WritePredictionsToKafka",
+]
+
 
 class WritePredictionsToKafka(beam.PTransform):
     """Predictions, tombstones and dead letters of PredictProducts to their topics.

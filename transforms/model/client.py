@@ -8,8 +8,18 @@ is the default of the local runtime; `transforms/model/triton.py` is the Triton 
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Protocol
+
+__all__ = [
+    "ModelMetadata",
+    "ModelClient",
+    "ModelClientFactory",
+    "TaxonomyVersionMismatch",
+    "check_taxonomy_version",
+    "InProcessBaseline",
+]
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,17 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, TypeVar
+from typing import TypeVar
+
+__all__ = [
+    "T",
+    "TRANSIENT_STATUSES",
+    "RetryPolicy",
+    "RetriesExhausted",
+    "call_with_retries",
+]
 
 T = TypeVar("T")
 

@@ -13,8 +13,9 @@ the batching window, threads, windowed re-stamping, tagged outputs and Beam metr
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import apache_beam as beam
 from apache_beam.utils.timestamp import Timestamp

@@ -9,15 +9,24 @@ failure answers only the items concerned, as an exception in their slot.
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from model_repository.contract import INPUT_IMAGE, INPUT_REQUEST, OUTPUT_RESPONSE
 from transforms.model.client import ModelClient, ModelMetadata
 from transforms.model.retry import TRANSIENT_STATUSES, RetryPolicy, call_with_retries
+
+__all__ = [
+    "ModelConfigError",
+    "grpc_status",
+    "is_transient",
+    "TritonModel",
+    "TritonClient",
+]
 
 
 class ModelConfigError(RuntimeError):
@@ -77,7 +86,9 @@ class TritonClient:
     def metadata(self) -> ModelMetadata:
         if self._metadata is None:
             config = call_with_retries(
-                lambda: self._client.get_model_config(self.spec.model_name, as_json=True, client_timeout=self.spec.timeout_s),
+                lambda: self._client.get_model_config(
+                    self.spec.model_name, as_json=True, client_timeout=self.spec.timeout_s
+                ),
                 self.spec.retry,
                 is_transient,
             )["config"]

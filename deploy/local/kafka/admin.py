@@ -107,7 +107,9 @@ def ensure(bootstrap: str, specs: list[str]) -> int:
             client.create_partitions([NewPartitions(name, n)])[name].result()
             log(f"topic {name}: partitions {have} -> {n}")
         elif have > n:
-            log(f"WARNING topic {name} has {have} partitions, wanted {n} (Kafka cannot shrink; `down --wipe` to recreate)")
+            log(
+                f"WARNING topic {name} has {have} partitions, wanted {n} (Kafka cannot shrink; `down --wipe` to recreate)"
+            )
         if cfg:
             res = ConfigResource(ResourceType.TOPIC, name)
             current = client.describe_configs([res])[res].result()

@@ -52,7 +52,10 @@ def _error(message: str, code_name: str = "INTERNAL") -> Any:
 
 def check_parameters(config: dict[str, str], model: dict[str, str], where: str) -> None:
     triton_support.check_parameters(
-        config, model, where, "engine",
+        config,
+        model,
+        where,
+        "engine",
         "Update the parameters in config.pbtxt (or taxonomy_path, which decides the taxonomy version) "
         "so that the pipeline stamps predictions with the right versions.",
     )

@@ -81,7 +81,10 @@ def _error(message: str, code_name: str = "INTERNAL") -> Any:
 
 def check_parameters(config: dict[str, str], prompts: dict[str, str], where: str) -> None:
     triton_support.check_parameters(
-        config, prompts, where, f"the prompt set ({_PROMPTS_DIR / 'manifest.json'})",
+        config,
+        prompts,
+        where,
+        f"the prompt set ({_PROMPTS_DIR / 'manifest.json'})",
         "The prompts belong to the fine-tuned weights: update config.pbtxt's parameters, or ship the "
         "prompt set made for this model version.",
     )
