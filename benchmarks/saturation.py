@@ -223,10 +223,12 @@ def main() -> None:
     try:
         events = make_events(args.products, work)
         chosen = SETTINGS if args.settings == "all" else [SETTINGS[int(i)] for i in args.settings.split(",")]
-        for setting in chosen:
-            console.print(f"[bold]simulator[/bold] {setting.name}: {args.products} products ...")
+
+        def measure(name: str, batch_max: int, max_in_flight: int, job) -> dict[str, object]:  # type: ignore[no-untyped-def]
+            """One simulator row: `job()` -> (seconds, products, dead letters), with the
+            server's own counts from Triton's metrics around it."""
             before, t0 = metrics(metrics_port, SIMULATOR), time.perf_counter()
-            seconds, predicted, dead = run_backfill(events, work / "out", url, SIMULATOR, setting)
+            seconds, products, dead = job()
             wall = time.perf_counter() - t0
             after = metrics(metrics_port, SIMULATOR)
             calls = after["nv_inference_request_success"] - before["nv_inference_request_success"]
@@ -236,46 +238,39 @@ def main() -> None:
             # counts a batch's time once for each request in it.)
             busy_s = sim["a_s"] * execs + sim["b_s"] * calls
             rps = calls / seconds
-            results.append(
-                {
-                    "setting": setting.name,
-                    "batch_max": setting.batch_max,
-                    "max_in_flight": setting.max_in_flight,
-                    "products": predicted,
-                    "dead_letters": dead,
-                    "model_calls": calls,
-                    "seconds": round(seconds, 2),
-                    "products_per_s": round(predicted / seconds, 2),
-                    "requests_per_s": round(rps, 2),
-                    "server_busy_fraction": round(busy_s / wall, 3),
-                    "mean_server_batch": round(calls / execs, 1) if execs else 0.0,
-                    "saturation_ratio": round(rps / sim["capacity_rps"], 3),
-                }
-            )
-        console.print(f"[bold]simulator[/bold] Beam RunInference peer: {args.products} products ...")
-        before, t0 = metrics(metrics_port, SIMULATOR), time.perf_counter()
-        seconds, _ = run_inference_peer(events, url, SIMULATOR, 8, 64)
-        wall = time.perf_counter() - t0
-        after = metrics(metrics_port, SIMULATOR)
-        calls = after["nv_inference_request_success"] - before["nv_inference_request_success"]
-        execs = after["nv_inference_exec_count"] - before["nv_inference_exec_count"]
-        busy_s = sim["a_s"] * execs + sim["b_s"] * calls
-        rps = calls / seconds
-        results.append(
-            {
-                "setting": "PEER: Beam RunInference + RemoteModelHandler (BatchElements 8..64), classify only",
-                "batch_max": 64,
-                "max_in_flight": 1,
-                "products": int(calls),
-                "dead_letters": 0,
+            return {
+                "setting": name,
+                "batch_max": batch_max,
+                "max_in_flight": max_in_flight,
+                "products": products,
+                "dead_letters": dead,
                 "model_calls": calls,
                 "seconds": round(seconds, 2),
-                "products_per_s": round(calls / seconds, 2),
+                "products_per_s": round(products / seconds, 2),
                 "requests_per_s": round(rps, 2),
                 "server_busy_fraction": round(busy_s / wall, 3),
                 "mean_server_batch": round(calls / execs, 1) if execs else 0.0,
                 "saturation_ratio": round(rps / sim["capacity_rps"], 3),
             }
+
+        for setting in chosen:
+            console.print(f"[bold]simulator[/bold] {setting.name}: {args.products} products ...")
+            results.append(
+                measure(
+                    setting.name,
+                    setting.batch_max,
+                    setting.max_in_flight,
+                    lambda setting=setting: run_backfill(events, work / "out", url, SIMULATOR, setting),
+                )
+            )
+        console.print(f"[bold]simulator[/bold] Beam RunInference peer: {args.products} products ...")
+        results.append(
+            measure(
+                "PEER: Beam RunInference + RemoteModelHandler (BatchElements 8..64), classify only",
+                64,
+                1,
+                lambda: (*run_inference_peer(events, url, SIMULATOR, 8, 64), 0),
+            )
         )
         console.print(f"[bold]baseline[/bold] through Triton: {args.baseline_products} products ...")
         (work / "base").mkdir()

@@ -24,7 +24,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from pipelines.results import counter_totals
 from taxonomy.loader import load_taxonomy
 from tests.conftest import EXAMPLES, ROOT
-from tests.unit.test_backfill_pipeline import ScriptedModel
+from tests.unit.test_backfill_pipeline import ScriptedModel, _event
 from transforms.config import PredictConfig
 from transforms.core import CoreConfig, ProductCore, predict_products
 from transforms.model.client import InProcessBaseline
@@ -236,16 +236,3 @@ def _batching(size: int) -> Any:
     from transforms.config import BatchConfig
 
     return BatchConfig(min_size=1, max_size=size)
-
-
-def _event(pid: str, title: str = "Women's red v-neck dress", **product: object) -> bytes:
-    return json.dumps(
-        {
-            "event_id": f"e-{pid}",
-            "type": "create",
-            "product_id": pid,
-            "shop_id": "s",
-            "occurred_at": "2026-11-01T00:00:00Z",
-            "product": {"title": title, **product},
-        }
-    ).encode()

@@ -1,22 +1,8 @@
-"""Fetch and prepare product images: bounded in bytes, pixels and time, resized, re-encoded.
+"""The `PrepareImages` DoFn: the Beam side of the product core's image stage.
 
-Image tokens are most of a vision LLM's input, so sending an image already resized to the
-model's resolution is the largest client-side cost lever (DESIGN.md). Every failure is an
-`ImageError` with a reason a merchant can act on; the caller decides what it costs.
-
-Image locations come from merchants and are untrusted (DESIGN.md, "Untrusted input"):
-
-- http(s) goes through `transforms.images.http_fetch` (public addresses only, checked on every
-  redirect hop, one total deadline per image);
-- local paths and file:// URLs are read only under a configured base directory, as
-  regular files, with a byte bound and without blocking (a FIFO or /dev/zero cannot hang
-  or flood a worker); with no base directory an event cannot name a local file at all;
-- gs:// only from configured buckets, since the job's own credentials read them;
-- decoding accepts an allow-list of formats, with the pixel budget checked on the header.
-
-The fetching, decoding and the per-product budget are the product core's
-(`transforms.core.images`, Beam-free, re-exported here); this module is their Beam side,
-the `PrepareImages` DoFn.
+Fetching (SSRF-safe, bounded), decoding (allow-listed formats, pixel budget) and the
+per-product budget live in `transforms.core.images` (Beam-free; its docstring has the
+rules for untrusted image locations) and are re-exported here for existing callers.
 """
 
 from __future__ import annotations
