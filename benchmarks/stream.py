@@ -245,6 +245,7 @@ def main() -> None:
                 f"--predictions_topic={topics['predictions']}",
                 f"--dlq_topic={topics['dlq']}",
                 f"--group_id=bench-{i}",
+                f"--image_base_dir={ROOT / 'examples'}",  # make_events names examples/ images by absolute path
             ]
             options = PipelineOptions(flags)
             config = predict_config(options, model_factory(options))
