@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -168,28 +168,10 @@ class _ParseCatalog(beam.DoFn):
         yield row.product_id, row
 
 
-def _later(a: CatalogRow, b: CatalogRow) -> CatalogRow:
-    return a if (a.occurred_at, a.order) >= (b.occurred_at, b.order) else b
-
-
-class _LatestRow(beam.CombineFn):
-    """Several events of one product in the snapshot: the latest is the catalog's state."""
-
-    def create_accumulator(self) -> CatalogRow | None:
-        return None
-
-    def add_input(self, acc: CatalogRow | None, row: CatalogRow) -> CatalogRow:
-        return row if acc is None else _later(acc, row)
-
-    def merge_accumulators(self, accs: Any) -> CatalogRow | None:
-        best = None
-        for a in accs:
-            if a is not None:
-                best = a if best is None else _later(best, a)
-        return best
-
-    def extract_output(self, acc: CatalogRow | None) -> CatalogRow | None:
-        return acc
+def _latest(rows: Iterable[CatalogRow]) -> CatalogRow:
+    """Several events of one product in the snapshot: the latest is the catalog's state.
+    Associative and commutative, so Beam combines it with partial results (CombinePerKey)."""
+    return max(rows, key=lambda r: (r.occurred_at, r.order))
 
 
 class _Classify(beam.DoFn):
@@ -257,7 +239,7 @@ def build_pipeline(
         | "ReadCatalog" >> ReadEvents(options.catalog)
         | "ParseCatalog" >> beam.ParDo(_ParseCatalog()).with_outputs(DEAD_LETTER, main="rows")
     )
-    catalog = parsed.rows | "LatestPerProduct" >> beam.CombinePerKey(_LatestRow())
+    catalog = parsed.rows | "LatestPerProduct" >> beam.CombinePerKey(_latest)
     entries = pipeline | "ReadStore" >> ReadPredictionStore(store)
     stale = (
         {"catalog": catalog, "store": entries}

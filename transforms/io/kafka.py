@@ -32,6 +32,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.utils.timestamp import Duration, Timestamp
 
+from transforms.config import StreamSettings, default_of
 from transforms.model.retry import RetryPolicy, call_with_retries
 
 __all__ = [
@@ -99,12 +100,12 @@ class ReadConfig:
     group_id: str
     bounded: bool = False
     # Where a partition starts when the group has no committed offset.
-    start_from: str = "earliest"
+    start_from: str = default_of(StreamSettings, "start_from")  # defaults live in transforms/config.py
     max_records_per_poll: int = 500
     poll_timeout_s: float = 0.2
     # How long one process() call reads before it checkpoints (unbounded), so that the
     # runner can finalise bundles and commit offsets regularly.
-    max_bundle_s: float = 2.0
+    max_bundle_s: float = default_of(StreamSettings, "max_bundle_s")
     # An idle partition's watermark advances to wall time minus this slack.
     idle_watermark_slack_s: float = 1.0
     idle_resume_s: float = 0.5

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from model_repository.contract import INPUT_IMAGE, INPUT_REQUEST, OUTPUT_RESPONSE
+from transforms.config import PredictSettings, default_of
 from transforms.model.client import ModelClient, ModelMetadata
 from transforms.model.retry import TRANSIENT_STATUSES, RetryPolicy, call_with_retries
 
@@ -53,8 +54,9 @@ class TritonModel:
     """Picklable factory: where the model is and how to talk to it."""
 
     url: str
-    model_name: str = "product_baseline"
-    timeout_s: float = 60.0
+    # Defaults written once, in transforms/config.py (the settings the CLI and options use).
+    model_name: str = default_of(PredictSettings, "model_name")
+    timeout_s: float = default_of(PredictSettings, "model_timeout_s")
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     def __post_init__(self) -> None:
