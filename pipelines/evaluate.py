@@ -386,7 +386,7 @@ def evaluation_values(
     runner: str | None = None,
 ) -> dict[str, Any]:
     """The CLI's arguments by pipeline-option name; None leaves the option's default."""
-    return {
+    values = {
         "golden": golden,
         "out": out,
         "taxonomy": taxonomy,
@@ -401,6 +401,7 @@ def evaluation_values(
         "top_n": top_n,
         "runner": runner,
     }
+    return {name: value for name, value in values.items() if value is not None}
 
 
 def evaluation_options(golden: str, out: str, *, extra: Sequence[str] = (), **kwargs: Any) -> PipelineOptions:
