@@ -60,6 +60,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 __all__ = [
+    "json_nesting_depth",
     "INPUT_REQUEST",
     "INPUT_IMAGE",
     "OUTPUT_RESPONSE",
@@ -406,10 +407,11 @@ _NOT_BRACKET = re.compile(r"[^\[\]{}]++")
 _BRACKET_DELTA = {"[": 1, "{": 1, "]": -1, "}": -1}
 
 
-def _nesting_depth(text: str) -> int:
-    """How deep json.loads would have to recurse: linear time, no recursion."""
-    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
-        return 0  # cannot be too deep; the usual case, for free
+def json_nesting_depth(text: str) -> int:
+    """How deep json.loads would have to recurse: linear time, no recursion. Brackets
+    inside string literals do not count; invalid JSON gets some number (the parser refuses
+    it afterwards). The one depth check for model answers and merchant events
+    (`transforms.core.decode`)."""
     brackets = _NOT_BRACKET.sub("", _STRING_LITERAL.sub("", text))
     # Running sum of +1/-1 done by C iterators; unbalanced closers only lower the count,
     # which json.loads rejects anyway.
@@ -460,7 +462,8 @@ def _lenient_json(answer: str | bytes) -> dict[str, Any]:
     for c in candidates:
         # Checked per candidate: each starts where json.loads starts, so both read the same
         # string boundaries (prose around the object could have stray quotes).
-        depth = _nesting_depth(c)
+        # Fewer brackets than the limit cannot nest too deep: the usual case, for free.
+        depth = 0 if c.count("[") + c.count("{") <= MAX_JSON_DEPTH else json_nesting_depth(c)
         if depth > MAX_JSON_DEPTH:
             too_deep = max(too_deep, depth)
             continue

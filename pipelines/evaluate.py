@@ -68,7 +68,6 @@ __all__ = [
     "run",
     "evaluation_values",
     "evaluation_options",
-    "evaluation_flags",
     "print_summary",
     "evaluate_command",
 ]
@@ -408,17 +407,6 @@ def evaluation_options(golden: str, out: str, *, extra: Sequence[str] = (), **kw
     """Options for `run`, validated and built with `PipelineOptions.from_dictionary`;
     `extra`: raw Beam flags. A bad value is a ValueError naming the flag."""
     return build_options(PipelineOptions, evaluation_values(golden, out, **kwargs), extra)
-
-
-def evaluation_flags(golden: str, out: str, *, extra: list[str] | None = None, **kwargs: Any) -> list[str]:
-    """The same as flags (for callers that build `PipelineOptions(flags)` themselves)."""
-    flags = []
-    for name, value in evaluation_values(golden, out, **kwargs).items():
-        if value is True:
-            flags.append(f"--{name}")
-        elif value is not None and value is not False:
-            flags.append(f"--{name}={value}")
-    return [*flags, *(extra or [])]
 
 
 # -- the `productlens evaluate` command ----------------------------------------------------------

@@ -75,10 +75,8 @@ def test_request_of_is_lenient() -> None:
 def test_outcome_of() -> None:
     assert outcome_of(_prediction("e1"), PREDICTED) == ("e1", PREDICTED)
     assert outcome_of(Skip("p", "e2", "x", "b"), "skipped") == ("e2", "skipped")
-    from transforms.freshness.refresh import Skipped
-
     ev = ProductEvent.model_validate_json(_raw("e7", "b1"))
-    assert outcome_of(Skipped(ev, "skipped_unchanged", "h"), "skipped") == ("e7", "skipped")
+    assert outcome_of(Skip.of_event(ev, "skipped_unchanged", "h"), "skipped") == ("e7", "skipped")
     # decode failed before the event id was known: found in the original payload
     assert outcome_of(_letter("decode", None, _raw("e3", "b1", type="bogus")), FAILED) == ("e3", FAILED)
     assert outcome_of(_letter("classify", "e4", b"{}"), FAILED) == ("e4", FAILED)

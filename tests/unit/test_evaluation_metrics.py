@@ -22,13 +22,12 @@ from typing import Any
 import apache_beam as beam
 import pytest
 import typer
-from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 from typer.testing import CliRunner
 
-from pipelines.evaluate import evaluate_command, evaluation_flags, run
+from pipelines.evaluate import evaluate_command, evaluation_options, run
 from taxonomy.loader import parse_taxonomy
 from taxonomy.mapping import MappingError, build_mapping, load_mapping, source_key
 from taxonomy.model import Taxonomy
@@ -639,13 +638,11 @@ def test_run_on_existing_predictions_writes_metrics_and_report(
 ) -> None:
     seen: list[int] = []
     result = run(
-        PipelineOptions(
-            evaluation_flags(
-                str(files["golden"]),
-                str(files["out"]),
-                taxonomy=str(files["taxonomy"]),
-                predictions=str(files["predictions"]),
-            )
+        evaluation_options(
+            str(files["golden"]),
+            str(files["out"]),
+            taxonomy=str(files["taxonomy"]),
+            predictions=str(files["predictions"]),
         ),
         on_progress=seen.append,
     )
@@ -663,15 +660,13 @@ def test_run_on_existing_predictions_writes_metrics_and_report(
     assert not (files["out"] / "predictions.jsonl").exists()
 
     mapped = run(
-        PipelineOptions(
-            evaluation_flags(
-                str(files["golden"]),
-                str(files["out"]),
-                taxonomy=str(files["taxonomy"]),
-                predictions=str(files["predictions"]),
-                mapping=str(files["mapping"]),
-                limit=6,
-            )
+        evaluation_options(
+            str(files["golden"]),
+            str(files["out"]),
+            taxonomy=str(files["taxonomy"]),
+            predictions=str(files["predictions"]),
+            mapping=str(files["mapping"]),
+            limit=6,
         )
     ).metrics
     assert mapped["unmappable"]["categories"]["count"] == 0 and mapped["category"]["gold_resolution"]["mapped"] == 1

@@ -146,10 +146,10 @@ def test_a_debounced_event_is_a_skip_without_a_standing_prediction() -> None:
     assert [w.event.event_id for w in fx.predict] == ["e2"]
 
 
-def test_the_old_names_build_the_one_record() -> None:
+def test_both_skip_paths_build_the_one_record() -> None:
     assert store.Skip is refresh.Skip is Skip
     ev = event(bulk="b1", eid="e7")
-    assert refresh.Skipped(ev, "skipped_unchanged", "h") == Skip("p1", "e7", None, "b1", "skipped_unchanged", "h")
+    assert Skip.of_event(ev, "skipped_unchanged", "h") == Skip("p1", "e7", None, "b1", "skipped_unchanged", "h")
 
 
 def test_the_bulk_jobs_count_every_skip() -> None:

@@ -14,13 +14,12 @@ pydantic models (transforms.records). Whatever goes wrong becomes a DecodeError,
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import replace
-from itertools import accumulate
 from typing import Any
 
 from pydantic import ValidationError
 
+from model_repository.contract import json_nesting_depth
 from transforms.config import EventLimits
 from transforms.core.dead_letters import guarded, new_dead_letter
 from transforms.core.metrics import NO_METRICS, MetricsSink
@@ -56,28 +55,10 @@ class DecodeError(Exception):
         return (DecodeError, (self.error_type, self.message))
 
 
-# One JSON string literal, escapes included. The closing quote is optional so that an
-# unterminated string is consumed to the end of the text in one match: a pattern that
-# requires it would rescan the rest of the text from every later quote (quadratic on a
-# line like `"\"\"\"...`). Its two branches start with different characters, so it never
-# backtracks either.
-_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
-# Every byte that is not a bracket, for bytes.translate(delete=...): strips a text to its
-# brackets in C.
-_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
-# +1 for an opening bracket, -1 for a closing one, indexed by byte value.
-_DEPTH_STEP = tuple(1 if b in b"[{" else -1 if b in b"]}" else 0 for b in range(256))
-
-
-def json_depth(raw: bytes) -> int:
+def json_depth(raw: bytes | str) -> int:
     """The deepest nesting of arrays and objects in a JSON text, in linear time without
-    recursion: blank out the string literals (brackets inside strings do not nest), then
-    take the running maximum of +1 per opening and -1 per closing bracket. Invalid JSON
-    gets some number; the parser refuses it afterwards."""
-    brackets = _JSON_STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
-    if not brackets:
-        return 0
-    return max(accumulate(map(_DEPTH_STEP.__getitem__, brackets)))
+    recursion (`model_repository.contract.json_nesting_depth`, the one implementation)."""
+    return json_nesting_depth(raw if isinstance(raw, str) else raw.decode("utf-8", errors="replace"))
 
 
 def value_depth(value: Any, limit: int) -> int:
@@ -163,13 +144,13 @@ def _load(element: bytes | str | dict[str, Any], limits: EventLimits) -> Any:
     if len(raw) > limits.max_event_bytes:
         raise _too_large(len(raw), limits)
     raw = raw.removeprefix(_BOM)  # Windows tools write one; it is not part of the JSON
-    depth = json_depth(raw)
-    if depth > limits.max_depth:
-        raise _too_deep(depth, limits)
     try:
         text = raw.decode("utf-8")  # strict: bad bytes are the merchant's to fix
     except UnicodeDecodeError as exc:
         raise DecodeError("InvalidUtf8", f"event is not valid UTF-8: {exc.reason} at byte {exc.start}") from None
+    depth = json_depth(text)  # before json.loads, which recurses once per level
+    if depth > limits.max_depth:
+        raise _too_deep(depth, limits)
     try:
         return json.loads(text, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as exc:

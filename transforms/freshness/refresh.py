@@ -101,10 +101,6 @@ class Decision:
         return self.reason in STALE
 
 
-# The name of the skip record before both skip paths shared one (``Skip``); builds one.
-Skipped = Skip.of_event
-
-
 @dataclass(frozen=True)
 class Pending:
     item: WorkItem
@@ -425,7 +421,6 @@ __all__ = [
     "RefreshState",
     "RefreshTrigger",
     "Skip",
-    "Skipped",
     "decide",
     "on_event",
     "on_known",
