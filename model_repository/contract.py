@@ -73,15 +73,19 @@ __all__ = [
     "MAX_HANDLE_CHARS",
     "MAX_VALUES_PER_ATTRIBUTE",
     "MAX_VALUE_CHARS",
+    "MAX_CANDIDATES",
+    "MAX_CATEGORY_DEPTH",
     "Task",
     "ModelProduct",
     "ModelCategory",
     "ModelAttribute",
+    "ModelCandidate",
     "ModelRequest",
     "MarkupText",
     "defuse_markup",
     "clean_line",
     "clean_text",
+    "AnswerCandidate",
     "ClassifyAnswer",
     "ExtractAnswer",
     "ModelAnswerError",
@@ -104,6 +108,10 @@ MAX_ATTRIBUTES = 100
 MAX_HANDLE_CHARS = 255
 MAX_VALUES_PER_ATTRIBUTE = 50
 MAX_VALUE_CHARS = 255
+# Top-k candidate categories a request or an answer may carry (candidate mode, issue 12).
+MAX_CANDIDATES = 50
+# Deeper than any Shopify taxonomy path (2024-07: 7 levels); a larger depth is noise.
+MAX_CATEGORY_DEPTH = 16
 
 
 class Task(StrEnum):
@@ -134,12 +142,25 @@ class ModelAttribute(BaseModel):
     values: tuple[str, ...]
 
 
+class ModelCandidate(BaseModel):
+    """A taxonomy category the pipeline's retriever proposes for step 1, with its score."""
+
+    model_config = ConfigDict(frozen=True)
+    id: str
+    full_name: str
+    score: float = 0.0
+
+
 class ModelRequest(BaseModel):
     model_config = ConfigDict(frozen=True)
     task: Task
     product: ModelProduct
     category: ModelCategory | None = None
     attributes: tuple[ModelAttribute, ...] = ()
+    # Classify in candidate mode: the retriever's top-k, best first. A model that picks from
+    # a list (an off-the-shelf VLM) chooses among them; others may ignore them. Empty means
+    # "answer from the whole taxonomy", which is what every model did before candidates.
+    candidates: tuple[ModelCandidate, ...] = Field(default=(), max_length=MAX_CANDIDATES)
 
 
 # -- cleaning untrusted model text ---------------------------------------------------------
@@ -295,6 +316,30 @@ def _scalar_text(value: Any, field: str) -> str:
 _UNTRUSTED = "Untrusted model output, cleaned by the contract: "
 
 
+def _unit_interval(v: Any) -> float:
+    """A model's number as a probability: clamped to [0, 1]; not a number (or NaN) reads as 0."""
+    try:
+        f = float(v)
+    except OverflowError:  # an integer too big for a float: as confident as can be
+        return 1.0 if v > 0 else 0.0
+    except (TypeError, ValueError):
+        return 0.0
+    return 0.0 if math.isnan(f) else min(1.0, max(0.0, f))
+
+
+class AnswerCandidate(BaseModel):
+    """One category the model considered: a raw path, not yet corrected, and its score."""
+
+    model_config = ConfigDict(extra="ignore")
+    category: str
+    score: float = 0.0
+
+    @field_validator("score", mode="before")
+    @classmethod
+    def _clamp(cls, v: Any) -> float:
+        return _unit_interval(v)
+
+
 class ClassifyAnswer(BaseModel):
     """What a model says in step 1. Unvalidated against the taxonomy: `category` is raw.
 
@@ -322,6 +367,39 @@ class ClassifyAnswer(BaseModel):
         f"{MAX_IMAGE_DESCRIPTION_CHARS} characters.",
     )
 
+    candidates: list[AnswerCandidate] = Field(
+        default_factory=list,
+        description=_UNTRUSTED + f"the categories the model also considered, best first, as raw paths with a score "
+        f"in [0, 1]; at most {MAX_CANDIDATES}, each cleaned like `category`. Items of the wrong shape are dropped, "
+        "not an error. Corrected against the taxonomy like the category; an unknown one is dropped.",
+    )
+    backed_off_from_depth: int | None = Field(
+        default=None,
+        description=_UNTRUSTED + "set when the model answered an ancestor of its best leaf because the leaf was not "
+        f"probable enough: the depth (root = 1) of that leaf. Outside 1..{MAX_CATEGORY_DEPTH} reads as absent.",
+    )
+
+    @field_validator("candidates", mode="before")
+    @classmethod
+    def _candidates(cls, v: Any) -> list[dict[str, Any]]:
+        if not isinstance(v, list):
+            return []  # an optional extension: a wrong shape costs the candidates, not the answer
+        out: list[dict[str, Any]] = []
+        for item in islice(v, MAX_CANDIDATES):
+            if isinstance(item, dict) and isinstance(item.get("category"), str):
+                category = clean_line(item["category"], MAX_CATEGORY_CHARS)
+                if category:
+                    out.append({"category": category, "score": item.get("score", 0.0)})
+        return out
+
+    @field_validator("backed_off_from_depth", mode="before")
+    @classmethod
+    def _depth(cls, v: Any) -> int | None:
+        if isinstance(v, bool) or not isinstance(v, int | float) or isinstance(v, float) and not v.is_integer():
+            return None
+        depth = int(v)
+        return depth if 1 <= depth <= MAX_CATEGORY_DEPTH else None
+
     @field_validator("category", mode="before")
     @classmethod
     def _category(cls, v: Any) -> Any:
@@ -332,13 +410,7 @@ class ClassifyAnswer(BaseModel):
     @field_validator("confidence", mode="before")
     @classmethod
     def _clamp(cls, v: Any) -> float:
-        try:
-            f = float(v)
-        except OverflowError:  # an integer too big for a float: as confident as can be
-            return 1.0 if v > 0 else 0.0
-        except (TypeError, ValueError):
-            return 0.0
-        return 0.0 if math.isnan(f) else min(1.0, max(0.0, f))
+        return _unit_interval(v)
 
     @field_validator("simplified_description", mode="before")
     @classmethod

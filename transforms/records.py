@@ -39,6 +39,7 @@ __all__ = [
     "ProductEvent",
     "PredictedValue",
     "PredictedAttribute",
+    "CategoryCandidate",
     "PredictedCategory",
     "PredictionStatus",
     "Prediction",
@@ -210,6 +211,15 @@ class PredictedAttribute(BaseModel):
     raw: tuple[str, ...] = ()
 
 
+class CategoryCandidate(BaseModel):
+    """A taxonomy category the model also considered, with its score (best first)."""
+
+    model_config = _FROZEN
+    id: str
+    full_name: str
+    score: float = Field(ge=0.0, le=1.0)
+
+
 class PredictedCategory(BaseModel):
     model_config = _FROZEN
     id: str
@@ -217,6 +227,13 @@ class PredictedCategory(BaseModel):
     score: float = Field(ge=0.0, le=1.0)
     corrected: bool = False
     raw: str = ""
+    # Set when the model's best leaf was not probable enough and it answered that leaf's
+    # deepest ancestor that was: the depth (root = 1) of the leaf it backed off from. A
+    # coarse right category is worth more to tax and search than a wrong leaf.
+    backed_off_from_depth: int | None = Field(default=None, ge=1)
+    # The top-k categories the model considered, corrected against the taxonomy; empty
+    # when the model gives none. For review (top candidates) and for candidate prompts.
+    candidates: tuple[CategoryCandidate, ...] = ()
 
 
 class PredictionStatus(StrEnum):
@@ -335,6 +352,12 @@ class WorkItem:
     image_description: str = ""
     raw_category: str = ""
     confidence: float = 0.0
+    # From the classify answer (raw, uncorrected): (path, score) best first, and the depth
+    # of the leaf the model backed off from, if it did.
+    raw_candidates: tuple[tuple[str, float], ...] = ()
+    backed_off_from_depth: int | None = None
+    # Candidate mode: the retriever's top-k put into the classify request.
+    retrieved_candidates: tuple[tuple[str, str, float], ...] = ()
     category: PredictedCategory | None = None
     raw_attributes: tuple[tuple[str, tuple[str, ...]], ...] = ()
     attributes: tuple[PredictedAttribute, ...] = ()

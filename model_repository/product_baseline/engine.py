@@ -18,21 +18,16 @@ import hashlib
 import json
 import logging
 import os
-from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from model_repository.contract import (
-    ModelAttribute,
-    ModelRequest,
-    Task,
-)
+from model_repository.contract import ModelCandidate, ModelProduct, ModelRequest, Task
+from model_repository.product_baseline.attributes import AttributeExtractor, norm_tokens
 from model_repository.product_baseline.embedder import MiniLMEmbedder
 from model_repository.product_baseline.image_features import summarise_image
-from model_repository.product_baseline.text import simplify_description, tokens
+from model_repository.product_baseline.text import simplify_description
 from taxonomy.loader import default_cache_dir, load_taxonomy
 from taxonomy.model import Taxonomy
 
@@ -51,37 +46,6 @@ MODEL_VERSION = "baseline-minilm-2"
 RERANK_TOP_K = 50
 LEAF_OVERLAP_WEIGHT = 0.15
 
-# Words that say which gender/age a product is for, mapped to Shopify's value names.
-_SYNONYMS: dict[str, tuple[str, ...]] = {
-    "female": ("women", "woman", "womens", "ladies", "lady", "female", "girls", "her"),
-    "male": ("men", "man", "mens", "gentlemen", "male", "boys", "him"),
-    "unisex": ("unisex",),
-    "kids": ("kids", "kid", "children", "child", "youth", "junior"),
-    "adults": ("adult", "adults"),
-    "baby": ("baby", "babies", "infant"),
-    "gray": ("grey",),
-    "multicolor": ("multicolour", "multi-colour", "multi-color", "multicoloured"),
-}
-_NEVER_EVIDENCE = {"other", "none", "yes", "no", "n/a"}
-_CONTEXT_STOPWORDS = {"type", "features", "style", "kind", "of", "the", "and", "or", "&"}
-
-
-def _stem(token: str) -> str:
-    token = token.removesuffix("'s").removesuffix("’s")
-    if len(token) > 3 and token.endswith("s") and not token.endswith("ss"):
-        return token[:-1]
-    return token
-
-
-def _norm_tokens(text: str) -> list[str]:
-    return [_stem(t) for t in tokens(text)]
-
-
-@dataclass(frozen=True, slots=True)
-class _ValuePattern:
-    value: str
-    phrases: tuple[tuple[str, ...], ...]
-
 
 class BaselineModel:
     """In-process implementation of the contract. Not thread-safe for `load`; `infer_batch`
@@ -97,9 +61,10 @@ class BaselineModel:
         self.embedder = embedder or MiniLMEmbedder()
         self._cache_dir = cache_dir or default_cache_dir().parent / "index"
         self._paths = self.taxonomy.full_names
+        self._ids = list(self.taxonomy.categories)
         self._index = self._load_or_build_index()
-        self._leaf_tokens = [set(_norm_tokens(p.rsplit(" > ", 1)[-1])) - {"&", "and"} for p in self._paths]
-        self._patterns: dict[tuple[str, tuple[str, ...]], tuple[_ValuePattern, ...]] = {}
+        self._leaf_tokens = [set(norm_tokens(p.rsplit(" > ", 1)[-1])) - {"&", "and"} for p in self._paths]
+        self._attributes = AttributeExtractor()
 
     # -- metadata --------------------------------------------------------------------
 
@@ -166,7 +131,7 @@ class BaselineModel:
         scores = emb @ self._index.T
         out = []
         for r, img, query, row in zip(requests, images, queries, scores):
-            j = self._rerank(row, set(_norm_tokens(query)))
+            j = self._rerank(row, set(norm_tokens(query)))
             out.append(
                 json.dumps(
                     {
@@ -176,6 +141,26 @@ class BaselineModel:
                         "image_description": _describe(img),
                     }
                 ).encode()
+            )
+        return out
+
+    def candidates(self, products: Sequence[ModelProduct], k: int) -> list[list[ModelCandidate]]:
+        """The top-k taxonomy categories for each product, best first, with scores in [0, 1]:
+        what candidate mode puts into an off-the-shelf VLM's classify prompt."""
+        queries = [_query_text(ModelRequest(task=Task.CLASSIFY, product=p)) for p in products]
+        scores = self.embedder.encode(queries) @ self._index.T
+        out = []
+        for row in scores:
+            top = np.argsort(-row, kind="stable")[:k]
+            out.append(
+                [
+                    ModelCandidate(
+                        id=self.taxonomy.categories[self._ids[j]].id,
+                        full_name=self._paths[j],
+                        score=round(float(min(1.0, max(0.0, row[j]))), 4),
+                    )
+                    for j in top
+                ]
             )
         return out
 
@@ -194,69 +179,7 @@ class BaselineModel:
         return best
 
     def _extract(self, request: ModelRequest, image: bytes | None) -> bytes:
-        p = request.product
-        text = " \n ".join(
-            [p.title, p.description, p.product_type, " , ".join(p.tags)]
-            + [f"{name} {' , '.join(vals)}" for name, vals in p.variant_options.items()]
-        )
-        toks = _norm_tokens(text)
-        positions: dict[tuple[str, ...], list[int]] = defaultdict(list)
-        for n in (1, 2, 3, 4):
-            for i in range(len(toks) - n + 1):
-                positions[tuple(toks[i : i + n])].append(i)
-        ambiguous = _ambiguous_values(request.attributes)
-        found: dict[str, list[str]] = {}
-        for attr in request.attributes:
-            context = {_stem(t) for t in tokens(attr.name) if t not in _CONTEXT_STOPWORDS}
-            hits = []
-            for pattern in self._value_patterns(attr):
-                for phrase in pattern.phrases:
-                    starts = positions.get(phrase)
-                    if not starts:
-                        continue
-                    if pattern.value.casefold() in ambiguous and not any(
-                        toks[k] in context
-                        for s in starts
-                        for k in range(max(0, s - 3), min(len(toks), s + len(phrase) + 3))
-                    ):
-                        continue
-                    hits.append(pattern.value)
-                    break
-            if not hits and attr.handle.endswith("color") and image is not None:
-                subject = summarise_image(image).subject_colours
-                allowed = {v.casefold(): v for v in attr.values}
-                hits = [allowed[c.casefold()] for c in subject[:1] if c.casefold() in allowed]
-            if hits:
-                found[attr.handle] = hits[:5]
-        return json.dumps({"attributes": found}).encode()
-
-    def _value_patterns(self, attr: ModelAttribute) -> tuple[_ValuePattern, ...]:
-        key = (attr.handle, attr.values)
-        cached = self._patterns.get(key)
-        if cached is None:
-            patterns = []
-            for value in attr.values:
-                base = tuple(_norm_tokens(value))
-                if not base or value.casefold() in _NEVER_EVIDENCE:
-                    continue
-                phrases = {base}
-                for syn in _SYNONYMS.get(value.casefold(), ()):
-                    phrases.add(tuple(_norm_tokens(syn)))
-                patterns.append(_ValuePattern(value, tuple(phrases)))
-            cached = self._patterns[key] = tuple(patterns)
-        return cached
-
-
-def _ambiguous_values(attributes: Sequence[ModelAttribute]) -> set[str]:
-    """Value names offered by two or more of the request's attributes (e.g. "Black" for
-    band-color and dial-color, "Long" for sleeve and pants length): such a value counts
-    only with a word of its attribute's name nearby."""
-    owners: dict[str, int] = defaultdict(int)
-    for a in attributes:
-        for v in {v.casefold() for v in a.values}:
-            owners[v] += 1
-    # Bare numbers ("50", "8") are sizes only next to the word size, never in "$50".
-    return {v for v, n in owners.items() if n > 1 or v.replace(".", "").replace("/", "").isdigit()}
+        return json.dumps({"attributes": self._attributes.extract(request, image)}).encode()
 
 
 def _query_text(request: ModelRequest) -> str:

@@ -51,6 +51,8 @@ def _answer(item: WorkItem, response: bytes, metrics: MetricsSink) -> WorkItem |
         item,
         raw_category=answer.category,
         confidence=answer.confidence,
+        raw_candidates=tuple((c.category, c.score) for c in answer.candidates),
+        backed_off_from_depth=answer.backed_off_from_depth,
         simplified_description=answer.simplified_description,
         image_description=answer.image_description,
     )

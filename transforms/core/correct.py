@@ -11,7 +11,7 @@ from dataclasses import replace
 from taxonomy.corrector import CategoryCorrector
 from transforms.core.dead_letters import guarded
 from transforms.core.metrics import NO_METRICS, MetricsSink
-from transforms.records import DeadLetter, PredictedCategory, WorkItem
+from transforms.records import CategoryCandidate, DeadLetter, PredictedCategory, WorkItem
 
 __all__ = ["STAGE", "correct_category"]
 
@@ -36,10 +36,36 @@ def _correct(item: WorkItem, corrector: CategoryCorrector, metrics: MetricsSink)
         score=round(min(1.0, max(0.0, score)), 4),
         corrected=result.corrected,
         raw=item.raw_category,
+        # A corrected category is not the one the model backed off to: the depth would lie.
+        backed_off_from_depth=None if result.corrected else item.backed_off_from_depth,
+        candidates=_corrected_candidates(item, corrector, metrics),
     )
     # Counted once the category is built: a product that fails here is a dead letter only.
     metrics.inc("correction", "category_corrected" if result.corrected else "category_exact")
     return replace(item, category=predicted)
+
+
+def _corrected_candidates(
+    item: WorkItem, corrector: CategoryCorrector, metrics: MetricsSink
+) -> tuple[CategoryCandidate, ...]:
+    """The answer's candidates as taxonomy categories, best first: each corrected like the
+    category, an unknown one dropped (counted), a repeat keeping its first (best) score."""
+    out: dict[str, CategoryCandidate] = {}
+    for raw, candidate_score in item.raw_candidates:
+        result = corrector.correct(raw)
+        if result.category is None:
+            metrics.inc("correction", "candidate_dropped")
+            continue
+        score = candidate_score * result.score if result.corrected else candidate_score
+        out.setdefault(
+            result.category.id,
+            CategoryCandidate(
+                id=result.category.id,
+                full_name=result.category.full_name,
+                score=round(min(1.0, max(0.0, score)), 4),
+            ),
+        )
+    return tuple(out.values())
 
 
 def correct_category(
