@@ -124,7 +124,8 @@ def taxonomy_search(
     taxonomy: str | None = TAXONOMY,
     limit: Annotated[int, typer.Option(help="how many matches")] = 10,
 ) -> None:
-    """Find categories by (part of) a name or path; shows how the corrector reads it too."""
+    """Find categories by (part of) a name or path, in English or any loaded locale; shows
+    how the corrector reads the query too."""
     from rapidfuzz import fuzz, process
 
     from taxonomy.corrector import CategoryCorrector
@@ -135,16 +136,34 @@ def taxonomy_search(
     except TaxonomyError as exc:
         _fail(str(exc))
     categories = list(t.categories.values())
+    # English paths and every locale's paths, one flat list; a category keeps its best hit.
+    choices = [c.full_name for c in categories]
+    owners: list[tuple[int, str]] = [(i, "en") for i in range(len(categories))]
+    for locale in t.locales:
+        for i, c in enumerate(categories):
+            full = t.localized_full_name(c.id, locale)
+            if full is not None:
+                choices.append(full)
+                owners.append((i, locale))
+    best: dict[int, tuple[float, str, str]] = {}
+    for text, score, k in process.extract(query, choices, scorer=fuzz.WRatio, limit=limit * 4):
+        i, locale = owners[k]
+        if i not in best or score > best[i][0]:
+            best[i] = (score, locale, text)
     table = Table(title=f"{query!r} in taxonomy {t.version}")
-    for col in ("score", "id", "full name", "attributes"):
+    for col in ("score", "id", "full name", "locale", "matched", "attributes"):
         table.add_column(col)
-    for _, score, i in process.extract(query, [c.full_name for c in categories], scorer=fuzz.WRatio, limit=limit):
+    for i, (score, locale, text) in sorted(best.items(), key=lambda kv: -kv[1][0])[:limit]:
         c = categories[i]
-        table.add_row(f"{score:.0f}", c.id.rsplit("/", 1)[-1], c.full_name, str(len(c.attribute_handles)))
+        matched = "" if locale == "en" else text
+        table.add_row(
+            f"{score:.0f}", c.id.rsplit("/", 1)[-1], c.full_name, locale, matched, str(len(c.attribute_handles))
+        )
     Console().print(table)
     r = CategoryCorrector(t).correct(query)
     verdict = r.category.full_name if r.category else "unresolved"
-    Console().print(f"corrector: {verdict} (method {r.method}, score {r.score:.2f})")
+    via = f", locale {r.locale}" if r.locale else ""
+    Console().print(f"corrector: {verdict} (method {r.method}, score {r.score:.2f}{via})")
 
 
 @taxonomy_app.command("fetch")
@@ -154,8 +173,16 @@ def taxonomy_fetch(
         str | None, typer.Option(help="URL template with {version}; default: Shopify's GitHub release")
     ] = None,
     force: Annotated[bool, typer.Option(help="download again even if cached")] = False,
+    locale: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--locale",
+            help="also fetch dist/<locale>/categories.json (localized names); repeatable, or 'all'",
+        ),
+    ] = None,
 ) -> None:
-    """Download a release's dist/en files into the local cache and print the directory."""
+    """Download a release's dist/en files (and localized names) into the local cache and
+    print the directory."""
     from taxonomy.fetch import FetchError, fetch_release
 
     try:
@@ -164,11 +191,13 @@ def taxonomy_fetch(
                 version,
                 base_url=base_url,
                 force=force,
+                locales=locale or (),
                 on_progress=lambda name, n: status.update(f"fetching {name}: {n / 1e6:.1f} MB"),
             )
     except FetchError as exc:
         _fail(str(exc))
-    console.print(f"taxonomy {t.version}: {len(t)} categories, {len(t.attributes)} attributes")
+    locales = f", locales {' '.join(t.locales)}" if t.locales else ""
+    console.print(f"taxonomy {t.version}: {len(t)} categories, {len(t.attributes)} attributes{locales}")
     print(path)
 
 

@@ -19,8 +19,15 @@ inflected leaf, a synonym of the leaf. The corrector recovers those and refuses 
 4. ``unresolved``  – the best score is below the threshold, or two different categories
    score about the same: the prediction goes to review instead of being guessed.
 
+Localized names (the taxonomy's locales) are another way in, never another answer: a
+full localized path is exact, and when the raw carries evidence of a locale, the same
+rules run over that locale's names and the better-scoring reading wins, English on a tie
+(see `CategoryCorrector`). Results stay canonical categories; `locale` says which names
+matched.
+
 Everything the matcher compares is precomputed once per taxonomy (~0.1 s for the full
-tree); one correction is a few dict lookups, plus, only when the leaf is not a known key,
+tree, plus ~0.2 s for the locale evidence of 13 locales; a locale's own index is built the
+first time a raw needs it); one correction is a few dict lookups, plus, only when the leaf is not a known key,
 one or two rapidfuzz scans over ~10k short strings: p99 is under 1 ms on the full tree
 (benchmarks/correction.py).
 """
@@ -28,7 +35,9 @@ one or two rapidfuzz scans over ~10k short strings: p99 is under 1 ms on the ful
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+import threading
+import unicodedata
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -52,8 +61,11 @@ __all__ = [
     "ANCHORED_LEAF_CUTOFF",
     "CONFIDENT_LEAF_SIMILARITY",
     "UNIQUE_LEAF_BASE",
+    "MAX_EVIDENCE_LOCALES",
     "plain_key",
     "stem_key",
+    "localized_plain_key",
+    "localized_stem_key",
     "split_path",
     "CategoryCorrection",
     "CategoryCorrector",
@@ -168,6 +180,10 @@ CONFIDENT_LEAF_SIMILARITY = 0.85
 # consistency so a caller can still ask for review of inconsistent ones with threshold>0.9.
 UNIQUE_LEAF_BASE = 0.9
 
+# At most this many locales (the best-evidenced ones) are tried for one raw: each costs up
+# to a few rapidfuzz scans, and beyond the top few the evidence is a shared loanword.
+MAX_EVIDENCE_LOCALES = 3
+
 # Separators a model or a merchant feed may use between path segments, strongest first.
 # ">" variants never occur inside a category name, so they are unambiguous; "/" does
 # occur ("AM/FM Radios"), so a slash-split is only tried when no ">"-like separator is
@@ -178,6 +194,10 @@ _PIPE_SPLIT = re.compile(r"\s+\|\s+|\s*\|\s*")
 _SLASH_SPLIT = re.compile(r"\s*/\s*")
 _DASH_SPLIT = re.compile(r"\s+[-–—]\s+")
 _TOKEN = re.compile(r"[a-z0-9]+")
+_WORD = re.compile(r"[^\W_]+")  # a Unicode letter/digit run: the token of localized names
+# Combining marks left by NFKD ("í" -> "i" + U+0301), and Japanese (han)dakuten, which NFKD
+# also splits off but which change the kana: those are recomposed, never dropped.
+_COMBINING = re.compile(r"[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]")
 _SHORT_ID = re.compile(r"^[a-z]{2}(?:-\d+)*$")
 
 
@@ -217,6 +237,31 @@ def stem_key(text: str) -> str:
     return " ".join(_stem_token(t) for t in plain_key(text).split())
 
 
+def localized_plain_key(text: str) -> str:
+    """`plain_key` for any language: Unicode words, accents folded ("Joyería" -> "joyeria").
+
+    Folding accents lets a model or merchant that drops them still hit the exact rules.
+    Conjunctions are kept (every language has its own "and"); CJK names have no spaces, so
+    a CJK name is one or a few long tokens, which rapidfuzz compares character by character.
+    """
+    text = text.casefold().replace("'", "").replace("’", "")
+    if not text.isascii():
+        # NFC afterwards recomposes what NFKD split but must stay (kana, hangul syllables).
+        text = unicodedata.normalize("NFC", _COMBINING.sub("", unicodedata.normalize("NFKD", text)))
+    return " ".join(_WORD.findall(text))
+
+
+def localized_stem_key(text: str) -> str:
+    """`localized_plain_key` with the same crude singulariser as English: it maps many
+    Romance plurals onto their singular too ("Anillos" -> "anillo") and, applied to both
+    sides, never hurts an exact match."""
+    return " ".join(_stem_token(t) for t in localized_plain_key(text).split())
+
+
+def _raw_words(text: str) -> set[str]:
+    return set(_WORD.findall(text.casefold().replace("'", "").replace("’", "")))
+
+
 def split_path(raw: str) -> list[str]:
     """Split a raw path on the first separator family that is present (see above)."""
     for pattern in (_ARROW_SPLIT, _PIPE_SPLIT, _DASH_SPLIT):
@@ -235,10 +280,67 @@ class CategoryCorrection:
     corrected: bool
     score: float
     method: Method
+    # The locale whose names matched ("es", "ja", ...); None for English (canonical) names.
+    locale: str | None = None
 
     @property
     def resolved(self) -> bool:
         return self.category is not None
+
+
+class _Names:
+    """Everything the matcher compares for one language, aligned with the category list.
+
+    English is one instance; each locale gets its own, so a localized raw is compared with
+    names of one language and its path consistency with ancestors in that language.
+    """
+
+    __slots__ = (
+        "locale",
+        "names",
+        "key",
+        "plain",
+        "stem",
+        "compact",
+        "plain_compact",
+        "tokens",
+        "postings",
+        "by_stem",
+        "by_compact",
+        "by_name",
+        "leaf_keys",
+    )
+
+    def __init__(
+        self,
+        locale: str | None,
+        names: list[str | None],
+        key: Callable[[str], str],
+        plain: Callable[[str], str],
+    ) -> None:
+        self.locale = locale
+        self.names = names
+        self.key = key
+        self.plain = plain
+        # A category the locale does not name gets empty keys: it is never a candidate.
+        self.stem = [key(n) if n else "" for n in names]
+        self.compact = [s.replace(" ", "") for s in self.stem]
+        self.plain_compact = [plain(n).replace(" ", "") if n else "" for n in names]
+        self.tokens = [frozenset(st.split()) for st in self.stem]
+        self.postings: dict[str, list[int]] = {}
+        for i, toks in enumerate(self.tokens):
+            for tok in toks:
+                self.postings.setdefault(tok, []).append(i)
+        self.by_stem: dict[str, list[int]] = {}
+        self.by_compact: dict[str, list[int]] = {}
+        self.by_name: dict[str, list[int]] = {}
+        for i, (s, cp) in enumerate(zip(self.stem, self.compact)):
+            if s:
+                self.by_stem.setdefault(s, []).append(i)
+                self.by_compact.setdefault(cp, []).append(i)
+                self.by_name.setdefault(normalise_key(names[i] or ""), []).append(i)
+        # rapidfuzz scans the distinct leaf keys, not the 10k categories: fewer, shorter.
+        self.leaf_keys = list(self.by_stem)
 
 
 class CategoryCorrector:
@@ -250,6 +352,14 @@ class CategoryCorrector:
     (pass `{**DEFAULT_SYNONYMS, ...}` to extend it). The default threshold, 0.8, sits above
     the best score any invented leaf reached in the benchmark's control set (~0.77) and
     below nearly all genuine one- or two-letter typos under a correct path.
+
+    Localized names (`taxonomy.locales`): a full localized path is exact (the taxonomy
+    resolves it); otherwise English is tried first, unchanged, and a locale's names are
+    tried only when the raw carries evidence of that locale (a word that only occurs in
+    its names, or accented/non-Latin letters its names use). The same rules (unique leaf,
+    then fuzzy with path consistency, in that locale) apply; the better of the English and
+    the localized answer wins, English on a tie. A locale's index (~50 ms) is built the
+    first time a raw needs it, so English-only traffic never pays for it.
     """
 
     def __init__(
@@ -273,26 +383,13 @@ class CategoryCorrector:
         cats = list(taxonomy.categories.values())
         self._cats = cats
         index = {c.id: i for i, c in enumerate(cats)}
-        self._stem = [stem_key(c.name) for c in cats]
-        self._compact = [s.replace(" ", "") for s in self._stem]
-        self._plain_compact = [plain_key(c.name).replace(" ", "") for c in cats]
-        self._tokens = [frozenset(st.split()) for st in self._stem]
-        self._postings: dict[str, list[int]] = {}
-        for i, toks in enumerate(self._tokens):
-            for tok in toks:
-                self._postings.setdefault(tok, []).append(i)
         self._id_index = index
         self._anc = [tuple(index[a] for a in reversed(c.ancestor_ids)) for c in cats]
         self._children = [tuple(index[ch] for ch in c.children_ids) for c in cats]
-        self._full_stem = [" ".join(self._stem[j] for j in (*self._anc[i], i)) for i in range(len(cats))]
 
-        self._by_stem: dict[str, list[int]] = {}
-        self._by_compact: dict[str, list[int]] = {}
-        for i, (s, cp) in enumerate(zip(self._stem, self._compact)):
-            self._by_stem.setdefault(s, []).append(i)
-            self._by_compact.setdefault(cp, []).append(i)
-        # rapidfuzz scans the distinct leaf keys, not the 10k categories: fewer, shorter.
-        self._leaf_keys = list(self._by_stem)
+        en = _Names(None, [c.name for c in cats], stem_key, plain_key)
+        self._en = en
+        self._full_stem = [" ".join(en.stem[j] for j in (*self._anc[i], i)) for i in range(len(cats))]
         self._subtree_cache: dict[int, list[int]] = {}
         for i in range(len(cats)):  # eager: no first-call latency spikes in a worker
             self._subtree(i)
@@ -301,22 +398,39 @@ class CategoryCorrector:
         lexicon = DEFAULT_SYNONYMS if synonyms is None else synonyms
         for term, targets in lexicon.items():
             key = stem_key(term)
-            if not key or key in self._by_stem or key.replace(" ", "") in self._by_compact:
+            if not key or key in en.by_stem or key.replace(" ", "") in en.by_compact:
                 continue  # the term is a real category name: the exact rules own it
-            hits = {i for t in targets for i in self._by_stem.get(stem_key(t), ())}
+            hits = {i for t in targets for i in en.by_stem.get(stem_key(t), ())}
             for k in {key, key.replace(" ", "")}:  # "tee shirt" also covers "teeshirt"
                 if hits:
                     self._synonyms[k] = sorted(set(self._synonyms.get(k, ())) | hits)
+
+        # Locale evidence, cheap to build eagerly: the words (localized keys) that occur in
+        # a locale's names but in no English name, and the non-ASCII letters each uses.
+        self._locale_words: dict[str, list[str]] = {}
+        self._locale_chars: dict[str, frozenset[str]] = {}
+        # Plain casefolded words (no accent folding, no stemming): one regex pass over each
+        # locale's joined names keeps this to a few ms per locale.
+        en_words = _raw_words(" ".join(c.name for c in cats))
+        for locale in taxonomy.locales:
+            text = " ".join(n for n in taxonomy._localized[locale] if n)
+            self._locale_chars[locale] = frozenset(
+                ch for ch in set(text.casefold()) if not ch.isascii() and ch.isalpha()
+            )
+            for word in _raw_words(text) - en_words:
+                self._locale_words.setdefault(word, []).append(locale)
+        self._views: dict[str, _Names] = {}
+        self._views_lock = threading.Lock()
 
     # -- public --------------------------------------------------------------------------
 
     def correct(self, raw: str) -> CategoryCorrection:
         text = " ".join(str(raw or "").split())
-        if not _TOKEN.search(text.casefold()):
+        if not _WORD.search(text):
             return CategoryCorrection(None, raw, True, 0.0, "unresolved")
 
         # 1. exact: the model (or a merchant) gave the path or id verbatim.
-        exact = self.taxonomy.by_full_name(text) or self._by_id(text)
+        exact = self.taxonomy.by_full_name(text, localized=False) or self._by_id(text)
         if exact is not None:
             return CategoryCorrection(exact, raw, False, 1.0, "exact_path")
 
@@ -324,23 +438,45 @@ class CategoryCorrector:
         if not segments:
             return CategoryCorrection(None, raw, True, 0.0, "unresolved")
         # A path written with another separator is still an exact path, just re-spelt.
-        respelt = self.taxonomy.by_full_name(" > ".join(segments))
+        respelt = self.taxonomy.by_full_name(" > ".join(segments), localized=False)
         if respelt is not None:
             return CategoryCorrection(respelt, raw, True, 1.0, "exact_path")
 
         # 2. unique leaf: the whole raw first (names may contain "/"), then its last segment.
+        en = self._en
         for leaf_text, parents in ((text, []), (segments[-1], segments[:-1])):
-            named = self.taxonomy.by_leaf_name(leaf_text)
+            named = self.taxonomy.by_leaf_name(leaf_text, localized=False)
             if len(named) == 1:
                 i = self._index_of(named[0])
-                path = self._path_consistency([stem_key(p) for p in parents], i) if parents else 1.0
+                path = self._path_consistency(en, [stem_key(p) for p in parents], i) if parents else 1.0
                 score = UNIQUE_LEAF_BASE + (1.0 - UNIQUE_LEAF_BASE) * path
                 if score >= self.threshold:
                     return CategoryCorrection(named[0], raw, True, round(score, 4), "unique_leaf")
                 break
 
-        # 3. fuzzy with path consistency.
-        return self._fuzzy(raw, segments)
+        # Localized names: only where the raw carries evidence of a locale (see the class
+        # docstring), so English correction does the same work as without locales.
+        locales = self._evidence_locales(text, segments) if self._locale_chars else []
+        if locales:
+            localized = self._localized_exact(raw, text, segments)
+            if localized is not None:
+                return localized
+
+        # 3. fuzzy with path consistency. A localized answer replaces the English one only
+        # if it scores higher; once English has resolved, only the cheap exact localized
+        # rule can do that, so the localized fuzzy scans run for English failures only.
+        result = self._fuzzy(en, raw, segments)
+        for locale in locales[:MAX_EVIDENCE_LOCALES]:
+            v = self._view(locale)
+            if result.resolved:
+                alt = self._localized_unique_leaf(v, raw, text, segments)
+            else:
+                alt = self._localized_correct(v, raw, text, segments)
+            if alt is None or not alt.resolved or (result.resolved and alt.category == result.category):
+                continue  # agreeing with English: the English reading stands
+            if not result.resolved or alt.score > result.score:
+                result = alt
+        return result
 
     def correct_many(self, raws: Iterable[str]) -> list[CategoryCorrection]:
         return [self.correct(r) for r in raws]
@@ -361,6 +497,70 @@ class CategoryCorrector:
     def _index_of(self, category: Category) -> int:
         return self._id_index[category.id]
 
+    def _view(self, locale: str) -> _Names:
+        view = self._views.get(locale)
+        if view is None:
+            with self._views_lock:  # one build per locale even with concurrent callers
+                view = self._views.get(locale)
+                if view is None:
+                    names = list(self.taxonomy._localized[locale])
+                    view = self._views[locale] = _Names(locale, names, localized_stem_key, localized_plain_key)
+        return view
+
+    def _evidence_locales(self, text: str, segments: list[str]) -> list[str]:
+        """Locales the raw is probably written in, best first (empty: treat it as English).
+
+        A word of the raw that occurs only in a locale's names votes for that locale; with
+        no such word, non-ASCII letters that all occur in a locale's names vote for it
+        (accents, kana, hangul and hanzi tell the languages apart well enough).
+        """
+        votes: dict[str, int] = {}
+        for word in _raw_words(text):
+            for locale in self._locale_words.get(word, ()):
+                votes[locale] = votes.get(locale, 0) + 1
+        if votes:
+            best = max(votes.values())
+            return sorted((loc for loc, n in votes.items() if n == best), key=self.taxonomy.locales.index)
+        letters = {ch for ch in text.casefold() if not ch.isascii() and ch.isalpha()}
+        if not letters:
+            return []
+        return [loc for loc, chars in self._locale_chars.items() if letters <= chars]
+
+    def _localized_exact(self, raw: str, text: str, segments: list[str]) -> CategoryCorrection | None:
+        """A full localized path, verbatim or re-spelt with another separator."""
+        hit = self.taxonomy.by_full_name(text)
+        verbatim = hit is not None
+        if hit is None and len(segments) > 1:
+            hit = self.taxonomy.by_full_name(" > ".join(segments))
+        if hit is None:
+            return None
+        return CategoryCorrection(hit, raw, not verbatim, 1.0, "exact_path", self._locale_of_path(hit, segments))
+
+    def _locale_of_path(self, category: Category, segments: list[str]) -> str | None:
+        want = normalise_key(" > ".join(segments))
+        for locale in self.taxonomy.locales:
+            name = self.taxonomy.localized_full_name(category.id, locale)
+            if name is not None and normalise_key(name) == want:
+                return locale
+        return None
+
+    def _localized_unique_leaf(self, v: _Names, raw: str, text: str, segments: list[str]) -> CategoryCorrection | None:
+        """Step 2 in one locale: the raw, or its last segment, is one category's name there."""
+        for leaf_text, parents in ((text, []), (segments[-1], segments[:-1])):
+            named = v.by_name.get(normalise_key(leaf_text), ())
+            if len(named) == 1:
+                i = named[0]
+                path = self._path_consistency(v, [v.key(p) for p in parents], i) if parents else 1.0
+                score = UNIQUE_LEAF_BASE + (1.0 - UNIQUE_LEAF_BASE) * path
+                if score >= self.threshold:
+                    return CategoryCorrection(self._cats[i], raw, True, round(score, 4), "unique_leaf", v.locale)
+                break
+        return None
+
+    def _localized_correct(self, v: _Names, raw: str, text: str, segments: list[str]) -> CategoryCorrection:
+        """Steps 2 and 3 in one locale."""
+        return self._localized_unique_leaf(v, raw, text, segments) or self._fuzzy(v, raw, segments)
+
     def _subtree(self, i: int) -> list[int]:
         cached = self._subtree_cache.get(i)
         if cached is None:
@@ -373,74 +573,75 @@ class CategoryCorrector:
             self._subtree_cache[i] = cached = out
         return cached
 
-    def _fuzzy(self, raw: str, segments: list[str]) -> CategoryCorrection:
-        leaf = stem_key(segments[-1])
-        parents = [s for s in (stem_key(p) for p in segments[:-1]) if s]
+    def _fuzzy(self, v: _Names, raw: str, segments: list[str]) -> CategoryCorrection:
+        leaf = v.key(segments[-1])
+        parents = [s for s in (v.key(p) for p in segments[:-1]) if s]
         if not leaf:
             return CategoryCorrection(None, raw, True, 0.0, "unresolved")
         compact = leaf.replace(" ", "")
         # Unstemmed too: the stemmer can eat a typo'd plural ("Mgus" -> "mgu") and widen
         # the distance to the intended name ("mugs").
-        plain = plain_key(segments[-1]).replace(" ", "")
+        plain = v.plain(segments[-1]).replace(" ", "")
         q = (leaf, compact, plain)
 
         # Candidate generation, cheapest first; each step runs only if the previous ones
         # found nothing convincing, because the global rapidfuzz scan is the expensive one.
-        # (1) exact inflection-insensitive key hits and the synonym lexicon.
+        # (1) exact inflection-insensitive key hits and the synonym lexicon (English only).
         leaf_sim: dict[int, float] = {}
         spelled = False  # True when candidates come from spelling similarity, not a key
-        for i in self._by_stem.get(leaf, ()):
+        for i in v.by_stem.get(leaf, ()):
             leaf_sim[i] = (
-                1.0 if normalise_key(self._cats[i].name) == normalise_key(segments[-1]) else STEM_EQUAL_SIMILARITY
+                1.0 if normalise_key(v.names[i] or "") == normalise_key(segments[-1]) else STEM_EQUAL_SIMILARITY
             )
-        for i in self._by_compact.get(compact, ()):
+        for i in v.by_compact.get(compact, ()):
             leaf_sim.setdefault(i, STEM_EQUAL_SIMILARITY)
-        for i in self._synonyms.get(leaf, ()) or self._synonyms.get(compact, ()):
-            leaf_sim[i] = max(leaf_sim.get(i, 0.0), SYNONYM_SIMILARITY)
+        if v.locale is None:
+            for i in self._synonyms.get(leaf, ()) or self._synonyms.get(compact, ()):
+                leaf_sim[i] = max(leaf_sim.get(i, 0.0), SYNONYM_SIMILARITY)
         if not leaf_sim:
             spelled = True
             # (2) path-driven: the subtrees of the raw's own intermediate segments. A
             # misspelt short leaf ("Bgas") may not rank among the global top-N names, but
             # it is among the descendants of the segments the model got right; being
             # path-constrained, these candidates are admitted at a lower leaf cutoff.
-            anchors = [i for p in parents for i in self._by_stem.get(p, ())]
+            anchors = [i for p in parents for i in v.by_stem.get(p, ())]
             if anchors:
                 anchors.sort(key=lambda i: -self._cats[i].level)
-                pool = list(dict.fromkeys(j for a in anchors[:3] for j in self._subtree(a)))
+                pool = [j for j in dict.fromkeys(j for a in anchors[:3] for j in self._subtree(a)) if v.stem[j]]
                 if pool:
                     scores = process.cdist(
                         [leaf],
-                        [self._stem[i] for i in pool],
+                        [v.stem[i] for i in pool],
                         scorer=fuzz.ratio,
                         processor=None,
                         score_cutoff=ANCHORED_LEAF_CUTOFF,
                     )[0]
                     for k in np.nonzero(scores)[0]:
-                        leaf_sim[pool[k]] = self._leaf_similarity(q, pool[k])
+                        leaf_sim[pool[k]] = self._leaf_similarity(v, q, pool[k])
             # (3) rapidfuzz over every distinct leaf name, unless (2) already found a close
             # one: the right category may sit under a segment the model got wrong.
             if not leaf_sim or max(leaf_sim.values()) < CONFIDENT_LEAF_SIMILARITY:
                 for key, _, _ in process.extract(
                     leaf,
-                    self._leaf_keys,
+                    v.leaf_keys,
                     scorer=fuzz.ratio,
                     processor=None,
                     limit=self.candidate_limit,
                     score_cutoff=self.leaf_cutoff,
                 ):
-                    for i in self._by_stem[key]:
-                        leaf_sim.setdefault(i, self._leaf_similarity(q, i))
+                    for i in v.by_stem[key]:
+                        leaf_sim.setdefault(i, self._leaf_similarity(v, q, i))
             # (4) a qualifier added or dropped: the words of one name are a subset of the
             # other's ("Laptop Computers" vs "Laptops", "Flash Drives" vs "USB Flash
             # Drives"). Spelling similarity misses these, or prefers a same-shaped wrong
             # name ("Desktop Computers"); they are scored low enough that only a
             # consistent path lets them through.
-            for i, sim in self._token_subset_candidates(leaf).items():
+            for i, sim in self._token_subset_candidates(v, leaf).items():
                 if sim > leaf_sim.get(i, 0.0):
                     leaf_sim[i] = sim
 
         if not leaf_sim:
-            if parents:
+            if parents or v.locale is not None:
                 # The model wrote a path but its leaf matches nothing, not even among the
                 # children of the segments it got right: the category itself is unknown,
                 # and the deepest recognisable ancestor would be a guess.
@@ -453,21 +654,21 @@ class CategoryCorrector:
             leaf_sim = {i: leaf_sim[i] for i in keep}
 
         if parents:
-            path_sim = self._path_consistency_many(parents, list(leaf_sim))
+            path_sim = self._path_consistency_many(v, parents, list(leaf_sim))
             scored = {i: LEAF_WEIGHT * s + (1 - LEAF_WEIGHT) * path_sim[i] for i, s in leaf_sim.items()}
         elif spelled:
             # A bare leaf has no path to corroborate a spelling correction, so it must be
             # closer: "Dresess" passes, a made-up "Sofuba" (ratio 0.8 to "Sofa") does not.
             scored = {i: s - BARE_LEAF_PENALTY for i, s in leaf_sim.items()}
-            if " " in leaf:
+            if " " in leaf and v.locale is None:
                 # Several words and no separator may be a whole path run together.
                 for i, s in self._full_path_hits(leaf).items():
                     scored[i] = max(scored.get(i, 0.0), s)
         else:
             scored = dict(leaf_sim)
-        return self._decide(raw, scored)
+        return self._decide(raw, scored, v.locale)
 
-    def _decide(self, raw: str, scored: dict[int, float]) -> CategoryCorrection:
+    def _decide(self, raw: str, scored: dict[int, float], locale: str | None = None) -> CategoryCorrection:
         ranked = sorted(scored.items(), key=lambda kv: kv[1], reverse=True)
         best_i, best = ranked[0]
         best = min(1.0, max(0.0, best))
@@ -477,7 +678,7 @@ class CategoryCorrector:
             # Two different categories fit equally well ("T-Shirts" alone has five homes):
             # picking one would be a silent guess.
             return CategoryCorrection(None, raw, True, round(best, 4), "unresolved")
-        return CategoryCorrection(self._cats[best_i], raw, True, round(best, 4), "fuzzy")
+        return CategoryCorrection(self._cats[best_i], raw, True, round(best, 4), "fuzzy", locale)
 
     def _full_path_fallback(self, raw: str, query: str) -> CategoryCorrection:
         # A single segment that is no leaf name, e.g. a path written without separators
@@ -494,7 +695,7 @@ class CategoryCorrector:
         )
         return {i: sc / 100.0 for _, sc, i in hits}
 
-    def _token_subset_candidates(self, leaf: str) -> dict[int, float]:
+    def _token_subset_candidates(self, v: _Names, leaf: str) -> dict[int, float]:
         words = frozenset(leaf.split())
         if len(words) < 2 and not any(len(w) > 2 for w in words):
             return {}
@@ -502,38 +703,38 @@ class CategoryCorrector:
         # Names whose words are all in the raw leaf (the raw added a qualifier).
         if len(words) >= 2:
             for w in words:
-                for i in self._postings.get(w, ()):
-                    toks = self._tokens[i]
+                for i in v.postings.get(w, ()):
+                    toks = v.tokens[i]
                     if toks < words:
                         out[i] = SUBSET_BASE + SUBSET_SPAN * len(toks) / len(words)
         # Names that contain all the raw's words (the raw dropped a qualifier); a lone
         # common word ("Accessories") fits hundreds of names and says nothing.
-        postings = sorted((self._postings.get(w, []) for w in words), key=len)
+        postings = sorted((v.postings.get(w, []) for w in words), key=len)
         if postings and postings[0] and len(postings[0]) <= MAX_SUBSET_POSTINGS:
             common = set(postings[0]).intersection(*postings[1:])
             for i in common:
-                toks = self._tokens[i]
+                toks = v.tokens[i]
                 if words < toks:
                     out[i] = max(out.get(i, 0.0), SUBSET_BASE + SUBSET_SPAN * len(words) / len(toks))
         return out
 
-    def _leaf_similarity(self, q: tuple[str, str, str], i: int) -> float:
+    def _leaf_similarity(self, v: _Names, q: tuple[str, str, str], i: int) -> float:
         # Indel ratio counts a swapped pair of letters as two edits; OSA as one. Taking the
         # best of the two, over spaced/compact ("Smartwatch" vs "Smart Watches") and
         # stemmed/unstemmed forms, keeps a single typo from sinking a short name.
         leaf, compact, plain = q
         s = max(
-            fuzz.ratio(leaf, self._stem[i]) / 100.0,
-            fuzz.ratio(compact, self._compact[i]) / 100.0,
-            OSA.normalized_similarity(compact, self._compact[i]),
-            OSA.normalized_similarity(plain, self._plain_compact[i]),
+            fuzz.ratio(leaf, v.stem[i]) / 100.0,
+            fuzz.ratio(compact, v.compact[i]) / 100.0,
+            OSA.normalized_similarity(compact, v.compact[i]),
+            OSA.normalized_similarity(plain, v.plain_compact[i]),
         )
         return STEM_EQUAL_SIMILARITY if s >= 1.0 else s
 
-    def _path_consistency(self, parents: list[str], i: int) -> float:
-        return self._path_consistency_many([p for p in parents if p], [i])[i] if parents else 1.0
+    def _path_consistency(self, v: _Names, parents: list[str], i: int) -> float:
+        return self._path_consistency_many(v, [p for p in parents if p], [i])[i] if parents else 1.0
 
-    def _path_consistency_many(self, parents: list[str], cands: list[int]) -> dict[int, float]:
+    def _path_consistency_many(self, v: _Names, parents: list[str], cands: list[int]) -> dict[int, float]:
         """Soft F1 between the raw's non-leaf segments and each candidate's ancestors.
 
         Precision: does every segment the model wrote appear in the lineage (penalises
@@ -549,9 +750,7 @@ class CategoryCorrector:
         col = {a: k for k, a in enumerate(ancestors)}
         sims = np.zeros((len(parents), len(ancestors) + 1), dtype=np.float32)  # last: padding
         sims[:, :-1] = (
-            process.cdist(
-                parents, [self._stem[a] for a in ancestors], scorer=fuzz.ratio, processor=None, dtype=np.float32
-            )
+            process.cdist(parents, [v.stem[a] for a in ancestors], scorer=fuzz.ratio, processor=None, dtype=np.float32)
             / 100.0
         )
         sims[sims < SEGMENT_FLOOR] = 0.0

@@ -3,15 +3,29 @@
 Accepted layouts (a directory, or a path to one of the files):
 - `categories.json` + `attributes.json` (the two-file dist shape), or
 - `taxonomy.json` (the combined dist file with both `verticals` and `attributes`).
+Every file may also be stored as `.json.gz` or `.json.xz` (the bundled default is xz).
 
-Parsing the full 7 MB tree with `json` costs ~0.2 s, so the built `Taxonomy` is cached as a
-pickle keyed by the source files' size and mtime; a warm load is a few tens of ms.
+Localized category names are picked up from beside the English files:
+- `localizations/<locale>.json[.gz|.xz]` holding `{"version","locale","categories":[{"id",
+  "name", "full_name"?}]}` (our bundle and ../shared) or a full dist categories document, and
+- an official release's sibling directories: for `.../dist/en`, every `.../dist/<locale>/
+  categories.json[.gz|.xz]`.
+
+`load_taxonomy(None)` loads the full 2024-07 taxonomy bundled in the package
+(`DEFAULT_TAXONOMY_DIR`, all 10,281 categories, 13 locales); `SAMPLE_TAXONOMY_DIR` is an
+840-category excerpt kept as a small fixture for fast tests.
+
+Decompressing and parsing the full tree with its locales costs about a second, so the built
+`Taxonomy` is cached as a pickle keyed by every source file's size and mtime (locale files
+included); a warm load is well under a second.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
+import lzma
 import os
 import pickle
 from pathlib import Path
@@ -21,15 +35,19 @@ from taxonomy.model import Attribute, Category, Taxonomy, Value
 
 __all__ = [
     "CACHE_FORMAT",
+    "DEFAULT_TAXONOMY_DIR",
     "SAMPLE_TAXONOMY_DIR",
     "TaxonomyError",
     "default_cache_dir",
     "load_taxonomy",
+    "parse_localized_names",
     "parse_taxonomy",
 ]
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: localized names
+DEFAULT_TAXONOMY_DIR = Path(__file__).parent / "data" / "shopify-2024-07"
 SAMPLE_TAXONOMY_DIR = Path(__file__).parent / "data" / "sample-2024-07"
+JSON_SUFFIXES = (".json", ".json.xz", ".json.gz")
 
 
 class TaxonomyError(ValueError):
@@ -43,9 +61,26 @@ def default_cache_dir() -> Path:
     return Path(root) / "taxonomy"
 
 
+def _find(directory: Path, stem: str) -> Path | None:
+    """`<stem>.json`, `.json.xz` or `.json.gz` in `directory`, in that order."""
+    for suffix in JSON_SUFFIXES:
+        candidate = directory / f"{stem}{suffix}"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _stem_of(path: Path) -> str:
+    name = path.name
+    for suffix in JSON_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
 def _source_files(path: Path) -> list[Path]:
     if path.is_file():
-        if path.name == "taxonomy.json":
+        if _stem_of(path) == "taxonomy":
             return [path]
         path = path.parent
     if not path.is_dir():
@@ -54,15 +89,35 @@ def _source_files(path: Path) -> list[Path]:
             "categories.json + attributes.json (or taxonomy.json), or run "
             "`productlens taxonomy fetch --version V`"
         )
-    combined = path / "taxonomy.json"
-    pair = [path / "categories.json", path / "attributes.json"]
-    if all(p.is_file() for p in pair):
-        return pair
-    if combined.is_file():
+    pair = [_find(path, "categories"), _find(path, "attributes")]
+    if pair[0] is not None and pair[1] is not None:
+        return [pair[0], pair[1]]
+    combined = _find(path, "taxonomy")
+    if combined is not None:
         return [combined]
     raise TaxonomyError(
         f"{path} holds neither categories.json + attributes.json nor taxonomy.json (Shopify's dist/en shape)"
     )
+
+
+def _locale_files(english: list[Path]) -> dict[str, Path]:
+    """Localized category files that belong to the English files (see the module docstring)."""
+    directory = english[0].parent
+    found: dict[str, Path] = {}
+    loc_dir = directory / "localizations"
+    if loc_dir.is_dir():
+        for f in sorted(loc_dir.iterdir()):
+            if f.is_file() and any(f.name.endswith(s) for s in JSON_SUFFIXES):
+                found.setdefault(_stem_of(f), f)
+    if directory.name == "en":
+        # An official release: dist/en next to dist/es, dist/ja, ...
+        for sibling in sorted(directory.parent.iterdir()):
+            if sibling.is_dir() and sibling.name != "en" and sibling.name not in found:
+                f = _find(sibling, "categories")
+                if f is not None:
+                    found[sibling.name] = f
+    found.pop("en", None)
+    return found
 
 
 def _cache_key(files: list[Path]) -> str:
@@ -74,18 +129,21 @@ def _cache_key(files: list[Path]) -> str:
 
 
 def load_taxonomy(path: str | os.PathLike[str] | None = None, *, use_cache: bool = True) -> Taxonomy:
-    """Load a taxonomy from a dist/en directory; `None` loads the bundled sample."""
-    files = _source_files(Path(path) if path is not None else SAMPLE_TAXONOMY_DIR)
-    cache_file = default_cache_dir() / f"{_cache_key(files)}.pickle"
+    """Load a taxonomy from a dist/en directory (with the localized names found beside it);
+    `None` loads the full taxonomy bundled in the package."""
+    files = _source_files(Path(path) if path is not None else DEFAULT_TAXONOMY_DIR)
+    locale_files = _locale_files(files)
+    cache_file = default_cache_dir() / f"{_cache_key([*files, *locale_files.values()])}.pickle"
     if use_cache and cache_file.is_file():
         try:
             with cache_file.open("rb") as fh:
                 cached = pickle.load(fh)
             if isinstance(cached, Taxonomy):
                 return cached
-        except (OSError, pickle.UnpicklingError, EOFError, AttributeError):
+        except (OSError, pickle.UnpicklingError, EOFError, AttributeError, TypeError):
             pass  # a stale or torn cache file is rebuilt below
-    taxonomy = parse_taxonomy(*(_read_json(f) for f in files))
+    localizations = {locale: parse_localized_names(_read_json(f), f) for locale, f in locale_files.items()}
+    taxonomy = parse_taxonomy(*(_read_json(f) for f in files), localizations=localizations)
     if use_cache:
         _write_cache(cache_file, taxonomy)
     return taxonomy
@@ -104,17 +162,40 @@ def _write_cache(cache_file: Path, taxonomy: Taxonomy) -> None:
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        with path.open("rb") as fh:
-            data = json.load(fh)
-    except json.JSONDecodeError as exc:
+        if path.name.endswith(".xz"):
+            raw = lzma.decompress(path.read_bytes())
+        elif path.name.endswith(".gz"):
+            raw = gzip.decompress(path.read_bytes())
+        else:
+            raw = path.read_bytes()
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise TaxonomyError(f"{path} is not valid JSON: {exc}") from exc
+    except (lzma.LZMAError, gzip.BadGzipFile, EOFError) as exc:
+        raise TaxonomyError(f"{path} is not a valid compressed file: {exc}") from exc
     if not isinstance(data, dict):
         raise TaxonomyError(f"{path}: expected a JSON object at the top level")
     return data
 
 
-def parse_taxonomy(*documents: dict[str, Any]) -> Taxonomy:
-    """Build a Taxonomy from parsed dist documents (categories + attributes, or combined)."""
+def parse_localized_names(doc: dict[str, Any], source: Path | str = "<document>") -> dict[str, str]:
+    """Category GID -> localized name, from either a localizations file
+    (`{"categories": [{"id", "name"}]}`) or a dist `categories.json` (`{"verticals": ...}`)."""
+    if "verticals" in doc:
+        entries = (c for v in doc["verticals"] for c in v.get("categories", ()))
+    elif isinstance(doc.get("categories"), list):
+        entries = iter(doc["categories"])
+    else:
+        raise TaxonomyError(f"{source}: neither `categories` nor `verticals`: not a localized category file")
+    try:
+        return {c["id"]: c["name"] for c in entries if c.get("name")}
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise TaxonomyError(f"{source}: a category entry lacks `id`/`name`") from exc
+
+
+def parse_taxonomy(*documents: dict[str, Any], localizations: dict[str, dict[str, str]] | None = None) -> Taxonomy:
+    """Build a Taxonomy from parsed dist documents (categories + attributes, or combined),
+    plus localized names (locale -> category GID -> name)."""
     verticals: list[dict[str, Any]] | None = None
     raw_attributes: list[dict[str, Any]] = []
     version: str | None = None
@@ -178,4 +259,4 @@ def parse_taxonomy(*documents: dict[str, Any]) -> Taxonomy:
     missing = {pid for c in categories.values() for pid in c.ancestor_ids if pid not in categories}
     if missing:
         raise TaxonomyError(f"{len(missing)} ancestor ids are not defined as categories (e.g. {sorted(missing)[0]})")
-    return Taxonomy(version=str(version), categories=categories, attributes=attributes)
+    return Taxonomy(version=str(version), categories=categories, attributes=attributes, localizations=localizations)

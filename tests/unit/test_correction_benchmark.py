@@ -26,7 +26,7 @@ def bench():
 
 @pytest.fixture(scope="module")
 def taxonomy():
-    return load_taxonomy()
+    return load_taxonomy(SAMPLE_TAXONOMY_DIR)  # the small fixture: the default is the full tree
 
 
 @pytest.fixture(scope="module")

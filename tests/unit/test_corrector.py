@@ -1,7 +1,8 @@
 """CategoryCorrector: each rule, the threshold / unresolved path, and rejects.
 
-Most tests run on the bundled sample taxonomy (always present); a few run on the full
-10,281-category tree in ../shared and skip with a reason when it is absent.
+Most tests run on the bundled 840-category sample (SAMPLE_TAXONOMY_DIR, fast); a few run on
+the full 10,281-category tree in ../shared and skip with a reason when it is absent.
+Localized paths are tested in test_taxonomy_locales.py.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from taxonomy.corrector import CategoryCorrection, CategoryCorrector, split_path, stem_key
-from taxonomy.loader import load_taxonomy
+from taxonomy.loader import SAMPLE_TAXONOMY_DIR, load_taxonomy
 
 FULL_TREE = Path(__file__).resolve().parents[3] / "shared" / "taxonomy" / "shopify-2024-07"
 needs_full_tree = pytest.mark.skipif(not FULL_TREE.exists(), reason="../shared taxonomy not present")
@@ -25,7 +26,7 @@ SMART_WATCHES = "Apparel & Accessories > Jewelry > Smart Watches"
 
 @pytest.fixture(scope="module")
 def taxonomy():
-    return load_taxonomy()
+    return load_taxonomy(SAMPLE_TAXONOMY_DIR)
 
 
 @pytest.fixture(scope="module")

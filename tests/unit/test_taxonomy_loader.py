@@ -5,8 +5,14 @@ from pathlib import Path
 
 import pytest
 
-from taxonomy.loader import TaxonomyError, load_taxonomy, parse_taxonomy
+from taxonomy.loader import SAMPLE_TAXONOMY_DIR, TaxonomyError, load_taxonomy, parse_taxonomy
 from tests.conftest import SHARED_TAXONOMY, needs_shared_taxonomy
+
+
+@pytest.fixture(scope="module")
+def sample_taxonomy():
+    # The small fixture explicitly: the default (`load_taxonomy()`) is the full bundled tree.
+    return load_taxonomy(SAMPLE_TAXONOMY_DIR)
 
 
 def test_sample_is_official_shape_with_apparel_attributes(sample_taxonomy) -> None:
@@ -67,12 +73,23 @@ def test_clear_errors(tmp_path: Path) -> None:
 
 def test_cache_is_used_and_survives_corruption(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PRODUCTLENS_CACHE", str(tmp_path))
-    first = load_taxonomy()
+    first = load_taxonomy(SAMPLE_TAXONOMY_DIR)
     files = list((tmp_path / "taxonomy").glob("*.pickle"))
     assert len(files) == 1
-    assert len(load_taxonomy()) == len(first)
+    assert len(load_taxonomy(SAMPLE_TAXONOMY_DIR)) == len(first)
     files[0].write_bytes(b"torn")
-    assert len(load_taxonomy()) == len(first)
+    assert len(load_taxonomy(SAMPLE_TAXONOMY_DIR)) == len(first)
+
+
+def test_default_is_the_full_bundled_taxonomy_with_locales() -> None:
+    from taxonomy.loader import DEFAULT_TAXONOMY_DIR
+
+    t = load_taxonomy()
+    assert len(t) == 10281 and len(t.verticals) == 25 and t.version == "2024-07"
+    assert len(t.locales) == 13 and "es" in t.locales and "en" not in t.locales
+    assert t.stats()["categories_with_attributes"] == 459
+    assert (DEFAULT_TAXONOMY_DIR / "categories.json.xz").is_file()
+    assert "MIT" in (DEFAULT_TAXONOMY_DIR / "README.md").read_text()
 
 
 @needs_shared_taxonomy
