@@ -350,15 +350,26 @@ def gold_attribute_candidates(
         if a is not None and all(a.handle != b.handle for b in found):
             found.append(a)
 
+    key = slug(handle)
     for category in (gold_category, predicted_category):
         if category is not None:
             add(normaliser.attribute_for(category, handle))
-    key = slug(handle)
+    # A bare word that the category qualifies ("Size" for a shoe is shoe-size, "Material" for
+    # a shoe footwear-material; "Material" of a garment is its fabric), when exactly one fits.
+    for category in (gold_category, predicted_category):
+        if category is not None and not found:
+            own = taxonomy.attributes_of(category)
+            qualified = [a for a in own if a.handle.endswith("-" + key)]
+            qualified = qualified or [a for a in own if key == "material" and a.handle == "fabric"]
+            if len(qualified) == 1:
+                add(qualified[0])
     add(taxonomy.attributes.get(handle) or taxonomy.attributes.get(key))
     for base in _METAFIELD_ATTRIBUTES.get(key, ()):
         add(taxonomy.attributes.get(base))
     if not found:
         named = [a for a in taxonomy.attributes.values() if slug(a.name) == key and not a.extended]
+        # "Gender" names target-gender: the one attribute whose handle ends with the word.
+        named = named or [a for a in taxonomy.attributes.values() if a.handle.endswith("-" + key) and not a.extended]
         if len(named) == 1:
             add(named[0])
     return found
@@ -393,11 +404,57 @@ class AttributeOutcome:
 def normalise_gold_value(
     normaliser: ValueNormaliser, candidates: Sequence[Attribute], raw: str
 ) -> tuple[Attribute, list[str]] | None:
-    """The first candidate attribute that takes the whole raw value, with the value ids."""
+    """The first candidate attribute that takes the whole raw value, with the value ids.
+
+    A gold value may be written as a merchant writes it rather than as a value name: a size
+    code ("2xl" is XXL, "4XL" "xxxxl"), a size with its system and width ("9 M US"), a pure
+    material ("100% Cotton"), a shade handle ("sky-blue" is Blue), several colours ("Black/White"),
+    or a localized or variant word ("rojo", "Men's", "golden"). Each reading is tried in turn;
+    a value that none takes stays unmappable, never guessed."""
+    import re  # local: only this function's readings need it
+
+    from model_repository.product_baseline.attributes import english_value_words
+
+    text = " ".join(str(raw).split())
+    # A range ("16-18") is one value only where the attribute has it by name; the handle rule
+    # would read it as "16" with Shopify's de-duplication suffix.
+    span = re.fullmatch(r"(\d+(?:\.\d+)?)\s*-\s*(\d+(?:\.\d+)?)", text)
+    is_range = bool(span) and float(span.group(2)) > float(span.group(1))
+
+    def take(attribute: Attribute, texts: Sequence[str]) -> list[str] | None:
+        matches, rejected = normaliser.normalise_many(attribute, texts)
+        if is_range and any(m.method != "exact" for m in matches):
+            return None
+        return [m.value.id for m in matches] if matches and not rejected else None
+
+    readings: list[list[str]] = [[raw]]
+    code = re.fullmatch(r"([2-6])\s*x\s*([sl])|(x{2,6})([sl])", text, re.I)
+    if code:
+        n = int(code.group(1)) if code.group(1) else len(code.group(3))
+        letter = (code.group(2) or code.group(4)).casefold()
+        readings += [["x" * n + letter], [f"{n}x{letter}"]]
+    sized = re.fullmatch(r"(?:(?:us|eu|uk)\s*)?(\d+(?:[.,]5)?)(?:\s*[a-z]{1,2})?(?:\s*(?:us|eu|uk))?", text, re.I)
+    if sized and sized.group(1) != text:
+        readings.append([sized.group(1).replace(",", ".")])
+    pure = re.fullmatch(r"100\s*%\s*(.+)", text)
+    if pure:
+        readings.append([pure.group(1)])
+    readings += [[english] for english in english_value_words(text)]
+    if "/" in text:
+        readings.append([p for p in text.split("/") if p.strip()])
+    for texts in readings:
+        for attribute in candidates:
+            ids = take(attribute, texts)
+            if ids:
+                return attribute, ids
+    # A shade ("sky-blue", "jet black") is its last word's colour, unless another word is a
+    # colour too ("blue-green" names two).
+    words = [w for w in re.split(r"[\s_-]+", text) if w]
     for attribute in candidates:
-        matches, rejected = normaliser.normalise_many(attribute, [raw])
-        if matches and not rejected:
-            return attribute, [m.value.id for m in matches]
+        if len(words) >= 2 and "color" in (attribute.handle, attribute.base_handle):
+            ids = take(attribute, [words[-1]])
+            if ids and not any(take(attribute, [w]) for w in words[:-1]):
+                return attribute, ids
     return None
 
 
