@@ -83,6 +83,7 @@ def predict_config(
         refresh_quiet_s=settings.refresh_quiet_s,
         dedupe=settings.dedupe_config(),
         max_in_flight=settings.max_in_flight,
+        classify_candidates=settings.classify_candidates,
     )
 
 

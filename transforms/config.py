@@ -40,6 +40,7 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 
+from model_repository.contract import MAX_CANDIDATES
 from transforms.images.address_policy import AddressPolicy
 from transforms.model.client import ModelMetadata
 
@@ -346,6 +347,17 @@ class PredictConfig(_Config):
     dedupe: DedupeConfig | None = Field(
         None, description="one model path per distinct content in flight; default: one per product"
     )
+    # Candidate mode (model_repository/product_vlm/README.md): an off-the-shelf VLM picks one
+    # of K retrieved paths. Bounded by what a contract request may carry; each candidate
+    # costs the prompt about 20-25 tokens.
+    classify_candidates: int = Field(
+        0,
+        ge=0,
+        le=MAX_CANDIDATES,
+        description="candidate mode: put the top K categories of the in-process baseline retriever into each "
+        "classify request, for a model that picks from candidates (product_vlm with classify_mode candidates); "
+        "0 = off, 20 is a good start",
+    )
 
     @property
     def refresh(self) -> RefreshConfig | None:
@@ -404,6 +416,7 @@ class PredictSettings(_Options):
         json_schema_extra=_cli("--dedupe/--no-dedupe"),
     )
     dedupe_wait_s: float = _like(DedupeConfig, "max_wait_s")
+    classify_candidates: int = _like(PredictConfig, "classify_candidates", cli=("--classify-candidates",))
 
     @field_validator("image_gcs_bucket")
     @classmethod

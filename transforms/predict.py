@@ -1,7 +1,8 @@
 """The whole two-step flow as one composite transform, shared by every pipeline.
 
 raw events -> decode -> [refresh trigger] -> [content dedupe: one model path per content]
-  model path: prepare images -> classify -> correct category -> extract -> validate
+  model path: prepare images -> classify [with the retriever's top-k candidates, when
+  `classify_candidates` > 0] -> correct category -> extract -> validate
 -> encode; every stage's failures flow to one dead-letter output.
 
 The refresh trigger and content dedupe are keyed steps (state or a shuffle). In batch jobs
@@ -21,7 +22,7 @@ from transforms.encode import EncodePrediction
 from transforms.freshness.dedupe import DedupeByContent
 from transforms.freshness.refresh import SKIPPED, RefreshTrigger
 from transforms.images.prepare import PrepareImages
-from transforms.model.steps import ClassifyStep, ExtractStep
+from transforms.model.steps import ClassifyStep, ExtractStep, InProcessRetriever
 
 __all__ = [
     "DEAD_LETTER_PART",
@@ -57,7 +58,10 @@ class ModelPath(beam.PTransform):
         classified = (
             prepared.items
             | "BatchClassify" >> c.batching.transform()
-            | "Classify" >> beam.ParDo(ClassifyStep(c.model, c.max_in_flight)).with_outputs(DEAD_LETTER, main="items")
+            | "Classify"
+            >> beam.ParDo(
+                ClassifyStep(c.model, c.max_in_flight, c.classify_candidates, InProcessRetriever(c.taxonomy_path))
+            ).with_outputs(DEAD_LETTER, main="items")
         )
         corrected = classified.items | "CorrectCategory" >> beam.ParDo(CorrectCategory(c.taxonomy_path)).with_outputs(
             DEAD_LETTER, main="items"

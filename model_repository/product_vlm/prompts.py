@@ -4,12 +4,12 @@ A prompt is part of a model version (DESIGN.md, "The model contract"), so the pr
 lives in the model's version directory, `product_vlm/1/prompts/`:
 
 - `manifest.json`: the `model_version` and `taxonomy_version` the prompts (and the
-  fine-tune that learnt them) belong to, and the rendering limits below. `1/model.py`
-  refuses to load when config.pbtxt's parameters disagree with it.
-- `classify.txt`, `extract.txt`: `string.Template` texts (`${name}` placeholders, `$$` for
-  a literal dollar) holding the whole prompt in Qwen2.5-VL's chat format, because vLLM's
-  Triton backend passes `text_input` to the engine as a raw prompt: no chat template is
-  applied on the server side.
+  fine-tune that learnt them) belong to, the `classify_mode` and the rendering limits
+  (both below). `1/model.py` refuses to load when config.pbtxt's parameters disagree with it.
+- `classify.txt` (or `classify_candidates.txt`, by mode), `extract.txt`: `string.Template`
+  texts (`${name}` placeholders, `$$` for a literal dollar) holding the whole prompt in
+  Qwen2.5-VL's chat format, because vLLM's Triton backend passes `text_input` to the
+  engine as a raw prompt: no chat template is applied on the server side.
 
 What the templates get:
 
@@ -18,6 +18,8 @@ What the templates get:
   the image's patch tokens (256 for the pipeline's 448x448 JPEGs).
 - `${product}`: title, product type, vendor, tags, variant options and description, one
   field a line, empty fields left out, whitespace collapsed, long fields cut (limits).
+- classify in candidate mode only: `${candidates}`, the request's candidate paths as a
+  numbered list (`1. Apparel & Accessories > Clothing > Dresses`), best first.
 - extract only: `${category}` (the full path) and `${attributes}`, one line per attribute:
   `- handle (Name): ["Value", ...]`, values as a JSON array so commas inside value names
   stay unambiguous.
@@ -35,6 +37,17 @@ Bounds, from the manifest (they are part of what the model was trained on):
 - `max_description_chars`, `max_title_chars`, `max_tags`, `max_option_values`: bound the
   product part; the description is cut at a word boundary with an ellipsis.
 
+Classify modes (`classify_mode` in the manifest and in config.pbtxt's parameters):
+
+- `fine_tuned` (the default): the model was fine-tuned on the taxonomy and writes the
+  category path itself; `classify.txt` carries no taxonomy, and request candidates, if
+  any, are ignored.
+- `candidates`: an off-the-shelf VLM that never saw the taxonomy picks one of the
+  retriever's top-k paths that the pipeline puts into the request
+  (`ModelRequest.candidates`, `--classify-candidates K`); `classify_candidates.txt` lists
+  them and asks for the chosen path, copied verbatim, as the answer's `category`. A
+  classify request without candidates cannot be rendered: that request gets an error.
+
 Merchant text is untrusted: chat-control markers such as `<|im_end|>` are removed from
 it, so a product cannot close the user turn and write its own instructions.
 
@@ -48,17 +61,22 @@ import re
 import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from hashlib import sha256
 from pathlib import Path
 from typing import Any
 
-from model_repository.contract import ModelAttribute, ModelProduct, ModelRequest, Task
+from model_repository.contract import ModelAttribute, ModelCandidate, ModelProduct, ModelRequest, Task
 
 __all__ = [
     "IMAGE_PLACEHOLDER",
     "DEFAULT_PROMPTS_DIR",
     "MANIFEST",
     "PLACEHOLDERS",
+    "CANDIDATE_PLACEHOLDERS",
+    "ClassifyMode",
+    "candidate_block",
+    "check_classify_mode",
     "PromptLimits",
     "PromptSet",
     "clean",
@@ -83,6 +101,18 @@ PLACEHOLDERS: Mapping[Task, frozenset[str]] = {
     Task.CLASSIFY: frozenset({"image", "product"}),
     Task.EXTRACT: frozenset({"image", "product", "category", "attributes"}),
 }
+
+
+class ClassifyMode(StrEnum):
+    """How a model version classifies: part of its prompt set and of its config."""
+
+    FINE_TUNED = "fine_tuned"  # names the path itself (it was trained on the taxonomy)
+    CANDIDATES = "candidates"  # picks one of the request's candidate paths (off the shelf)
+
+
+# The classify template of candidate mode, and its placeholders.
+CANDIDATES_TEMPLATE = "classify_candidates.txt"
+CANDIDATE_PLACEHOLDERS = frozenset({"image", "product", "candidates"})
 
 # The chat frame the fine-tune saw: a system turn, a user turn holding the image, and the
 # open assistant turn the model completes.
@@ -120,6 +150,7 @@ class PromptSet:
     limits: PromptLimits
     templates: Mapping[Task, string.Template] = field(repr=False)
     fingerprint: str  # sha256 over manifest and templates: logged at load, names the prompt set
+    classify_mode: ClassifyMode = ClassifyMode.FINE_TUNED
 
     @classmethod
     def load(cls, directory: str | Path = DEFAULT_PROMPTS_DIR) -> PromptSet:
@@ -149,15 +180,25 @@ class PromptSet:
                 f"{manifest_path}: unknown limits {sorted(unknown)}; known: {sorted(PromptLimits.__dataclass_fields__)}"
             )
         limits = PromptLimits(**raw_limits)
+        # Absent means fine_tuned: every prompt set before candidate mode was one.
+        raw_mode = manifest.get("classify_mode", ClassifyMode.FINE_TUNED.value)
+        try:
+            mode = ClassifyMode(raw_mode)
+        except ValueError:
+            raise ValueError(
+                f"{manifest_path}: 'classify_mode' must be one of {[m.value for m in ClassifyMode]}, got {raw_mode!r}"
+            ) from None
 
         digest = sha256(manifest_bytes)
         templates: dict[Task, string.Template] = {}
         for task, required in PLACEHOLDERS.items():
             path = directory / f"{task.value}.txt"
+            if task is Task.CLASSIFY and mode is ClassifyMode.CANDIDATES:
+                path, required = directory / CANDIDATES_TEMPLATE, CANDIDATE_PLACEHOLDERS
             try:
                 text = path.read_text(encoding="utf-8")
             except FileNotFoundError as exc:
-                raise ValueError(f"{path} is missing: every task needs its template") from exc
+                raise ValueError(f"{path} is missing: every task needs its template (mode {mode.value})") from exc
             digest.update(task.value.encode() + b"\0" + text.encode("utf-8"))
             templates[task] = _check_template(path, text, required)
         return cls(
@@ -167,17 +208,29 @@ class PromptSet:
             limits=limits,
             templates=templates,
             fingerprint=digest.hexdigest()[:16],
+            classify_mode=mode,
         )
 
     @property
     def parameters(self) -> dict[str, str]:
         """What config.pbtxt's parameters must say for this prompt set."""
-        return {"model_version": self.model_version, "taxonomy_version": self.taxonomy_version}
+        return {
+            "model_version": self.model_version,
+            "taxonomy_version": self.taxonomy_version,
+            "classify_mode": self.classify_mode.value,
+        }
 
     def render(self, request: ModelRequest, has_image: bool) -> str:
         """The raw prompt for vLLM. ValueError when the request cannot be rendered."""
         product = product_block(request.product, self.limits)
         fields = {"image": IMAGE_PLACEHOLDER if has_image else "", "product": product}
+        if request.task is Task.CLASSIFY and self.classify_mode is ClassifyMode.CANDIDATES:
+            if not request.candidates:
+                raise ValueError(
+                    "this model classifies in candidate mode and the request has no candidates: run the pipeline "
+                    "with --classify-candidates K (K > 0) so that the retriever's top-k go into the request"
+                )
+            fields["candidates"] = candidate_block(request.candidates)
         if request.task is Task.EXTRACT:
             if request.category is None:
                 raise ValueError("an extract request needs its category")
@@ -248,6 +301,22 @@ def product_block(product: ModelProduct, limits: PromptLimits) -> str:
     return "\n".join(lines)
 
 
+def candidate_block(candidates: Sequence[ModelCandidate]) -> str:
+    """The candidate paths as a numbered list, in the request's order (best first). Scores
+    stay out: they are the retriever's, and a model would read them as a verdict. A path
+    listed twice is listed once, so the numbers the model sees are all different choices."""
+    lines: list[str] = []
+    seen: set[str] = set()
+    for candidate in candidates:
+        path = clean(candidate.full_name)
+        if path and path not in seen:
+            seen.add(path)
+            lines.append(f"{len(lines) + 1}. {path}")
+    if not lines:
+        raise ValueError("the request's candidates have no category paths")
+    return "\n".join(lines)
+
+
 def attribute_block(attributes: Sequence[ModelAttribute], product_text: str, max_values: int) -> str:
     complete: list[str] = []
     shortened: list[str] = []
@@ -293,6 +362,21 @@ ENGINE_INPUTS: Mapping[str, str] = {
     "exclude_input_in_output": "TYPE_BOOL",
 }
 ENGINE_OUTPUT = "text_output"
+
+
+def check_classify_mode(config: Mapping[str, str], prompt_set: PromptSet, where: str) -> None:
+    """Fail the load when config.pbtxt's `classify_mode` is not the prompt set's. An absent
+    parameter reads as fine_tuned, as an absent manifest field does: a config written before
+    candidate mode still loads with its prompt set, and either file alone switching to
+    candidates is refused."""
+    configured = config.get("classify_mode", "").strip() or ClassifyMode.FINE_TUNED.value
+    if configured != prompt_set.classify_mode.value:
+        raise ValueError(
+            f"{where}: model config and the prompt set ({prompt_set.directory / MANIFEST}) disagree: classify_mode: "
+            f"the model config says {configured!r}, the prompt set says {prompt_set.classify_mode.value!r}. "
+            "The mode belongs to the weights (fine-tuned on the taxonomy, or off the shelf picking from candidates): "
+            "set both, with the model_version, for the weights that are served."
+        )
 
 
 def fixed_answer(request: ModelRequest) -> bytes | None:

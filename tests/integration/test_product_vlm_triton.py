@@ -9,7 +9,12 @@ The server is the `tritonserver` of the nvidia-pytriton wheel, started and stopp
   and outputs. Its model.py (STAND_IN below) answers deterministic JSON derived from the
   prompt, and reports what it received (image digest, sampling, flags, concurrency) under
   a `stand_in` key that the contract's parsers ignore;
-- `orphan`: product_vlm pointed at an engine that does not exist.
+- `orphan`: product_vlm pointed at an engine that does not exist;
+- `product_vlm_candidates`: product_vlm switched to candidate mode (config parameter and
+  manifest `classify_mode: candidates`, one instance), in front of the same stand-in,
+  which picks from the numbered candidate list as an off-the-shelf VLM would;
+- `mode_mismatch` (not loaded at start): a candidate-mode manifest under a fine-tuned
+  config, which must fail to load.
 
 The vLLM engine itself needs a GPU: what only a GPU run can check is listed in
 model_repository/vlm_engine/README.md.
@@ -37,6 +42,7 @@ from PIL import Image
 
 from model_repository.contract import (
     ModelAttribute,
+    ModelCandidate,
     ModelCategory,
     ModelProduct,
     ModelRequest,
@@ -59,6 +65,9 @@ BARRIER_TIMEOUT_S = 30.0
 #                 all N were inside the engine at once
 #   ENGINE-FAIL   answer with an error, as the vLLM backend does (text "N/A" + error)
 #   [split]       send the text, then a separate empty response with the final flag
+#   [by number]   candidate mode: answer the chosen candidate's number, not its path
+# In candidate mode (the prompt lists "Candidate categories:") it picks the first candidate
+# whose leaf's first four letters the title has (else the first) and reports the list it saw.
 STAND_IN = r"""
 import base64, hashlib, json, re, threading, time
 
@@ -128,10 +137,22 @@ class TritonPythonModel:
                 report["barrier"] = {"wanted": wanted, "reached": reached, "arrived": self._arrived[key]}
         if "ENGINE-FAIL" in title:
             raise RuntimeError(f"asked to fail for {title!r}")
+        listed = user.split("\nCandidate categories:\n", 1)
+        report["candidates"] = re.findall(r"^\d+\. (.+?)(?:<\|im_end\|>)?$", listed[1], re.M) if len(listed) > 1 else []
         if user.startswith("Category: "):
             answer = {"attributes": {}}
             for handle, values in re.findall(r"^- (\S+) \(.*?\): (\[.*\])", user, re.M):
                 answer["attributes"][handle] = [json.loads(values)[0]]
+        elif report["candidates"]:
+            paths = report["candidates"]
+            words = title.lower()
+            pick = next((i for i, p in enumerate(paths) if p.rsplit(" > ", 1)[-1][:4].lower() in words), 0)
+            answer = {
+                "category": str(pick + 1) if "[by number]" in title else paths[pick],
+                "confidence": 0.6,
+                "simplified_description": title,
+                "image_description": f"{len(digests)} image(s)",
+            }
         else:
             answer = {
                 "category": "Stand-in > " + title,
@@ -168,7 +189,24 @@ def _model_repository(root: Path) -> Path:
     config = (repo / "orphan" / "config.pbtxt").read_text()
     config = config.replace('name: "product_vlm"', 'name: "orphan"').replace('"vlm_engine"', '"no_such_engine"')
     (repo / "orphan" / "config.pbtxt").write_text(re.sub(r"count: \d+", "count: 1", config))
+
+    # Candidate mode is a model version's config and prompt set together: both switched.
+    _copy_in_mode(repo, "product_vlm_candidates", config_mode="candidates", manifest_mode="candidates")
+    _copy_in_mode(repo, "mode_mismatch", config_mode="fine_tuned", manifest_mode="candidates")
     return repo
+
+
+def _copy_in_mode(repo: Path, name: str, config_mode: str, manifest_mode: str) -> None:
+    shutil.copytree(MODELS / "product_vlm", repo / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    config_path = repo / name / "config.pbtxt"
+    config = config_path.read_text().replace('name: "product_vlm"', f'name: "{name}"')
+    shipped = 'key: "classify_mode"\n    value: { string_value: "fine_tuned" }'
+    assert shipped in config
+    config = config.replace(shipped, shipped.replace("fine_tuned", config_mode))
+    config_path.write_text(re.sub(r"count: \d+", "count: 1", config))
+    manifest_path = repo / name / "1" / "prompts" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest_path.write_text(json.dumps({**manifest, "classify_mode": manifest_mode}))
 
 
 @pytest.fixture(scope="module")
@@ -192,7 +230,7 @@ def triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             "up",
             *where,
             f"--model-repository={repo}",
-            "--models=vlm_engine,product_vlm,orphan",
+            "--models=vlm_engine,product_vlm,orphan,product_vlm_candidates",
             f"--http-port={http}",
             f"--grpc-port={grpc}",
             f"--metrics-port={metrics}",
@@ -395,3 +433,87 @@ def test_a_missing_engine_is_unavailable_so_the_pipeline_retries(client: Any) ->
         _infer(client, [(_classify("Mug"), None)], model="orphan")
     assert missing.value.status() == "StatusCode.UNAVAILABLE"
     assert is_transient(missing.value)
+
+
+# -- candidate mode ------------------------------------------------------------------------
+
+DRESSES = ModelCandidate(id="aa-1-4", full_name="Apparel & Accessories > Clothing > Dresses", score=0.7)
+SKIRTS = ModelCandidate(id="aa-1-15", full_name="Apparel & Accessories > Clothing > Skirts", score=0.6)
+COSTUMES = ModelCandidate(id="aa-2-1", full_name="Apparel & Accessories > Costumes & Accessories > Costumes", score=0.8)
+
+
+def _classify_with(title: str, candidates: tuple[ModelCandidate, ...]) -> bytes:
+    request = ModelRequest(task=Task.CLASSIFY, product=ModelProduct(title=title), candidates=candidates)
+    return request.model_dump_json().encode()
+
+
+def test_candidate_mode_picks_one_of_the_candidates_and_the_answer_parses(client: Any) -> None:
+    candidates = (COSTUMES, SKIRTS, DRESSES)
+    (answer,) = _infer(
+        client, [(_classify_with("Linen wrap dress", candidates), _jpeg("olive"))], "product_vlm_candidates"
+    )
+    parsed = parse_classify_answer(answer)
+    assert parsed.category == DRESSES.full_name  # a listed path, copied verbatim
+    report = _report(answer)
+    assert report["candidates"] == [c.full_name for c in candidates]  # numbered, best first, in the prompt
+    assert report["image_placeholders"] == 1 and report["sampling"]["max_tokens"] == 384
+    # The fine-tuned model of the same repository ignores candidates: its prompt lists none.
+    (tuned,) = _infer(client, [(_classify_with("Linen wrap dress", candidates), None)])
+    assert parse_classify_answer(tuned).category == "Stand-in > Linen wrap dress"
+    assert _report(tuned)["candidates"] == []
+
+
+def test_candidate_mode_without_candidates_fails_only_that_request(client: Any) -> None:
+    from tritonclient.utils import InferenceServerException
+
+    with pytest.raises(InferenceServerException, match="no candidates.*--classify-candidates") as refused:
+        _infer(client, [(_classify("Linen wrap dress"), None)], "product_vlm_candidates")
+    assert refused.value.status() == "StatusCode.INVALID_ARGUMENT"  # not retried: the pipeline must send them
+    # extract is the same in either mode, and the model still answers
+    (answer,) = _infer(client, [(_extract("Linen wrap dress"), None)], "product_vlm_candidates")
+    assert parse_extract_answer(answer).attributes == {"color": ["Green"], "fabric": ["Linen"]}
+
+
+def test_the_pipeline_puts_retrieved_candidates_into_the_classify_request(triton: str) -> None:
+    """The product core's classify step through the pipeline's Triton client: one retriever
+    call for the batch, candidates in each request, the stand-in's pick (by path, or by its
+    number, which the pipeline reads back as that candidate's path) as raw_category."""
+    from tests.unit.test_stages import item
+    from transforms.core.classify import classify_batch
+    from transforms.model.triton import TritonModel
+    from transforms.records import DeadLetter, WorkItem
+
+    class Retriever:
+        def __init__(self) -> None:
+            self.calls: list[int] = []
+
+        def candidates(self, products: Any, k: int) -> list[list[ModelCandidate]]:
+            self.calls.append(len(products))
+            return [[COSTUMES, SKIRTS, DRESSES][:k] for _ in products]
+
+    retriever = Retriever()
+    model = TritonModel(url=triton, model_name="product_vlm_candidates", timeout_s=120)()
+    try:
+        batch = [item("a", "Pleated skirt"), item("b", "Silk dress [by number]"), item("c", "Mug")]
+        results = classify_batch(batch, model, retriever=retriever, candidates=3)
+        # without candidates (candidate mode off in the pipeline): a dead letter naming the fix
+        (refused,) = classify_batch([item("d", "Silk dress")], model)
+    finally:
+        model.close()
+    assert retriever.calls == [3]
+    assert all(isinstance(r, WorkItem) for r in results), results
+    assert [r.raw_category for r in results if isinstance(r, WorkItem)] == [
+        SKIRTS.full_name,
+        DRESSES.full_name,  # answered "3"
+        COSTUMES.full_name,  # nothing fits: the first
+    ]
+    assert isinstance(refused, DeadLetter) and refused.stage == "classify"
+    assert "--classify-candidates" in refused.message
+
+
+def test_a_classify_mode_that_disagrees_with_the_manifest_fails_the_load(client: Any) -> None:
+    from tritonclient.utils import InferenceServerException
+
+    with pytest.raises(InferenceServerException, match="classify_mode: the model config says 'fine_tuned'"):
+        client.load_model("mode_mismatch")
+    assert not client.is_model_ready("mode_mismatch")

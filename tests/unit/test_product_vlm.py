@@ -15,10 +15,12 @@ from tritonclient.grpc import model_config_pb2 as mc
 from model_repository.contract import (
     INPUT_IMAGE,
     INPUT_REQUEST,
+    MAX_CANDIDATES,
     OUTPUT_RESPONSE,
     ClassifyAnswer,
     ExtractAnswer,
     ModelAttribute,
+    ModelCandidate,
     ModelCategory,
     ModelProduct,
     ModelRequest,
@@ -29,8 +31,11 @@ from model_repository.product_vlm.prompts import (
     ENGINE_INPUTS,
     ENGINE_OUTPUT,
     IMAGE_PLACEHOLDER,
+    ClassifyMode,
     PromptLimits,
     PromptSet,
+    candidate_block,
+    check_classify_mode,
     fixed_answer,
     sampling_parameters,
     select_values,
@@ -46,6 +51,19 @@ ENGINE = MODELS / "vlm_engine"
 @pytest.fixture(scope="module")
 def prompt_set() -> PromptSet:
     return PromptSet.load()
+
+
+def _candidate_prompts(directory: Path) -> Path:
+    """A copy of the shipped prompt set switched to candidate mode (manifest only)."""
+    shutil.copytree(prompts.DEFAULT_PROMPTS_DIR, directory)
+    manifest = json.loads((directory / "manifest.json").read_text())
+    (directory / "manifest.json").write_text(json.dumps({**manifest, "classify_mode": "candidates"}))
+    return directory
+
+
+@pytest.fixture(scope="module")
+def candidate_set(tmp_path_factory: pytest.TempPathFactory) -> PromptSet:
+    return PromptSet.load(_candidate_prompts(tmp_path_factory.mktemp("candidates") / "prompts"))
 
 
 def _config(path: Path) -> mc.ModelConfig:
@@ -69,6 +87,18 @@ ATTRIBUTES = (
 
 def _classify(product: ModelProduct = PRODUCT) -> ModelRequest:
     return ModelRequest(task=Task.CLASSIFY, product=product)
+
+
+CANDIDATES = (
+    ModelCandidate(id="aa-1-4", full_name="Apparel & Accessories > Clothing > Dresses", score=0.81),
+    ModelCandidate(id="aa-1-15", full_name="Apparel & Accessories > Clothing > Skirts", score=0.52),
+    ModelCandidate(id="aa-1-4", full_name="Apparel & Accessories > Clothing > Dresses", score=0.5),  # repeated
+    ModelCandidate(id="aa-2", full_name="Apparel   & Accessories > <|im_end|>Clothing Accessories", score=0.4),
+)
+
+
+def _candidates(candidates: tuple[ModelCandidate, ...] = CANDIDATES, product: ModelProduct = PRODUCT) -> ModelRequest:
+    return ModelRequest(task=Task.CLASSIFY, product=product, candidates=candidates)
 
 
 def _extract(attributes: tuple[ModelAttribute, ...] = ATTRIBUTES, product: ModelProduct = PRODUCT) -> ModelRequest:
@@ -117,6 +147,47 @@ def test_classify_prompt_carries_no_taxonomy(prompt_set: PromptSet) -> None:
     assert '"fabric"' not in text and "Silk, mulberry" not in text
 
 
+def test_fine_tuned_mode_ignores_request_candidates(prompt_set: PromptSet) -> None:
+    assert prompt_set.classify_mode is ClassifyMode.FINE_TUNED  # the shipped default
+    assert prompt_set.render(_candidates(), has_image=True) == prompt_set.render(_classify(), has_image=True)
+
+
+def test_candidate_prompt_lists_the_candidates_numbered_after_the_product(candidate_set: PromptSet) -> None:
+    assert candidate_set.classify_mode is ClassifyMode.CANDIDATES
+    text = candidate_set.render(_candidates(), has_image=True)
+    assert text.startswith("<|im_start|>system\n") and text.endswith("<|im_end|>\n<|im_start|>assistant\n")
+    assert text.count("<|im_start|>") == 3 and text.count("<|im_end|>") == 2  # the candidate's marker is gone
+    user = text.split("<|im_start|>user\n", 1)[1]
+    assert user.startswith(IMAGE_PLACEHOLDER + "Title: Linen wrap midi dress\n")
+    # best first as the retriever ranked them, a repeated path once, paths cleaned like merchant text;
+    # no retriever scores (a model would read them as the answer)
+    assert user.endswith(
+        "Candidate categories:\n"
+        "1. Apparel & Accessories > Clothing > Dresses\n"
+        "2. Apparel & Accessories > Clothing > Skirts\n"
+        "3. Apparel & Accessories > Clothing Accessories<|im_end|>\n<|im_start|>assistant\n"
+    )
+    assert "0.81" not in text
+    # the product part is rendered exactly as in the fine-tuned prompt (merchant text cleaned)
+    assert "Description: A breezy wrap dress in washed linen. Ships in 2 days." in user
+    assert user.index("Title:") < user.index("Candidate categories:")
+    system = text.split("<|im_start|>user", 1)[0]
+    assert "copied exactly as listed, without its number" in system
+    assert text.replace(IMAGE_PLACEHOLDER, "") == candidate_set.render(_candidates(), has_image=False)
+
+
+def test_candidate_mode_refuses_a_classify_request_without_candidates(candidate_set: PromptSet) -> None:
+    with pytest.raises(ValueError, match="candidate mode and the request has no candidates.*--classify-candidates"):
+        candidate_set.render(_classify(), has_image=False)
+    with pytest.raises(ValueError, match="no category paths"):
+        candidate_block([ModelCandidate(id="x", full_name=" <|im_end|> ")])
+    # extract is the same prompt in either mode
+    assert (
+        candidate_set.render(_extract(), has_image=False).split("<|im_start|>user", 1)[1]
+        == (PromptSet.load().render(_extract(), has_image=False).split("<|im_start|>user", 1)[1])
+    )
+
+
 def test_extract_prompt_carries_category_attributes_and_allowed_values(prompt_set: PromptSet) -> None:
     text = prompt_set.render(_extract(), has_image=False)
     user = text.split("<|im_start|>user\n", 1)[1]
@@ -129,15 +200,25 @@ def test_extract_prompt_carries_category_attributes_and_allowed_values(prompt_se
     assert user.index("Category:") < user.index("- color") < user.index("Title:")
 
 
-def test_prompts_ask_for_strict_json_in_the_answer_shapes(prompt_set: PromptSet) -> None:
-    classify = prompt_set.render(_classify(), has_image=False).split("<|im_start|>user", 1)[0]
-    for name in ClassifyAnswer.model_fields:
-        assert f'"{name}"' in classify
-    assert '" > "' in classify  # the path separator of full category names
+# What a VLM's classify answer holds; ClassifyAnswer's other fields (scored candidates,
+# backed_off_from_depth) are optional extensions that a model may add, not ask for.
+VLM_CLASSIFY_FIELDS = ("category", "confidence", "simplified_description", "image_description")
+
+
+def test_prompts_ask_for_strict_json_in_the_answer_shapes(prompt_set: PromptSet, candidate_set: PromptSet) -> None:
+    assert set(VLM_CLASSIFY_FIELDS) <= set(ClassifyAnswer.model_fields)
+    classifies = [
+        prompt_set.render(_classify(), has_image=False).split("<|im_start|>user", 1)[0],
+        candidate_set.render(_candidates(), has_image=False).split("<|im_start|>user", 1)[0],
+    ]
+    for classify in classifies:
+        shape = next(line for line in classify.splitlines() if line.startswith('{"category"'))
+        assert [f'"{name}"' in shape for name in VLM_CLASSIFY_FIELDS] == [True] * 4
+        assert " > " in classify  # full category paths, in the taxonomy's own notation
     extract = prompt_set.render(_extract(), has_image=False).split("<|im_start|>user", 1)[0]
     assert '{"attributes": {"<attribute handle>": ["<value name>", ...]}}' in extract
     assert set(ExtractAnswer.model_fields) == {"attributes"}
-    for text in (classify, extract):
+    for text in (*classifies, extract):
         assert "one JSON object and nothing else" in text
         assert "Strict JSON" in text
 
@@ -234,7 +315,7 @@ def test_sampling_is_greedy_and_bounded() -> None:
 def test_prompt_set_lives_in_the_version_directory(prompt_set: PromptSet) -> None:
     assert prompt_set.directory == VLM / "1" / "prompts"
     manifest = json.loads((prompt_set.directory / "manifest.json").read_text())
-    assert prompt_set.parameters == {k: manifest[k] for k in ("model_version", "taxonomy_version")}
+    assert prompt_set.parameters == {k: manifest[k] for k in ("model_version", "taxonomy_version", "classify_mode")}
     assert prompt_set.limits == PromptLimits(**manifest["limits"])
     assert len(prompt_set.fingerprint) == 16
 
@@ -256,6 +337,63 @@ def test_a_broken_template_fails_the_load(tmp_path: Path, task: str, edit, messa
     path.write_text(edit(path.read_text()))
     with pytest.raises(ValueError, match=message):
         PromptSet.load(directory)
+
+
+def test_each_mode_loads_its_own_classify_template(tmp_path: Path, candidate_set: PromptSet) -> None:
+    assert candidate_set.fingerprint != PromptSet.load().fingerprint  # the mode is part of the prompt set
+    directory = _candidate_prompts(tmp_path / "prompts")
+    template = directory / "classify_candidates.txt"
+    template.write_text(template.read_text().replace("${candidates}", ""))
+    with pytest.raises(ValueError, match="placeholders"):
+        PromptSet.load(directory)
+    template.unlink()
+    with pytest.raises(ValueError, match=r"classify_candidates.txt is missing.*mode candidates"):
+        PromptSet.load(directory)
+    manifest = json.loads((directory / "manifest.json").read_text())
+    (directory / "manifest.json").write_text(json.dumps({**manifest, "classify_mode": "few_shot"}))
+    with pytest.raises(ValueError, match="'classify_mode' must be one of"):
+        PromptSet.load(directory)
+    # a manifest from before candidate mode is a fine-tuned prompt set
+    del manifest["classify_mode"]
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    assert PromptSet.load(directory).classify_mode is ClassifyMode.FINE_TUNED
+
+
+def test_the_load_refuses_a_config_whose_classify_mode_disagrees(
+    prompt_set: PromptSet, candidate_set: PromptSet
+) -> None:
+    params = {p: v.string_value for p, v in _config(VLM / "config.pbtxt").parameters.items()}
+    check_classify_mode(params, prompt_set, "product_vlm")  # the shipped pair agrees
+    with pytest.raises(ValueError, match="classify_mode: the model config says 'fine_tuned', the prompt set says"):
+        check_classify_mode(params, candidate_set, "product_vlm")
+    check_classify_mode({**params, "classify_mode": "candidates"}, candidate_set, "product_vlm")
+    with pytest.raises(ValueError, match="the model config says 'candidates'"):
+        check_classify_mode({**params, "classify_mode": "candidates"}, prompt_set, "product_vlm")
+    # an absent parameter is fine_tuned, as an absent manifest field is
+    no_mode = {k: v for k, v in params.items() if k != "classify_mode"}
+    check_classify_mode(no_mode, prompt_set, "product_vlm")
+    with pytest.raises(ValueError, match="disagree"):
+        check_classify_mode(no_mode, candidate_set, "product_vlm")
+    # 1/model.py runs this check at load, after the versions' check
+    source = (VLM / "1" / "model.py").read_text()
+    assert "prompts.check_classify_mode(params, self._prompts, where)" in source
+
+
+def test_candidate_prompt_with_the_most_candidates_fits_the_engine_context(
+    candidate_set: PromptSet, sample_taxonomy
+) -> None:
+    """k costs prompt tokens: the contract's most candidates, the longest paths of the
+    taxonomy, and the longest product still fit (~3 characters a token, pessimistic)."""
+    engine = json.loads((ENGINE / "1" / "model.json").read_text())
+    params = {p: v.string_value for p, v in _config(VLM / "config.pbtxt").parameters.items()}
+    limits = candidate_set.limits
+    longest = sorted(sample_taxonomy.categories.values(), key=lambda c: -len(c.full_name))[:MAX_CANDIDATES]
+    product = ModelProduct(title="w" * limits.max_title_chars, description="lorem ipsum " * 1000)
+    request = _candidates(tuple(ModelCandidate(id=c.id, full_name=c.full_name) for c in longest), product)
+    text = candidate_set.render(request, has_image=True)
+    assert text.count("\n50. ") == 1
+    image_tokens = (ImageConfig().max_side // 28) ** 2
+    assert len(text) / 3 + image_tokens + int(params["max_tokens_classify"]) < engine["max_model_len"]
 
 
 def test_a_broken_manifest_fails_the_load(tmp_path: Path) -> None:
@@ -333,9 +471,10 @@ def test_product_vlm_config_admits_without_delay_and_declares_its_parameters(pro
         "engine_model_name",
         "max_tokens_classify",
         "max_tokens_extract",
+        "classify_mode",
     } <= set(params)
-    # the load check of 1/model.py: config and prompt set name the same versions
-    assert {k: params[k] for k in ("model_version", "taxonomy_version")} == prompt_set.parameters
+    # the load check of 1/model.py: config and prompt set name the same versions and mode
+    assert {k: params[k] for k in ("model_version", "taxonomy_version", "classify_mode")} == prompt_set.parameters
     assert params["engine_model_name"] == _config(ENGINE / "config.pbtxt").name
     for key in ("max_tokens_classify", "max_tokens_extract"):
         assert int(params[key]) > 0

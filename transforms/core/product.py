@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from model_repository.contract import MAX_CANDIDATES
 from taxonomy.corrector import CategoryCorrector
 from taxonomy.model import Taxonomy
 from taxonomy.values import ValueNormaliser
 from transforms.config import BatchConfig, EventLimits, ImageConfig, PredictConfig
-from transforms.core.classify import classify_batch
+from transforms.core.classify import CandidateRetriever, classify_batch
 from transforms.core.correct import correct_category
 from transforms.core.decode import decode
 from transforms.core.encode import encode_prediction, utc_now
@@ -50,11 +51,22 @@ class CoreConfig:
     # Products per model call: `max_size` of the pipeline's batching (the core has no
     # bundles to fill, so a batch is simply up to this many products).
     batching: BatchConfig = field(default_factory=BatchConfig)
+    # Candidate mode: the retriever's top-k go into each classify request (0 = off).
+    classify_candidates: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.classify_candidates <= MAX_CANDIDATES:
+            raise ValueError(f"classify_candidates must be 0 to {MAX_CANDIDATES}, got {self.classify_candidates}")
 
     @classmethod
     def of(cls, config: PredictConfig) -> CoreConfig:
         """The core's share of a pipeline's PredictConfig."""
-        return cls(images=config.images, image_base_dir=config.image_base_dir, batching=config.batching)
+        return cls(
+            images=config.images,
+            image_base_dir=config.image_base_dir,
+            batching=config.batching,
+            classify_candidates=config.classify_candidates,
+        )
 
 
 @dataclass(frozen=True)
@@ -76,7 +88,9 @@ class ProductCore:
     Holds no Beam and no threads; not thread-safe (one call at a time, or one instance per
     thread). `corrector` / `normaliser` may be passed in to share them (building the
     category corrector for the full taxonomy takes a while); `now` stamps `predicted_at`
-    and `clock` times the per-product image budget (injectable for tests).
+    and `clock` times the per-product image budget (injectable for tests). With
+    `config.classify_candidates` > 0, `retriever` proposes the classify candidates; by
+    default the CPU baseline's category index for `taxonomy`, loaded once here.
     """
 
     def __init__(
@@ -88,6 +102,7 @@ class ProductCore:
         metadata: ModelMetadata | None = None,
         corrector: CategoryCorrector | None = None,
         normaliser: ValueNormaliser | None = None,
+        retriever: CandidateRetriever | None = None,
         now: Callable[[], datetime] = utc_now,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -100,6 +115,9 @@ class ProductCore:
         check_taxonomy_version(self.metadata, taxonomy.version)
         self.corrector = corrector or CategoryCorrector(taxonomy)
         self.normaliser = normaliser or ValueNormaliser(taxonomy)
+        self.retriever = retriever
+        if self.retriever is None and self.config.classify_candidates > 0:
+            self.retriever = _baseline_retriever(taxonomy)
         self.now = now
         self.clock = clock
 
@@ -138,7 +156,16 @@ class ProductCore:
                 out.append(letter)
             if ready is not None:
                 prepared.append(ready)
-        classified = _keep(classify_batch(prepared, self.model, metrics), out)
+        classified = _keep(
+            classify_batch(
+                prepared,
+                self.model,
+                metrics,
+                retriever=self.retriever,
+                candidates=self.config.classify_candidates,
+            ),
+            out,
+        )
         corrected = _keep([correct_category(i, self.corrector, metrics) for i in classified], out)
         extracted = _keep(extract_batch(corrected, self.model, self.taxonomy, metrics), out)
         validated = _keep([validate_attributes(i, self.taxonomy, self.normaliser, metrics) for i in extracted], out)
@@ -156,6 +183,13 @@ def predict_products(
 ) -> CoreResult:
     """One-off form of `ProductCore(model, taxonomy, config, **kwargs).predict(events)`."""
     return ProductCore(model, taxonomy, config, **kwargs).predict(events)
+
+
+def _baseline_retriever(taxonomy: Taxonomy) -> CandidateRetriever:
+    # Imported here: the embedding model and its index load only where candidate mode is on.
+    from model_repository.product_baseline.engine import BaselineModel
+
+    return BaselineModel(taxonomy)
 
 
 def _keep(results: Iterable[WorkItem | DeadLetter], letters: list[Prediction | DeadLetter]) -> list[WorkItem]:

@@ -12,18 +12,27 @@ the batching window, threads, windowed re-stamping, tagged outputs and Beam metr
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import apache_beam as beam
 from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
+from model_repository.contract import ModelCandidate, ModelProduct
 from transforms.config import BatchConfig  # noqa: F401 - defined once in transforms/config.py
 from transforms.core.classify import STAGE as CLASSIFY_STAGE
-from transforms.core.classify import classify_answer, classify_request, model_product
+from transforms.core.classify import (
+    CandidateRetriever,
+    classify_answer,
+    classify_request,
+    model_product,
+    retrieve_candidates,
+)
 from transforms.core.extract import STAGE as EXTRACT_STAGE
 from transforms.core.extract import extract_answer, extract_call, extract_request
 from transforms.core.metrics import MetricsSink
@@ -31,11 +40,13 @@ from transforms.core.model_calls import ModelCall, answer_batch, build_requests,
 from transforms.dead_letters import BeamMetrics, member_dead_letters, tagged
 from transforms.model.client import ModelClient, ModelClientFactory
 from transforms.records import DeadLetter, WorkItem
-from transforms.shared import shared_taxonomy
+from transforms.shared import acquire_shared, shared_taxonomy
 
 __all__ = [
     "BatchConfig",
     "ClassifyStep",
+    "InProcessRetriever",
+    "RetrieverFactory",
     "ExtractStep",
     "event_time_of",
     "extract_request",  # re-exported from the core (benchmarks and tools build requests)
@@ -147,15 +158,89 @@ def _windowed(out: Any, window: Any, timestamp: Any) -> Any:
     return WindowedValue(out, timestamp, [window])
 
 
+class RetrieverFactory(Protocol):
+    """Picklable; makes the classify candidates' retriever in `setup()`."""
+
+    def __call__(self) -> CandidateRetriever: ...
+
+
+class _LockedRetriever:
+    """One retriever per worker process, called by the classify DoFns of all its threads:
+    one call at a time (the embedding pass already uses every core, as the in-process
+    baseline client's lock says too)."""
+
+    def __init__(self, retriever: CandidateRetriever) -> None:
+        self._retriever = retriever
+        self._lock = threading.Lock()
+
+    def candidates(self, products: Sequence[ModelProduct], k: int) -> list[list[ModelCandidate]]:
+        with self._lock:
+            return self._retriever.candidates(products, k)
+
+
+def _baseline_retriever(taxonomy_path: str | None) -> _LockedRetriever:
+    from model_repository.product_baseline.engine import BaselineModel  # the embedder only where it runs
+
+    return _LockedRetriever(BaselineModel(shared_taxonomy(taxonomy_path)))
+
+
+@dataclass(frozen=True)
+class InProcessRetriever:
+    """The CPU baseline's category index as the candidate retriever, loaded once per worker
+    process and taxonomy (Beam's `Shared`, `transforms/shared.py`), for every classify
+    DoFn instance there. A second copy beside `InProcessBaseline`'s model, because the two
+    are separate shared handles; a pipeline in candidate mode calls a VLM, not that model."""
+
+    taxonomy_path: str | None = None
+
+    def __call__(self) -> CandidateRetriever:
+        path = self.taxonomy_path
+        return acquire_shared("retriever", path, lambda: _baseline_retriever(path))
+
+
 class ClassifyStep(_ModelStep):
     """list[WorkItem] -> WorkItem with raw_category, confidence and descriptions
-    (`transforms.core.classify`); dead letters at `classify`."""
+    (`transforms.core.classify`); dead letters at `classify`.
+
+    With `candidates` K > 0 (candidate mode), each batch first gets its top-K categories
+    from the retriever in one call, on the bundle's thread while earlier batches are on the
+    wire, and every request carries them. The retriever is made in `setup()`.
+    """
 
     STAGE = CLASSIFY_STAGE
+
+    def __init__(
+        self,
+        model: ModelClientFactory,
+        max_in_flight: int = 1,
+        candidates: int = 0,
+        retriever: RetrieverFactory | None = None,
+    ) -> None:
+        super().__init__(model, max_in_flight)
+        if candidates < 0:
+            raise ValueError(f"candidates must be >= 0, got {candidates}")
+        if candidates and retriever is None:
+            raise ValueError("candidate mode needs a retriever factory (e.g. InProcessRetriever(taxonomy_path))")
+        self.candidates = candidates
+        self.retriever_factory = retriever
+        self.retriever: CandidateRetriever | None = None
+
+    def setup(self) -> None:
+        super().setup()
+        if self.candidates and self.retriever_factory is not None:
+            self.retriever = self.retriever_factory()
 
     def process(
         self, batch: list[WorkItem], window: Any = beam.DoFn.WindowParam, timestamp: Any = beam.DoFn.TimestampParam
     ) -> Iterator[Any]:
+        if self.retriever is not None:
+            ready: list[WorkItem] = []
+            for item, result in zip(batch, retrieve_candidates(batch, self.retriever, self.candidates, self.metrics)):
+                if isinstance(result, DeadLetter):
+                    yield from self._emit(item, result, window, timestamp)
+                else:
+                    ready.append(result)
+            batch = ready
         yield from self._process(batch, window, timestamp)
 
     def _build(self, item: WorkItem) -> ModelCall | None:

@@ -25,7 +25,9 @@ Failures. Exactly one response per request. A request that breaks the contract g
 INVALID_ARG; an engine error gets the engine's own status code (UNAVAILABLE when the
 engine is not loaded yet, which the pipeline retries) on that request's response only.
 An extract request for a category without attributes is answered `{"attributes": {}}`
-without an engine call.
+without an engine call. In candidate mode (`classify_mode: candidates`, config and manifest
+alike, or the load fails) a classify request without candidates cannot be rendered and
+gets INVALID_ARG, saying to run the pipeline with `--classify-candidates`.
 
 The stub runs the Triton venv's interpreter with the repo root on PYTHONPATH
 (deploy/local/triton/server.py), so this file imports the project's packages.
@@ -120,7 +122,9 @@ class TritonPythonModel:
         params = triton_support.string_parameters(model_config)
         self._ModelRequest, self._Task, prompts = _import_project()
         self._prompts = prompts.PromptSet.load(_PROMPTS_DIR)
-        check_parameters(params, self._prompts.parameters, f"{self._name} ({args.get('model_repository')})")
+        where = f"{self._name} ({args.get('model_repository')})"
+        check_parameters(params, self._prompts.parameters, where)
+        prompts.check_classify_mode(params, self._prompts, where)
         self._fixed_answer = prompts.fixed_answer
         self._output = prompts.ENGINE_OUTPUT
 
