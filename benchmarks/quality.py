@@ -7,9 +7,12 @@ Runs `productlens evaluate` (the same pipeline, in-process) with the default mod
 `../shared/datasets/dev/shopify_stores_dev.jsonl` and on
 `../shared/datasets/dev/extractgpt_ae110k_oamine.jsonl`, against the full 2024-07
 taxonomy, and prints per dataset: overall, per store, per vertical and attributes per
-handle (accuracy, hP, hR, hF1, attribute P/R/F1, products/s). Metric definitions:
-docs/EVALUATION.md. ECE is printed as "n/a" until the classify answer carries a calibrated
-probability (issue 12, item 4).
+handle (accuracy, hP, hR, hF1, attribute P/R/F1, ECE of the category score, products/s),
+then per dataset a coverage table (the highest-scored products first: coverage, score
+threshold, accuracy, hP, hR, hF1) with the number of backed-off answers. Metric
+definitions: docs/EVALUATION.md (ECE: 15 equal-width bins, an answer is right when its
+category is on the gold lineage; the scores are whatever the model answers, so the ECE
+says how far they are from calibrated probabilities).
 
 The dev sets' images are remote URLs and this machine has no internet: the default is
 `--no-images` (text only), said in the table title; `--images` tries them.
@@ -59,7 +62,7 @@ def _row(label: str, n: int, cat: dict[str, Any], attrs: dict[str, Any], product
         _f(attrs.get("micro_precision")),
         _f(attrs.get("micro_recall")),
         _f(attrs.get("micro_f1")),
-        "n/a",
+        _f((cat.get("calibration") or {}).get("ece")),
         "" if products_per_s is None else f"{products_per_s:.1f}",
     ]
 
@@ -85,6 +88,37 @@ def table_rows(name: str, m: dict[str, Any], top_handles: int) -> list[list[str]
             ]
         )
     return rows
+
+
+def coverage_table(name: str, m: dict[str, Any]) -> Table | str:
+    """One dataset's quality against coverage, with its calibration and back-off counts in
+    the title; a line instead when no gold category is in the taxonomy (nothing to rank)."""
+    c = m["category"]
+    cal, back_off = c.get("calibration") or {}, c.get("back_off") or {}
+    rows = c.get("coverage") or []
+    if not rows:
+        return f"{name}: no gold category in the taxonomy, so no ECE, coverage curve or back-off figures"
+    table = Table(
+        title=f"{name}: quality against coverage (highest scores first) · ECE {_f(cal.get('ece'))} "
+        f"(exact node {_f(cal.get('ece_exact'))}) · backed off {back_off.get('n', 0)} "
+        f"of {cal.get('n', 0)} answers"
+    )
+    # The target and the coverage reached differ when products tie at the threshold.
+    for col in ("target", "coverage", "covered", "threshold", "acc", "lineage acc", "hP", "hR", "hF1"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(
+            f"{100 * r['target']:.0f}%",
+            f"{100 * r['coverage']:.1f}%",
+            str(r["n"]),
+            "-" if r["threshold"] is None else f"{r['threshold']:.4f}",
+            _f(r["accuracy"]),
+            _f(r["lineage_accuracy"]),
+            _f(r["hierarchical_precision"]),
+            _f(r["hierarchical_recall"]),
+            _f(r["hierarchical_f1"]),
+        )
+    return table
 
 
 def main() -> None:
@@ -114,6 +148,8 @@ def main() -> None:
         for row in table_rows(name, m, args.top_handles):
             table.add_row(*row)
     Console(width=170).print(table)
+    for name, m in results.items():
+        Console(width=170).print(coverage_table(name, m))
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     summary = {
@@ -126,7 +162,11 @@ def main() -> None:
             "attributes": {
                 k: m["attributes"][k] for k in ("micro_precision", "micro_recall", "micro_f1", "tp", "fp", "fn")
             },
-            "ece": None,
+            "ece": m["category"]["calibration"]["ece"],
+            "ece_exact": m["category"]["calibration"]["ece_exact"],
+            "calibration": m["category"]["calibration"],
+            "coverage": m["category"]["coverage"],
+            "back_off": m["category"]["back_off"],
             "products_per_s": m["latency"]["products_per_s"],
             "per_store": m.get("per_store", {}),
             "per_vertical": m["category"].get("per_vertical", {}),

@@ -432,6 +432,7 @@ def print_summary(metrics: dict[str, Any], console: Any) -> None:
     head.add_column("metric")
     head.add_column("value", justify="right")
     latency = metrics.get("latency") or {}
+    calibration, back_off = c.get("calibration") or {}, c.get("back_off") or {}
     rows = [
         ("products (n)", str(metrics["n"])),
         ("  with a gold category in the taxonomy", str(c["n"])),
@@ -442,6 +443,9 @@ def print_summary(metrics: dict[str, Any], console: Any) -> None:
         ("attribute micro precision", _num(a["micro_precision"])),
         ("attribute micro recall", _num(a["micro_recall"])),
         ("attribute micro F1", _num(a["micro_f1"])),
+        ("category score ECE (gold lineage, 15 bins)", _num(calibration.get("ece"))),
+        ("category score ECE (exact node)", _num(calibration.get("ece_exact"))),
+        ("backed-off answers", str(back_off.get("n", "–"))),
         ("correction rate", _pct(metrics["correction_rate"])),
         ("unresolved rate", _pct(metrics["unresolved_rate"])),
         ("no prediction (dead letters)", str(metrics["status_counts"]["missing"])),
@@ -455,7 +459,7 @@ def print_summary(metrics: dict[str, Any], console: Any) -> None:
     console.print(head)
     for title, groups in (("per store", metrics["per_store"]), ("per vertical (gold)", c["per_vertical"])):
         t = Table(title=title)
-        for col in ("", "n", "accuracy", "hP", "hR", "hF1", "attr F1", "corrected", "unresolved"):
+        for col in ("", "n", "accuracy", "hP", "hR", "hF1", "attr F1", "ECE", "corrected", "unresolved"):
             t.add_column(col, justify="right" if col else "left")
         for name, g in groups.items():
             gc = g["category"]
@@ -467,8 +471,23 @@ def print_summary(metrics: dict[str, Any], console: Any) -> None:
                 _num(gc["hierarchical_recall"]),
                 _num(gc["hierarchical_f1"]),
                 _num(g["attributes"]["micro_f1"]),
+                _num((gc.get("calibration") or {}).get("ece")),
                 _pct(g["correction_rate"]),
                 _pct(g["unresolved_rate"]),
+            )
+        console.print(t)
+    if c.get("coverage"):
+        t = Table(title="quality against coverage (highest scores first)")
+        for col in ("coverage", "threshold", "accuracy", "hP", "hR", "hF1"):
+            t.add_column(col, justify="right")
+        for r in c["coverage"]:
+            t.add_row(
+                _pct(r["coverage"]),
+                _num(r["threshold"], 4),
+                _num(r["accuracy"]),
+                _num(r["hierarchical_precision"]),
+                _num(r["hierarchical_recall"]),
+                _num(r["hierarchical_f1"]),
             )
         console.print(t)
 

@@ -111,6 +111,13 @@ def test_metrics_json_has_the_documented_keys_and_sane_values(evaluated: tuple[P
     assert m["model_calls"]["by_step"]["classify"] == m["n"]
     assert m["run"]["taxonomy_version"] == "2024-07" and m["run"]["images"] is False
     assert len((out / "predictions.jsonl").read_text().splitlines()) == m["n"] - m["status_counts"]["missing"]
+    # Calibration and coverage are there for whatever score the model answers.
+    cal = c["calibration"]
+    assert cal["n"] == c["n"] - m["status_counts"]["unresolved"] - m["status_counts"]["missing"]
+    assert _unit(cal["ece"]) and _unit(cal["ece_exact"]) and len(cal["reliability"]) == 15
+    assert sum(b["n"] for b in cal["reliability"]) == cal["n"]
+    assert [round(100 * r["target"]) for r in c["coverage"]] == list(range(10, 101, 10))
+    assert c["coverage"][-1]["n"] == cal["n"] and c["back_off"]["not_backed_off"]["n"] + c["back_off"]["n"] == cal["n"]
 
 
 def test_the_summary_table_is_printed(evaluated: tuple[Path, dict[str, Any], str]) -> None:
@@ -201,11 +208,11 @@ def test_report_renders_in_headless_chromium(evaluated: tuple[Path, dict[str, An
     dom = _Dom()
     dom.feed(dumped.stdout.decode("utf-8"))
     assert dom.ids.get("headline") == "table" and dom.inside[("headline", "tr")] >= 10
-    for chart in ("chart-vertical-hf1", "chart-depth", "chart-rates"):
+    for chart in ("chart-vertical-hf1", "chart-depth", "chart-rates", "chart-reliability", "chart-coverage"):
         assert dom.ids.get(chart) == "svg", chart
     assert dom.inside[("chart-vertical-hf1", "rect")] == len(m["category"]["per_vertical"])
     assert dom.inside[("chart-depth", "circle")] >= len(m["category"]["per_depth"])
-    for table in ("per-store", "confusion", "attributes", "per-vertical", "per-depth"):
+    for table in ("per-store", "confusion", "attributes", "per-vertical", "per-depth", "reliability", "coverage"):
         assert dom.ids.get(table) == "table", table
 
     shot = tmp_path / "report.png"

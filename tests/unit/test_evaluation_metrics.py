@@ -33,18 +33,23 @@ from taxonomy.mapping import MappingError, build_mapping, load_mapping, source_k
 from taxonomy.model import Taxonomy
 from taxonomy.values import ValueNormaliser, slug
 from transforms.evaluation.metrics import (
+    SCORE_SCALE,
     EvalAccumulator,
     EvaluatePredictions,
     EvaluationCombineFn,
     GoldenRecordError,
     InputNote,
+    calibration_bin,
+    calibration_summary,
     compute_metrics,
+    coverage_curve,
     golden_event,
     hierarchical_counts,
     hierarchical_scores,
     lineage_ids,
     parse_golden,
     prf,
+    quantise_score,
     resolve_gold_category,
     score_attributes,
     score_product,
@@ -188,11 +193,20 @@ def prediction(
     *,
     status: str | None = None,
     attributes: dict[str, list[str]] | None = None,
+    score: float = 0.9,
+    backed_off_from_depth: int | None = None,
 ) -> Prediction:
     category = None
     if path is not None:
         c = cat(t, path)
-        category = {"id": c.id, "full_name": c.full_name, "score": 0.9, "corrected": status == "corrected", "raw": path}
+        category = {
+            "id": c.id,
+            "full_name": c.full_name,
+            "score": score,
+            "corrected": status == "corrected",
+            "raw": path,
+            "backed_off_from_depth": backed_off_from_depth,
+        }
     attrs = []
     for handle, names in (attributes or {}).items():
         a = t.attributes[handle]
@@ -340,7 +354,7 @@ def test_attribute_prf_with_normalisation_unmappable_values_and_missing_handles(
     tree: Taxonomy, normaliser: ValueNormaliser
 ) -> None:
     gold_attrs = {
-        "color-pattern": ["navy-blazer", "red", "striped", "rojo"],  # metaobject handles; one Spanish
+        "color-pattern": ["navy-blazer", "red", "striped", "plaidish"],  # metaobject handles; one no value
         "target-gender": ["unisex"],
         "fabric": ["cotton"],  # not an attribute of A > B > C: a miss, not a drop
         "sports-logo": ["x"],  # no such attribute in the taxonomy
@@ -353,7 +367,7 @@ def test_attribute_prf_with_normalisation_unmappable_values_and_missing_handles(
     assert s.attributes is not None
     rows = {h: (tp, fp, fn) for h, tp, fp, fn in s.attributes.per_attribute}
     assert rows == {"color": (1, 1, 1), "pattern": (0, 0, 1), "target-gender": (1, 0, 0), "fabric": (0, 0, 1)}
-    assert s.attributes.unmappable_values == (("color-pattern", "rojo"),)
+    assert s.attributes.unmappable_values == (("color-pattern", "plaidish"),)
     assert s.attributes.unmappable_handles == (("sports-logo", 1),)
     assert s.attributes.unannotated_predicted == 1  # size: the gold does not say
     m = compute_metrics([s])
@@ -365,9 +379,9 @@ def test_attribute_prf_with_normalisation_unmappable_values_and_missing_handles(
     assert a["per_attribute"]["fabric"]["recall"] == 0.0 and a["per_attribute"]["fabric"]["precision"] is None
     un = m["unmappable"]
     assert un["attribute_values"]["count"] == 1 and un["attribute_values"]["by_handle"] == {
-        "color-pattern": {"rojo": 1}
+        "color-pattern": {"plaidish": 1}
     }
-    assert un["attribute_values"]["examples"] == [{"id": "a", "handle": "color-pattern", "value": "rojo"}]
+    assert un["attribute_values"]["examples"] == [{"id": "a", "handle": "color-pattern", "value": "plaidish"}]
     assert un["attribute_handles"] == {"sports-logo": {"records": 1, "values": 1}}
     assert a["unannotated_predicted_values"] == 1
 
@@ -534,6 +548,150 @@ def test_store_is_owner_and_repo_of_the_source() -> None:
     assert store_of("") == "(unknown)" and store_of("solo") == "solo"
 
 
+# -- calibration, coverage, back-off ---------------------------------------------------------------------
+
+
+def _calibration_products(tree: Taxonomy, normaliser: ValueNormaliser) -> list[Any]:
+    """Six products, two stores (gold, answer, score; 15 bins of width 1/15):
+
+    | id | store | gold      | answer                  | score | bin | lineage | exact |
+    |----|-------|-----------|-------------------------|-------|-----|---------|-------|
+    | c1 | one   | A > B > C | A > B > C               | 0.90  | 13  | yes     | yes   |
+    | c2 | one   | A > B > D | A > B > C               | 0.92  | 13  | no      | no    |
+    | c3 | two   | A > B > C | A > B (backed off, d 3) | 0.70  | 10  | yes     | no    |
+    | c4 | two   | A > E     | X > Y                   | 0.10  | 1   | no      | no    |
+    | c5 | two   | X > Y     | X > Y                   | 0.95  | 14  | yes     | yes   |
+    | c6 | one   | A > B > C | unresolved (no score)   | -     | -   | -       | -     |
+    """
+    two = "shop/two/x.csv@1"
+    rows = [
+        (golden("c1", "A > B > C"), prediction(tree, "c1", "A > B > C", score=0.9)),
+        (golden("c2", "A > B > D"), prediction(tree, "c2", "A > B > C", score=0.92)),
+        (golden("c3", "A > B > C", source=two), prediction(tree, "c3", "A > B", score=0.7, backed_off_from_depth=3)),
+        (golden("c4", "A > E", source=two), prediction(tree, "c4", "X > Y", score=0.1)),
+        (golden("c5", "X > Y", source=two), prediction(tree, "c5", "X > Y", score=0.95)),
+        (golden("c6", "A > B > C"), prediction(tree, "c6", None)),
+    ]
+    return [score_product(parse_golden(g), p, tree, normaliser) for g, p in rows]
+
+
+def test_ece_by_hand_with_lineage_and_exact_correctness(tree: Taxonomy, normaliser: ValueNormaliser) -> None:
+    m = compute_metrics(_calibration_products(tree, normaliser))
+    cal = m["category"]["calibration"]
+    # Bin 13: conf (0.90 + 0.92)/2 = 0.91, accuracy 1/2 -> gap 0.41 (n 2). Bin 10: c3 is on
+    # the gold lineage (A > B is an ancestor of A > B > C): gap |1 - 0.7| = 0.3, exact gap 0.7.
+    # Bin 1: 0.1. Bin 14: 0.05. N = 5 (the unresolved c6 has no score).
+    assert cal["n"] == 5 and cal["bins"] == 15
+    assert cal["ece"] == pytest.approx((2 * 0.41 + 0.3 + 0.1 + 0.05) / 5)  # 0.254
+    assert cal["ece_exact"] == pytest.approx((2 * 0.41 + 0.7 + 0.1 + 0.05) / 5)  # 0.334
+    assert cal["mce"] == pytest.approx(0.41)
+    assert cal["brier"] == pytest.approx((0.01 + 0.92**2 + 0.09 + 0.01 + 0.0025) / 5)
+    assert cal["mean_confidence"] == pytest.approx(3.57 / 5)
+    assert (cal["lineage_accuracy"], cal["exact_accuracy"]) == (pytest.approx(3 / 5), pytest.approx(2 / 5))
+    table = {r["bin"]: r for r in cal["reliability"]}
+    assert len(table) == 15 and sum(r["n"] for r in table.values()) == 5
+    assert (table[13]["n"], table[13]["mean_confidence"], table[13]["lineage_accuracy"]) == (
+        2,
+        pytest.approx(0.91),
+        0.5,
+    )
+    assert (table[10]["lineage_accuracy"], table[10]["exact_accuracy"]) == (1.0, 0.0)
+    assert table[0]["n"] == 0 and table[0]["mean_confidence"] is None
+    assert (table[14]["lower"], table[14]["upper"]) == (pytest.approx(14 / 15), 1.0)
+    # Per store: one = {c1, c2} in bin 13 -> 0.41; two = {c3, c4, c5} -> (0.3 + 0.1 + 0.05)/3.
+    stores = m["per_store"]
+    assert stores["shop/one"]["category"]["calibration"]["ece"] == pytest.approx(0.41)
+    assert stores["shop/two"]["category"]["calibration"]["ece"] == pytest.approx(0.15)
+    verticals = m["category"]["per_vertical"]
+    assert verticals["X"]["category"]["calibration"]["ece"] == pytest.approx(0.05)
+    assert "reliability" not in verticals["X"]["category"]["calibration"]  # the table is overall only
+
+
+def test_a_perfectly_calibrated_set_has_zero_ece() -> None:
+    # 10 answers at 0.8 in one bin, 8 of them right; 4 at 0.25, 1 right.
+    histogram = {8000: [10, 8, 8, 0, 0, 0], 2500: [4, 1, 1, 0, 0, 0]}
+    cal = calibration_summary(histogram)
+    assert cal["ece"] == 0.0 and cal["mce"] == 0.0
+    assert calibration_summary({})["ece"] is None  # nothing scored: undefined, not 0
+
+
+def test_calibration_bins_are_equal_width_and_the_last_holds_one() -> None:
+    assert [calibration_bin(quantise_score(x)) for x in (0.0, 0.05, 0.0667, 0.5, 0.99, 1.0)] == [0, 0, 1, 7, 14, 14]
+    assert quantise_score(1.7) == SCORE_SCALE and quantise_score(-0.1) == 0
+
+
+def test_coverage_curve_by_hand(tree: Taxonomy, normaliser: ValueNormaliser) -> None:
+    m = compute_metrics(_calibration_products(tree, normaliser))
+    rows = {round(r["target"] * 100): r for r in m["category"]["coverage"]}
+    assert sorted(rows) == [10, 20, 30, 40, 50, 60, 70, 80, 90, 100]
+    # 6 scored products; by score: c5 0.95, c2 0.92, c1 0.90, c3 0.70, c4 0.10; c6 never covered.
+    r10 = rows[10]  # ⌈0.6⌉ = 1 product: c5
+    assert (r10["n"], r10["threshold"], r10["coverage"], r10["accuracy"]) == (1, 0.95, pytest.approx(1 / 6), 1.0)
+    r20 = rows[20]  # ⌈1.2⌉ = 2: c5, c2 (Σ|α∩β| 2+2, Σ|α| 2+3, Σ|β| 2+3)
+    assert (r20["n"], r20["threshold"], r20["accuracy"]) == (2, 0.92, 0.5)
+    assert (r20["hierarchical_precision"], r20["hierarchical_recall"]) == (pytest.approx(4 / 5), pytest.approx(4 / 5))
+    assert rows[30]["n"] == 2  # ⌈1.8⌉ = 2
+    r60 = rows[60]  # ⌈3.6⌉ = 4: + c1 (3, 3, 3) + c3 (2, 2, 3)
+    assert (r60["n"], r60["threshold"], r60["accuracy"], r60["lineage_accuracy"]) == (4, 0.7, 0.5, 0.75)
+    assert (r60["hierarchical_precision"], r60["hierarchical_recall"]) == (pytest.approx(9 / 10), pytest.approx(9 / 11))
+    r100 = rows[100]  # all five answers: + c4 (0, 2, 2); the unresolved c6 is never covered
+    assert (r100["n"], r100["threshold"], r100["coverage"]) == (5, 0.1, pytest.approx(5 / 6))
+    assert (r100["hierarchical_precision"], r100["hierarchical_recall"]) == (
+        pytest.approx(9 / 12),
+        pytest.approx(9 / 13),
+    )
+    assert r100["hierarchical_f1"] == pytest.approx(18 / 25)
+
+
+def test_coverage_keeps_ties_at_the_threshold_together() -> None:
+    histogram = {9000: [2, 2, 2, 4, 4, 4], 5000: [2, 0, 0, 0, 2, 2]}
+    rows = coverage_curve(histogram, 4, percents=(10, 50, 75, 100))
+    assert [(r["n"], r["threshold"]) for r in rows] == [(2, 0.9), (2, 0.9), (4, 0.5), (4, 0.5)]
+    assert rows[0]["coverage"] == 0.5  # the target was 10 %: both tied products go in
+    assert coverage_curve({}, 0) == []
+
+
+def test_back_off_summary(tree: Taxonomy, normaliser: ValueNormaliser) -> None:
+    b = compute_metrics(_calibration_products(tree, normaliser))["category"]["back_off"]
+    # c3 backed off from a depth-3 leaf to A > B (depth 2): on the gold lineage, not exact.
+    assert (b["n"], b["rate"], b["accuracy"], b["lineage_accuracy"]) == (1, pytest.approx(1 / 5), 0.0, 1.0)
+    assert (b["hierarchical_precision"], b["hierarchical_recall"]) == (1.0, pytest.approx(2 / 3))
+    assert [(r["from_depth"], r["to_depth"], r["n"]) for r in b["by_depth"]] == [(3, 2, 1)]
+    rest = b["not_backed_off"]  # c1, c2, c4, c5: Σ|α∩β| 3+2+0+2, Σ|α| 3+3+2+2, Σ|β| 3+3+2+2
+    assert (rest["n"], rest["accuracy"], rest["hierarchical_precision"]) == (4, 0.5, pytest.approx(7 / 10))
+    # Without any back-off the summary is there and empty.
+    golds, preds = _five_products(tree)
+    none = compute_metrics(score_product(g, p, tree, normaliser) for g, p in zip(golds, preds))["category"]["back_off"]
+    assert (none["n"], none["by_depth"], none["rate"]) == (0, [], 0.0)
+
+
+def test_calibration_and_coverage_merge_like_one_pass(tree: Taxonomy, normaliser: ValueNormaliser) -> None:
+    scores = _calibration_products(tree, normaliser) + _calibration_products(tree, normaliser)[:3]
+    fn = EvaluationCombineFn()
+    whole = EvalAccumulator()
+    for s in scores:
+        whole.add(s)
+    for split in (2, 3):
+        parts = [EvalAccumulator() for _ in range(split)]
+        for i, s in enumerate(reversed(scores)):
+            parts[i % split].add(s)
+        merged = fn.extract_output(fn.merge_accumulators(parts))
+        # Exactly equal, floats included: the sums are integers until the last division.
+        assert merged == whole.to_metrics()
+        for key in ("calibration", "coverage", "back_off"):
+            assert merged["category"][key] == whole.to_metrics()["category"][key]
+    assert whole.to_metrics()["category"]["calibration"]["n"] == 8
+
+
+def test_report_shows_calibration_coverage_and_back_off(tree: Taxonomy, normaliser: ValueNormaliser) -> None:
+    html = render_report(compute_metrics(_calibration_products(tree, normaliser)))
+    assert "ECE 0.254 (exact node: 0.334)" in html
+    assert "depth 3 → 2" in html and "[0.933, 1.000]" in html
+    coverage = html.split('id="coverage"', 1)[1].split("</table>", 1)[0]
+    assert coverage.count("<tr>") == 11  # header + 10 coverage levels
+    assert "0.9500" in coverage  # the 10 % threshold
+
+
 # -- aggregation: CombineFn merge order, Beam wiring ---------------------------------------------------
 
 
@@ -601,6 +759,11 @@ def test_report_is_self_contained_and_escapes_data(tree: Taxonomy, normaliser: V
         'id="per-store"',
         'id="attributes"',
         'id="unmappable-categories"',
+        'id="chart-reliability"',
+        'id="reliability"',
+        'id="chart-coverage"',
+        'id="coverage"',
+        'id="back-off"',
     ):
         assert ident in html
     assert "<script" not in html and "&lt;script&gt;" in html

@@ -17,6 +17,14 @@ The metrics (definitions in docs/EVALUATION.md):
   values normalised to taxonomy values (`taxonomy.values.ValueNormaliser`); gold values
   that map to no taxonomy value are reported as unmappable, never dropped silently;
 * correction and unresolved rates from the prediction status; top-N confusion pairs;
+* calibration of the category score (`PredictedCategory.score`, the probability that the
+  answered node is right): expected calibration error over 15 equal-width bins, where an
+  answer is right when its node is on the gold lineage (the gold category or one of its
+  ancestors), with a reliability table, overall and per slice; the exact-node version too;
+* hP / hR / hF1 against coverage: products sorted by score, the top 10 %, 20 %, … 100 %
+  scored like the whole set, with the score threshold of each cut; and a back-off summary
+  (answers that backed off from a leaf to an ancestor: how many, from which depth to
+  which, their hP / hR);
 * gold labels from another taxonomy are mapped through a `taxonomy.mapping.CategoryMapping`
   when given, else counted and shown as unmappable (excluded from the category metrics).
 
@@ -65,6 +73,15 @@ __all__ = [
     "f1_from_counts",
     "hierarchical_scores",
     "prf",
+    "SCORE_SCALE",
+    "CALIBRATION_BINS",
+    "COVERAGE_PERCENTS",
+    "ScoreHistogram",
+    "quantise_score",
+    "calibration_bin",
+    "merge_histograms",
+    "calibration_summary",
+    "coverage_curve",
     "gold_attribute_candidates",
     "AttributeOutcome",
     "normalise_gold_value",
@@ -522,6 +539,15 @@ class ProductScore:
     h_gold: int = 0
     attributes: AttributeOutcome | None = None  # None: the gold has no attributes
     predicted_category_unknown: bool = False  # a predicted id the taxonomy lacks
+    # The category score the model answered with (None: no category, so nothing to
+    # calibrate or rank), whether the answered node is on the gold lineage (the gold or an
+    # ancestor: what a calibrated score is the probability of), the answered node's depth
+    # (1 = a vertical; None when unknown to the taxonomy) and the depth of the leaf the
+    # model backed off from (None: it did not back off).
+    score: float | None = None
+    on_lineage: bool = False
+    predicted_depth: int | None = None
+    backed_off_from_depth: int | None = None
 
     @property
     def scored(self) -> bool:
@@ -575,6 +601,7 @@ def score_product(
     if gold.category is None:
         return ProductScore(**base)  # type: ignore[arg-type]
     counts = hierarchical_counts(taxonomy, pred_cat, gold.category)
+    answered = prediction.category if prediction is not None else None
     return ProductScore(
         **base,  # type: ignore[arg-type]
         gold_path=gold.category.full_name,
@@ -584,6 +611,10 @@ def score_product(
         h_intersection=counts.intersection,
         h_predicted=counts.predicted,
         h_gold=counts.gold,
+        score=answered.score if answered is not None else None,
+        on_lineage=pred_cat is not None and pred_cat.id in lineage_ids(taxonomy, gold.category),
+        predicted_depth=pred_cat.level + 1 if pred_cat is not None else None,
+        backed_off_from_depth=answered.backed_off_from_depth if answered is not None else None,
     )
 
 
@@ -608,6 +639,142 @@ def _keep_examples(examples: list[dict[str, str]], more: Iterable[dict[str, str]
     return [merged[k] for k in sorted(merged, key=lambda k: (merged[k].get("id", ""), k))][:EXAMPLES_KEPT]
 
 
+# -- calibration and coverage ---------------------------------------------------------------------
+
+# Scores are kept as integers in units of 1/SCORE_SCALE. The pipeline writes category
+# scores rounded to 4 decimals (transforms/core/correct.py), so this loses nothing there,
+# and integer sums are exact: accumulators merge in any order to the same bits, which float
+# sums would not.
+SCORE_SCALE = 10_000
+CALIBRATION_BINS = 15
+# Coverage levels as whole percents, so that the cut sizes are exact integers.
+COVERAGE_PERCENTS = (10, 20, 30, 40, 50, 60, 70, 80, 90, 100)
+# A score histogram: quantised score -> [products, exact matches, answers on the gold
+# lineage, Σ|α∩β|, Σ|α|, Σ|β|]. At most SCORE_SCALE + 1 keys, so the accumulator stays
+# bounded however many products are evaluated, and both the calibration bins and the
+# coverage curve are read off it exactly.
+ScoreHistogram = dict[int, list[int]]
+_COUNT, _EXACT, _LINEAGE, _INTER, _PRED, _GOLD = range(6)
+
+
+def quantise_score(score: float) -> int:
+    """A score in [0, 1] as an integer number of 1/SCORE_SCALE (clamped: a score is a probability)."""
+    return min(SCORE_SCALE, max(0, round(score * SCORE_SCALE)))
+
+
+def calibration_bin(quantised: int, bins: int = CALIBRATION_BINS) -> int:
+    """The equal-width bin of a quantised score: bin k holds [k/bins, (k+1)/bins), and the
+    last bin also holds 1.0. Integer arithmetic, so a score on an edge has one bin."""
+    return min(quantised * bins // SCORE_SCALE, bins - 1)
+
+
+def _histogram_row(s: ProductScore) -> list[int]:
+    return [1, int(s.exact), int(s.on_lineage), s.h_intersection, s.h_predicted, s.h_gold]
+
+
+def _add_row(into: list[int], row: Sequence[int]) -> None:
+    for i, v in enumerate(row):
+        into[i] += v
+
+
+def merge_histograms(mine: ScoreHistogram, theirs: ScoreHistogram) -> None:
+    for key, row in theirs.items():
+        _add_row(mine.setdefault(key, [0] * 6), row)
+
+
+def _slice_scores(row: Sequence[int]) -> dict[str, Any]:
+    """Accuracy, lineage accuracy and micro hP / hR / hF1 of a summed histogram row."""
+    hp, hr, hf = hierarchical_scores(row[_INTER], row[_PRED], row[_GOLD])
+    return {
+        "n": row[_COUNT],
+        "accuracy": ratio(row[_EXACT], row[_COUNT]),
+        "lineage_accuracy": ratio(row[_LINEAGE], row[_COUNT]),
+        "hierarchical_precision": hp,
+        "hierarchical_recall": hr,
+        "hierarchical_f1": hf,
+    }
+
+
+def calibration_summary(
+    histogram: ScoreHistogram, bins: int = CALIBRATION_BINS, *, reliability: bool = False
+) -> dict[str, Any]:
+    """Expected calibration error of the category score over `bins` equal-width bins:
+    ECE = Σ_b (n_b / N) · |accuracy_b − mean confidence_b|, with an answer right when its
+    node is on the gold lineage (`ece`) or, the stricter reading, the gold node itself
+    (`ece_exact`). Also the largest bin gap (`mce`, over non-empty bins) and the Brier
+    score (lineage). With `reliability`, the per-bin table. None where nothing was scored."""
+    per_bin = [[0, 0, 0, 0] for _ in range(bins)]  # products, Σ quantised score, lineage, exact
+    brier = 0
+    for q, row in histogram.items():
+        b = per_bin[calibration_bin(q, bins)]
+        b[0] += row[_COUNT]
+        b[1] += q * row[_COUNT]
+        b[2] += row[_LINEAGE]
+        b[3] += row[_EXACT]
+        brier += row[_LINEAGE] * (SCORE_SCALE - q) ** 2 + (row[_COUNT] - row[_LINEAGE]) * q**2
+    n = sum(b[0] for b in per_bin)
+    # Σ_b |correct_b · SCALE − Σ score_b| / (N · SCALE) equals Σ_b (n_b/N)|acc_b − conf_b|,
+    # computed in integers up to the one division.
+    gaps = [abs(b[2] * SCORE_SCALE - b[1]) for b in per_bin]
+    gaps_exact = [abs(b[3] * SCORE_SCALE - b[1]) for b in per_bin]
+    out: dict[str, Any] = {
+        "bins": bins,
+        "n": n,
+        "mean_confidence": ratio(sum(b[1] for b in per_bin), n * SCORE_SCALE),
+        "lineage_accuracy": ratio(sum(b[2] for b in per_bin), n),
+        "exact_accuracy": ratio(sum(b[3] for b in per_bin), n),
+        "ece": ratio(sum(gaps), n * SCORE_SCALE),
+        "ece_exact": ratio(sum(gaps_exact), n * SCORE_SCALE),
+        "mce": max((g / (b[0] * SCORE_SCALE) for g, b in zip(gaps, per_bin) if b[0]), default=None),
+        "brier": ratio(brier, n * SCORE_SCALE**2),
+    }
+    if reliability:
+        out["reliability"] = [
+            {
+                "bin": k,
+                "lower": round(k / bins, 6),
+                "upper": round((k + 1) / bins, 6),
+                "n": b[0],
+                "mean_confidence": ratio(b[1], b[0] * SCORE_SCALE),
+                "lineage_accuracy": ratio(b[2], b[0]),
+                "exact_accuracy": ratio(b[3], b[0]),
+            }
+            for k, b in enumerate(per_bin)
+        ]
+    return out
+
+
+def coverage_curve(
+    histogram: ScoreHistogram, products: int, percents: Sequence[int] = COVERAGE_PERCENTS
+) -> list[dict[str, Any]]:
+    """Selective scores: for each target coverage c, answer only the products whose score
+    is at least the threshold that covers ⌈c · products⌉ of them (ties at the threshold all
+    go in, so `coverage` may exceed the target) and score those like a whole set.
+    `products` is the denominator: every product with a resolved gold category, so a
+    product the model gave no category (unresolved, dead-lettered) is never covered and
+    the 100 % row reaches the answered share only."""
+    if products <= 0:
+        return []
+    keys = sorted(histogram, reverse=True)
+    covered = [0] * 6
+    i = 0
+    rows = []
+    for pct in percents:
+        target = -(-pct * products // 100)  # ceil, in integers
+        while i < len(keys) and covered[_COUNT] < target:
+            _add_row(covered, histogram[keys[i]])
+            i += 1
+        rows.append(
+            {
+                "target": pct / 100,
+                "coverage": covered[_COUNT] / products,
+                "threshold": keys[i - 1] / SCORE_SCALE if i else None,
+                **_slice_scores(covered),
+            }
+        )
+    return rows
+
+
 @dataclass
 class GroupStats:
     """Sums for one slice of the products (all, a store, a vertical, a depth)."""
@@ -626,6 +793,8 @@ class GroupStats:
     attr_tp: int = 0
     attr_fp: int = 0
     attr_fn: int = 0
+    # Scored products that have a category score, by score: calibration and coverage.
+    scores: ScoreHistogram = field(default_factory=dict)
 
     def add(self, s: ProductScore) -> None:
         self.n += 1
@@ -641,6 +810,8 @@ class GroupStats:
             self.h_intersection += s.h_intersection
             self.h_predicted += s.h_predicted
             self.h_gold += s.h_gold
+            if s.score is not None:
+                _add_row(self.scores.setdefault(quantise_score(s.score), [0] * 6), _histogram_row(s))
         if s.attributes is not None and s.attributes.per_attribute:
             self.attr_products += 1
             self.attr_tp += s.attributes.tp
@@ -649,7 +820,10 @@ class GroupStats:
 
     def merge(self, other: GroupStats) -> None:
         for name in self.__dataclass_fields__:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
+            if name == "scores":
+                merge_histograms(self.scores, other.scores)
+            else:
+                setattr(self, name, getattr(self, name) + getattr(other, name))
 
     def to_dict(self) -> dict[str, Any]:
         hp, hr, hf = hierarchical_scores(self.h_intersection, self.h_predicted, self.h_gold)
@@ -664,6 +838,7 @@ class GroupStats:
                 "hierarchical_recall": hr,
                 "hierarchical_f1": hf,
                 "sums": {"intersection": self.h_intersection, "predicted": self.h_predicted, "gold": self.h_gold},
+                "calibration": calibration_summary(self.scores),
             },
             "attributes": {
                 "products": self.attr_products,
@@ -701,6 +876,9 @@ class EvalAccumulator:
     predicted_category_unknown: int = 0
     notes: Counter = field(default_factory=Counter)
     note_examples: list[dict[str, str]] = field(default_factory=list)
+    # Scored back-off answers: (depth backed off from, depth answered; 0 when the answered
+    # id is unknown to the taxonomy) -> a histogram row (products, exact, lineage, sums).
+    back_off: dict[tuple[int, int], list[int]] = field(default_factory=dict)
 
     def add(self, item: ProductScore | InputNote) -> EvalAccumulator:
         if isinstance(item, InputNote):
@@ -720,6 +898,9 @@ class EvalAccumulator:
             self.per_depth.setdefault(s.gold_depth, GroupStats()).add(s)
             if not s.exact:
                 self.confusion[(s.gold_path, s.predicted_path or UNRESOLVED_LABEL)] += 1
+            if s.backed_off_from_depth is not None:
+                key = (s.backed_off_from_depth, s.predicted_depth or 0)
+                _add_row(self.back_off.setdefault(key, [0] * 6), _histogram_row(s))
         else:
             self.unmappable_categories[(s.unmappable_reason, s.gold_taxonomy, s.gold_label)] += 1
             self.unmappable_category_examples = _keep_examples(
@@ -785,7 +966,29 @@ class EvalAccumulator:
         self.note_examples = _keep_examples(self.note_examples, other.note_examples)
         self.unannotated_predicted += other.unannotated_predicted
         self.predicted_category_unknown += other.predicted_category_unknown
+        for key, row in other.back_off.items():
+            _add_row(self.back_off.setdefault(key, [0] * 6), row)
         return self
+
+    def back_off_summary(self) -> dict[str, Any]:
+        """How many scored answers backed off, from which depth to which, and how they and
+        the other answers score (accuracy, lineage accuracy, hP / hR / hF1)."""
+        backed = [0] * 6
+        for row in self.back_off.values():
+            _add_row(backed, row)
+        answered = [0] * 6  # every scored product with a category score
+        for row in self.overall.scores.values():
+            _add_row(answered, row)
+        others = [a - b for a, b in zip(answered, backed)]
+        return {
+            **_slice_scores(backed),
+            "rate": ratio(backed[_COUNT], answered[_COUNT]),
+            "by_depth": [
+                {"from_depth": f, "to_depth": t or None, **_slice_scores(row)}
+                for (f, t), row in sorted(self.back_off.items())
+            ],
+            "not_backed_off": _slice_scores(others),
+        }
 
     def to_metrics(self, top_n: int = 20) -> dict[str, Any]:
         """The metrics.json document (without the run-level parts that `run` adds)."""
@@ -799,6 +1002,9 @@ class EvalAccumulator:
             for (g, p), c in sorted(self.confusion.items(), key=lambda kv: (-kv[1], kv[0]))[:top_n]
         ]
         category["predicted_not_in_taxonomy"] = self.predicted_category_unknown
+        category["calibration"] = calibration_summary(self.overall.scores, reliability=True)
+        category["coverage"] = coverage_curve(self.overall.scores, self.overall.scored)
+        category["back_off"] = self.back_off_summary()
         per_attribute = {}
         for handle in sorted(self.per_attribute):
             tp, fp, fn, products = self.per_attribute[handle]

@@ -3,8 +3,9 @@
 No external assets, no scripts: inline CSS and charts as inline SVG drawn here, so the
 page opens anywhere (a CI artefact, an air-gapped laptop) and diffs as text. Every string
 from the data is HTML-escaped. Sections: headline table, rates, per-vertical hF1 bars, the
-depth curve (hP/hR/hF by gold depth), per-store table, confusion pairs, attributes,
-unmappable gold labels.
+depth curve (hP/hR/hF by gold depth), per-store table, calibration of the category score
+(ECE, reliability diagram and table), hP/hR/hF1 against coverage, back-off, confusion
+pairs, attributes, unmappable gold labels.
 """
 
 from __future__ import annotations
@@ -32,7 +33,16 @@ svg text{font-family:inherit}
 .charts{display:flex;flex-wrap:wrap;gap:1.5rem}
 """
 
-COLOURS = {"hP": "#0969da", "hR": "#bf8700", "hF1": "#1a7f37", "bar": "#1a7f37", "rate": "#cf222e"}
+COLOURS = {
+    "hP": "#0969da",
+    "hR": "#bf8700",
+    "hF1": "#1a7f37",
+    "bar": "#1a7f37",
+    "rate": "#cf222e",
+    "accuracy": "#8250df",
+    "lineage acc.": "#1a7f37",
+    "confidence": "#6e7781",
+}
 
 
 def _fmt(x: Any, digits: int = 3) -> str:
@@ -118,6 +128,7 @@ def line_chart_svg(
     title: str,
     *,
     notes: Sequence[str] = (),
+    x_title: str = "gold depth (1 = vertical)",
     width: int = 640,
     height: int = 300,
 ) -> str:
@@ -181,7 +192,7 @@ def line_chart_svg(
         parts.append(f'<rect x="{left + pw + 14}" y="{ly - 9}" width="12" height="12" fill="{colour}"/>')
         parts.append(f'<text x="{left + pw + 32}" y="{ly + 1}" font-size="12">{escape(name)}</text>')
     parts.append(
-        f'<text x="{left + pw / 2:.1f}" y="{height - 4}" font-size="11" text-anchor="middle" fill="#59636e">gold depth (1 = vertical)</text>'
+        f'<text x="{left + pw / 2:.1f}" y="{height - 4}" font-size="11" text-anchor="middle" fill="#59636e">{escape(x_title)}</text>'
     )
     parts.append("</svg>")
     return "".join(parts)
@@ -201,6 +212,7 @@ def _group_rows(groups: dict[str, Any]) -> list[list[str]]:
                 _fmt(c["hierarchical_recall"]),
                 _fmt(c["hierarchical_f1"]),
                 _fmt(a["micro_f1"]),
+                _fmt((c.get("calibration") or {}).get("ece")),
                 _pct(g["correction_rate"]),
                 _pct(g["unresolved_rate"]),
             ]
@@ -208,7 +220,130 @@ def _group_rows(groups: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
-_GROUP_HEADERS = ("", "n", "scored", "accuracy", "hP", "hR", "hF1", "attribute F1", "corrected", "unresolved")
+_GROUP_HEADERS = ("", "n", "scored", "accuracy", "hP", "hR", "hF1", "attribute F1", "ECE", "corrected", "unresolved")
+
+
+def _calibration_sections(c: dict[str, Any]) -> list[str]:
+    """Calibration (ECE, reliability diagram and table), the coverage curve and back-off.
+    Empty for a metrics.json written before these existed."""
+    cal, coverage, back_off = c.get("calibration"), c.get("coverage"), c.get("back_off")
+    if not cal:
+        return []
+    bins = cal.get("reliability") or []
+    filled = [b for b in bins if b["n"]]
+    reliability_chart = line_chart_svg(
+        [f"{b['lower']:.2f}" for b in filled],
+        {
+            "confidence": [b["mean_confidence"] for b in filled],
+            "lineage acc.": [b["lineage_accuracy"] for b in filled],
+            "accuracy": [b["exact_accuracy"] for b in filled],
+        },
+        "chart-reliability",
+        "Reliability: mean confidence and accuracy per score bin",
+        notes=[f"n={b['n']}" for b in filled],
+        x_title="score bin (lower edge; empty bins left out)",
+    )
+    reliability = _table(
+        ("score bin", "n", "mean confidence", "lineage accuracy", "exact accuracy"),
+        [
+            [
+                f"[{b['lower']:.3f}, {b['upper']:.3f}{']' if b['upper'] >= 1 else ')'}",
+                str(b["n"]),
+                _fmt(b["mean_confidence"]),
+                _fmt(b["lineage_accuracy"]),
+                _fmt(b["exact_accuracy"]),
+            ]
+            for b in bins
+        ],
+        table_id="reliability",
+    )
+    sections = [
+        "<h2>Calibration of the category score</h2>",
+        f'<p class="note">ECE {_fmt(cal["ece"])} (exact node: {_fmt(cal["ece_exact"])}) · MCE {_fmt(cal["mce"])} · '
+        f"Brier {_fmt(cal['brier'])} · mean confidence {_fmt(cal['mean_confidence'])} against lineage accuracy "
+        f"{_fmt(cal['lineage_accuracy'])} over {cal['n']} scored answers, {cal['bins']} equal-width bins. An answer "
+        "is right when its category is the gold category or one of its ancestors (a backed-off answer on the gold "
+        "lineage is right); the exact-node reading counts only the gold category itself.</p>",
+        f'<div class="charts">{reliability_chart}</div>',
+        reliability,
+    ]
+    if coverage:
+        coverage_chart = line_chart_svg(
+            [f"{round(100 * r['target'])}%" for r in coverage],
+            {
+                "accuracy": [r["accuracy"] for r in coverage],
+                "hP": [r["hierarchical_precision"] for r in coverage],
+                "hR": [r["hierarchical_recall"] for r in coverage],
+                "hF1": [r["hierarchical_f1"] for r in coverage],
+            },
+            "chart-coverage",
+            "Accuracy and hP / hR / hF1 against coverage",
+            notes=["–" if r["threshold"] is None else f"≥{r['threshold']:.3f}" for r in coverage],
+            x_title="target coverage (the highest-scored products; score threshold below)",
+        )
+        sections += [
+            "<h2>Quality against coverage</h2>",
+            '<p class="note">Products sorted by score, highest first; each row answers only the products at or '
+            "above the threshold (ties all go in) and scores them like a whole set. Coverage is over products with a "
+            "gold category in the taxonomy: one without a predicted category is never covered.</p>",
+            f'<div class="charts">{coverage_chart}</div>',
+            _table(
+                ("target", "coverage", "covered", "threshold", "accuracy", "lineage accuracy", "hP", "hR", "hF1"),
+                [
+                    [
+                        _pct(r["target"]),
+                        _pct(r["coverage"]),
+                        str(r["n"]),
+                        _fmt(r["threshold"], 4),
+                        _fmt(r["accuracy"]),
+                        _fmt(r["lineage_accuracy"]),
+                        _fmt(r["hierarchical_precision"]),
+                        _fmt(r["hierarchical_recall"]),
+                        _fmt(r["hierarchical_f1"]),
+                    ]
+                    for r in coverage
+                ],
+                table_id="coverage",
+            ),
+        ]
+    if back_off is not None:
+        rest = back_off["not_backed_off"]
+        rows = [
+            [
+                f"depth {r['from_depth']} → {'?' if r['to_depth'] is None else r['to_depth']}",
+                str(r["n"]),
+                _fmt(r["accuracy"]),
+                _fmt(r["lineage_accuracy"]),
+                _fmt(r["hierarchical_precision"]),
+                _fmt(r["hierarchical_recall"]),
+                _fmt(r["hierarchical_f1"]),
+            ]
+            for r in back_off["by_depth"]
+        ]
+        for label, r in (("all backed off", back_off), ("not backed off", rest)):
+            rows.append(
+                [
+                    label,
+                    str(r["n"]),
+                    _fmt(r["accuracy"]),
+                    _fmt(r["lineage_accuracy"]),
+                    _fmt(r["hierarchical_precision"]),
+                    _fmt(r["hierarchical_recall"]),
+                    _fmt(r["hierarchical_f1"]),
+                ]
+            )
+        sections += [
+            "<h2>Back-off</h2>",
+            f'<p class="note">Backed-off answers: {back_off["n"]} ({_pct(back_off["rate"])} of the scored answers). '
+            "Each backed off from a leaf that was not probable enough to an ancestor (from the leaf's depth to the "
+            "answered depth, 1 = vertical).</p>",
+            _table(
+                ("back-off", "n", "accuracy", "lineage accuracy", "hP", "hR", "hF1"),
+                rows,
+                table_id="back-off",
+            ),
+        ]
+    return sections
 
 
 def render_report(metrics: dict[str, Any]) -> str:
@@ -243,6 +378,9 @@ def render_report(metrics: dict[str, Any]) -> str:
             ["attribute micro precision", _fmt(a["micro_precision"])],
             ["attribute micro recall", _fmt(a["micro_recall"])],
             ["attribute micro F1", _fmt(a["micro_f1"])],
+            ["category score ECE (gold lineage, 15 bins)", _fmt((c.get("calibration") or {}).get("ece"))],
+            ["category score ECE (exact node)", _fmt((c.get("calibration") or {}).get("ece_exact"))],
+            ["backed-off answers", str((c.get("back_off") or {}).get("n", "–"))],
             ["correction rate", _pct(metrics["correction_rate"])],
             ["unresolved rate", _pct(metrics["unresolved_rate"])],
             ["no prediction (dead-lettered)", str(metrics["status_counts"].get("missing", 0))],
@@ -350,6 +488,7 @@ def render_report(metrics: dict[str, Any]) -> str:
         ),
         "<h2>Per store</h2>",
         _table(("store", *_GROUP_HEADERS[1:]), _group_rows(metrics["per_store"]), table_id="per-store"),
+        *_calibration_sections(c),
         f"<h2>Top {len(c['confusion_pairs'])} confusion pairs</h2>",
         confusion,
         "<h2>Attributes</h2>",
