@@ -92,7 +92,7 @@ def model_factory(options: PipelineOptions) -> ModelClientFactory:
     settings: PredictSettings = read_settings(options, PredictOptions)
     if settings.triton_url:
         return TritonModel(settings.triton_url, settings.model_name, timeout_s=settings.model_timeout_s)
-    return InProcessBaseline(settings.taxonomy)
+    return InProcessBaseline(settings.taxonomy, backoff_threshold=settings.backoff_threshold)
 
 
 def kafka_input(options: BackfillOptions, stop_offsets: tuple[tuple[str, int, int], ...] | None = None) -> ReadConfig:

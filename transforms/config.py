@@ -417,6 +417,16 @@ class PredictSettings(_Options):
     )
     dedupe_wait_s: float = _like(DedupeConfig, "max_wait_s")
     classify_candidates: int = _like(PredictConfig, "classify_candidates", cli=("--classify-candidates",))
+    backoff_threshold: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        allow_inf_nan=False,
+        description="in-process baseline: below this calibrated probability a prediction backs off to the deepest "
+        "ancestor category that clears it (0 never backs off); default: the model's own (0.7). For a model behind "
+        "Triton it is the `backoff_threshold` parameter of its config.pbtxt",
+        json_schema_extra=_cli("--backoff-threshold"),
+    )
 
     @field_validator("image_gcs_bucket")
     @classmethod

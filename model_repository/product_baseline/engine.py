@@ -14,19 +14,21 @@ taxonomy version and cached on disk.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from model_repository.contract import ModelCandidate, ModelProduct, ModelRequest, Task
-from model_repository.product_baseline.attributes import AttributeExtractor, norm_tokens
+from model_repository.product_baseline.attributes import AttributeExtractor
+from model_repository.product_baseline.calibration import Calibrator
 from model_repository.product_baseline.embedder import MiniLMEmbedder
 from model_repository.product_baseline.image_features import summarise_image
+from model_repository.product_baseline.retrieval import HybridRetriever
 from model_repository.product_baseline.text import simplify_description
 from taxonomy.loader import default_cache_dir, load_taxonomy
 from taxonomy.model import Taxonomy
@@ -34,17 +36,32 @@ from taxonomy.model import Taxonomy
 __all__ = [
     "MODEL_NAME",
     "MODEL_VERSION",
-    "RERANK_TOP_K",
-    "LEAF_OVERLAP_WEIGHT",
+    "DEFAULT_BACKOFF_THRESHOLD",
+    "DEFAULT_TOP_K",
+    "CategoryRanking",
     "BaselineModel",
 ]
 
 log = logging.getLogger(__name__)
 
 MODEL_NAME = "product_baseline"
-MODEL_VERSION = "baseline-minilm-2"
-RERANK_TOP_K = 50
-LEAF_OVERLAP_WEIGHT = 0.15
+MODEL_VERSION = "baseline-hybrid-3"
+# Below this calibrated probability the answer backs off to the deepest ancestor that
+# clears it (`backed_off_from_depth` says so). Chosen on examples/ and the dev stores'
+# coverage curves: see docs/ARCHITECTURE.md.
+DEFAULT_BACKOFF_THRESHOLD = 0.5
+# Candidates a classify answer carries (for review and for candidate prompts).
+DEFAULT_TOP_K = 10
+
+
+@dataclass(frozen=True, slots=True)
+class CategoryRanking:
+    """One product's classification: indexes into the retriever's category order."""
+
+    index: int
+    probability: float
+    backed_off_from_depth: int | None
+    candidates: tuple[tuple[int, float], ...]
 
 
 class BaselineModel:
@@ -56,14 +73,21 @@ class BaselineModel:
         taxonomy: Taxonomy | str | os.PathLike[str] | None = None,
         embedder: MiniLMEmbedder | None = None,
         cache_dir: Path | None = None,
+        *,
+        calibrator: Calibrator | None = None,
+        backoff_threshold: float | None = None,
+        top_k: int = DEFAULT_TOP_K,
     ) -> None:
         self.taxonomy = taxonomy if isinstance(taxonomy, Taxonomy) else load_taxonomy(taxonomy)
         self.embedder = embedder or MiniLMEmbedder()
         self._cache_dir = cache_dir or default_cache_dir().parent / "index"
-        self._paths = self.taxonomy.full_names
-        self._ids = list(self.taxonomy.categories)
-        self._index = self._load_or_build_index()
-        self._leaf_tokens = [set(norm_tokens(p.rsplit(" > ", 1)[-1])) - {"&", "and"} for p in self._paths]
+        self.retriever = HybridRetriever(
+            self.taxonomy, self.embedder, cache_dir or default_cache_dir().parent / "index"
+        )
+        self._paths = self.retriever.paths
+        self.calibrator = calibrator or Calibrator.default()
+        self.backoff_threshold = DEFAULT_BACKOFF_THRESHOLD if backoff_threshold is None else backoff_threshold
+        self.top_k = top_k
         self._attributes = AttributeExtractor()
 
     # -- metadata --------------------------------------------------------------------
@@ -75,31 +99,6 @@ class BaselineModel:
             "model_version": MODEL_VERSION,
             "taxonomy_version": self.taxonomy.version,
         }
-
-    # -- category index --------------------------------------------------------------
-
-    def _load_or_build_index(self) -> np.ndarray:
-        h = hashlib.sha256(("leaf+path\n" + "\n".join(self._paths)).encode())
-        h.update(self.embedder.fingerprint.encode())
-        path = self._cache_dir / f"categories-{self.taxonomy.version}-{h.hexdigest()[:16]}.npy"
-        if path.is_file():
-            index = np.load(path)
-            if index.shape == (len(self._paths), self.embedder.dim):
-                return index
-        log.info("building the category index for %d categories (cached at %s)", len(self._paths), path)
-        # Score = mean of the cosines with the leaf name and with the full path: the leaf
-        # carries the meaning, the path disambiguates ("Rings" in Jewelry vs in Toys).
-        # Measured on examples/: 0.69 top-1 vs 0.63 for the path alone.
-        leaves = self.embedder.encode([p.rsplit(" > ", 1)[-1] for p in self._paths])
-        index = 0.5 * (leaves + self.embedder.encode(self._paths))
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
-            np.save(tmp, index)
-            os.replace(tmp, path)
-        except OSError:
-            log.warning("could not cache the category index at %s", path)
-        return index
 
     # -- the contract ----------------------------------------------------------------
 
@@ -125,68 +124,72 @@ class BaselineModel:
                 responses[i] = self._extract(r, requests[i][1])
         return responses
 
-    def _classify(self, requests: list[ModelRequest], images: list[bytes | None]) -> list[bytes]:
-        queries = [_query_text(r) for r in requests]
-        emb = self.embedder.encode(queries)
-        scores = emb @ self._index.T
-        out = []
-        for r, img, query, row in zip(requests, images, queries, scores):
-            j = self._rerank(row, set(norm_tokens(query)))
-            out.append(
-                json.dumps(
-                    {
-                        "category": self._paths[int(j)],
-                        "confidence": round(float(min(1.0, max(0.0, row[j]))), 4),
-                        "simplified_description": simplify_description(r.product.description) or r.product.title,
-                        "image_description": _describe(img),
-                    }
-                ).encode()
-            )
-        return out
+    def rank(self, products: Sequence[ModelProduct]) -> list[CategoryRanking]:
+        """Per product: the chosen category, its calibrated probability, where it backed off
+        from, and the top candidates (module docstring of retrieval.py for the method)."""
+        own = self.retriever.probabilities(products)
+        mass = self.retriever.tree.masses(own)
+        return [self._decide(own_row, mass_row) for own_row, mass_row in zip(own, mass)]
+
+    def _decide(self, own: np.ndarray, mass: np.ndarray) -> CategoryRanking:
+        tree = self.retriever.tree
+        best = tree.descend(own, mass)
+        answer, backed_off_from = best, None
+        probability = self.calibrator.probability(float(mass[best]))
+        if probability < self.backoff_threshold:
+            for ancestor in tree.ancestors(best):
+                answer = ancestor
+                probability = self.calibrator.probability(float(mass[ancestor]))
+                if probability >= self.backoff_threshold:
+                    break
+            backed_off_from = int(tree.depth[best])
+        top = np.argpartition(-own, min(self.top_k, len(own) - 1))[: self.top_k]
+        top = top[np.argsort(-own[top], kind="stable")]
+        return CategoryRanking(
+            index=answer,
+            probability=probability,
+            backed_off_from_depth=backed_off_from,
+            candidates=tuple((int(j), float(own[j])) for j in top),
+        )
 
     def candidates(self, products: Sequence[ModelProduct], k: int) -> list[list[ModelCandidate]]:
-        """The top-k taxonomy categories for each product, best first, with scores in [0, 1]:
-        what candidate mode puts into an off-the-shelf VLM's classify prompt."""
-        queries = [_query_text(ModelRequest(task=Task.CLASSIFY, product=p)) for p in products]
-        scores = self.embedder.encode(queries) @ self._index.T
+        """The top-k taxonomy categories for each product, best first, with their own
+        probabilities: what candidate mode puts into an off-the-shelf VLM's classify prompt."""
+        own = self.retriever.probabilities(products)
         out = []
-        for row in scores:
-            top = np.argsort(-row, kind="stable")[:k]
+        for row in own:
+            top = np.argpartition(-row, min(k, len(row) - 1))[:k]
+            top = top[np.argsort(-row[top], kind="stable")]
             out.append(
                 [
                     ModelCandidate(
-                        id=self.taxonomy.categories[self._ids[j]].id,
-                        full_name=self._paths[j],
-                        score=round(float(min(1.0, max(0.0, row[j]))), 4),
+                        id=self.retriever.tree.ids[j], full_name=self._paths[j], score=round(float(row[j]), 4)
                     )
                     for j in top
                 ]
             )
         return out
 
-    def _rerank(self, row: np.ndarray, query_tokens: set[str]) -> int:
-        """Top-50 by embedding, plus LEAF_OVERLAP_WEIGHT x the share of the leaf's words
-        that the title names: "Tea dress" is a Dress, not a Costume Dress. Top-1 went from
-        0.69 to 0.74 on examples/ and 0.667 to 0.695 on the Shopify dev stores (weights
-        0.05-0.3 all within 0.01; see docs/ARCHITECTURE.md)."""
-        top = np.argpartition(-row, min(RERANK_TOP_K, len(row) - 1))[:RERANK_TOP_K]
-        best, best_score = int(top[0]), -np.inf
-        for j in top:
-            leaf = self._leaf_tokens[j]
-            score = row[j] + LEAF_OVERLAP_WEIGHT * len(leaf & query_tokens) / max(1, len(leaf))
-            if score > best_score:
-                best, best_score = int(j), score
-        return best
+    def _classify(self, requests: list[ModelRequest], images: list[bytes | None]) -> list[bytes]:
+        rankings = self.rank([r.product for r in requests])
+        out = []
+        for r, img, ranking in zip(requests, images, rankings):
+            answer: dict[str, object] = {
+                "category": self._paths[ranking.index],
+                "confidence": round(ranking.probability, 4),
+                "simplified_description": simplify_description(r.product.description) or r.product.title,
+                "image_description": _describe(img),
+                "candidates": [
+                    {"category": self._paths[j], "score": round(score, 4)} for j, score in ranking.candidates
+                ],
+            }
+            if ranking.backed_off_from_depth is not None:
+                answer["backed_off_from_depth"] = ranking.backed_off_from_depth
+            out.append(json.dumps(answer).encode())
+        return out
 
     def _extract(self, request: ModelRequest, image: bytes | None) -> bytes:
         return json.dumps({"attributes": self._attributes.extract(request, image)}).encode()
-
-
-def _query_text(request: ModelRequest) -> str:
-    # Title and product type only: descriptions are long and generic ("perfect gift",
-    # "soft fabric") and pulled top-1 accuracy on examples/ from 0.69 to 0.53.
-    p = request.product
-    return ". ".join(x for x in (p.title, p.product_type) if x)
 
 
 def _describe(image: bytes | None) -> str:

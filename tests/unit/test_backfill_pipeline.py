@@ -13,6 +13,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from model_repository.contract import ModelRequest, Task
+from model_repository.product_baseline.engine import MODEL_VERSION
 from tests.conftest import EXAMPLES
 from transforms.model.client import InProcessBaseline, ModelMetadata
 from transforms.predict import PredictConfig, PredictProducts
@@ -152,7 +153,7 @@ def test_baseline_on_examples_only_emits_taxonomy_objects(sample_taxonomy) -> No
     def check(preds: list) -> None:
         assert len(preds) == len(lines)
         for pr in preds:
-            assert pr.model_version == "baseline-minilm-2" and pr.taxonomy_version == "2024-07"
+            assert pr.model_version == MODEL_VERSION and pr.taxonomy_version == "2024-07"
             if pr.category:
                 c = sample_taxonomy.get(pr.category.id)
                 assert c is not None and c.full_name == pr.category.full_name

@@ -78,12 +78,12 @@ class _InProcessBaselineClient:
         pass  # shared by the DoFn instances of this process; Shared frees it when none holds it
 
 
-def _baseline_client(taxonomy_path: str | None) -> _InProcessBaselineClient:
+def _baseline_client(taxonomy_path: str | None, backoff_threshold: float | None) -> _InProcessBaselineClient:
     from model_repository.product_baseline.engine import BaselineModel
     from transforms.shared import shared_taxonomy
 
     # The model reads the process's shared taxonomy rather than loading a copy of its own.
-    return _InProcessBaselineClient(BaselineModel(shared_taxonomy(taxonomy_path)))
+    return _InProcessBaselineClient(BaselineModel(shared_taxonomy(taxonomy_path), backoff_threshold=backoff_threshold))
 
 
 @dataclass(frozen=True)
@@ -94,9 +94,12 @@ class InProcessBaseline:
     from `setup()` to `teardown()`)."""
 
     taxonomy_path: str | None = None
+    # Below this calibrated probability the model backs off to an ancestor; None: its default.
+    backoff_threshold: float | None = None
 
     def __call__(self) -> ModelClient:
         from transforms.shared import acquire_shared  # the taxonomy modules only where the baseline runs
 
-        path = self.taxonomy_path
-        return acquire_shared("baseline", path, lambda: _baseline_client(path))
+        path, threshold = self.taxonomy_path, self.backoff_threshold
+        key = path if threshold is None else f"{path}|backoff={threshold}"
+        return acquire_shared("baseline", key, lambda: _baseline_client(path, threshold))

@@ -73,11 +73,12 @@ class TritonPythonModel:
         taxonomy_path: str | Path | None = params.get("taxonomy_path", "").strip() or None
         if taxonomy_path is not None and not Path(taxonomy_path).is_absolute():
             taxonomy_path = _REPO_ROOT / taxonomy_path
-        self._model = engine.BaselineModel(taxonomy_path)
+        threshold = params.get("backoff_threshold", "").strip()
+        self._model = engine.BaselineModel(taxonomy_path, backoff_threshold=float(threshold) if threshold else None)
         check_parameters(params, self._model.parameters, f"{self._name} ({args.get('model_repository')})")
         self._logger.log_info(
             f"{self._name}: loaded {self._model.parameters} from "
-            f"{taxonomy_path or 'the bundled sample taxonomy'} in {time.monotonic() - started:.1f}s "
+            f"{taxonomy_path or 'the bundled taxonomy'} in {time.monotonic() - started:.1f}s "
             f"(Python {sys.version.split()[0]}, {sys.prefix})"
         )
 
