@@ -315,7 +315,7 @@ def run(
         "predictions": e.predictions,
         "mapping": e.mapping,
         "mapping_entries": len(mapping) if mapping is not None else 0,
-        "taxonomy": predict.taxonomy or "(bundled sample)",
+        "taxonomy": predict.taxonomy or "(bundled 2024-07)",
         "taxonomy_version": taxonomy.version,
         "model_name": config.metadata.name if config else None,
         "model_version": config.metadata.model_version if config else _only(versions.get("model_version")),

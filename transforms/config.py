@@ -325,7 +325,9 @@ class PredictConfig(_Config):
         description="the model's name and versions, read once at construction", json_schema_extra={"runtime": True}
     )
     taxonomy_path: str | None = Field(
-        None, description="dist/en directory (categories.json + attributes.json); default: the bundled sample"
+        None,
+        description="dist/en directory (categories.json + attributes.json); default: the full 2024-07 taxonomy "
+        "bundled with productlens (13 locales)",
     )
     images: ImageConfig = Field(default_factory=ImageConfig, description="image limits and fetch policy")
     batching: BatchConfig = Field(default_factory=BatchConfig, description="model batching")

@@ -1,15 +1,19 @@
 """The CPU baseline model: answers the two-step contract without a GPU.
 
-- classify: all-MiniLM-L6-v2 embeddings of the product text against an index of the
-  taxonomy's category paths (cosine, top 1), plus a simplified description and an image
-  description from the image's dominant colours.
-- extract: for each attribute in the request, the allowed values evidenced in the title,
-  description, tags and variant options; colour falls back to the image's subject colour.
+- classify: hybrid retrieval (BM25 over the category names in every language the taxonomy
+  has + all-MiniLM-L6-v2 embeddings, `retrieval.py`) gives every category a probability;
+  the answer descends the tree, carries a calibrated probability (`calibration.py`) and
+  backs off to an ancestor when its leaf is not probable enough (`backed_off_from_depth`),
+  with the top-k candidates; plus a simplified description and an image description
+  from the image's dominant colours.
+- extract (`attributes.py`): for each attribute in the request, the allowed values
+  evidenced in the title, description, tags and variant options; colour falls back to the
+  image's subject colour.
 
 It is the reference the GPU model is compared with and the default of the local runtime:
 in-process (`transforms.model.client.InProcessBaseline`) or behind Triton as a Python-backend
-model (`product_baseline/1/model.py`). It carries its own category index, built for one
-taxonomy version and cached on disk.
+model (`product_baseline/1/model.py`). It carries its own category indexes, built for one
+taxonomy version and cached on disk (the bundled taxonomy's vectors ship with it).
 """
 
 from __future__ import annotations

@@ -1,32 +1,32 @@
 """Hybrid category retrieval for the CPU baseline: lexical (BM25) + embeddings, over the tree.
 
-One product gets a probability for every taxonomy category in three steps:
+One product gets a probability for every taxonomy category in three steps
+(docs/ARCHITECTURE.md, "How the baseline classifies", has the measurements):
 
-1. **Evidence per category** (`HybridRetriever.logits`):
-   - *embedding*: cosine of the product's title + product type (all-MiniLM-L6-v2) with each
-     category's vector (its leaf name blended with its ancestors' names);
-   - *lexical*: BM25 (`bm25s`) of each merchant field against a document per category made
-     of its name, its name in every locale the taxonomy has, and the leaf synonyms the
-     corrector knows. Fields are weighted evidence (`FIELD_WEIGHTS`): the title and the
-     merchant's product type count most, tags and vendor less, the description least,
-     because descriptions are long and generic. Tokens are accent-folded words plus a
-     5-character prefix of each (a language-agnostic stemmer: "anillos" and "anillo" meet
-     at "anill"), and character bigrams for scripts written without spaces (Japanese,
-     Chinese), so a product written in Spanish, German or Japanese meets the localized
-     names it uses;
-   - *leaf overlap*: the share of a leaf's words that the title names ("Tea dress" is a
-     Dress, not a Costume Dress).
-   The three are fused as a weighted sum of scores normalised per product (relative score
-   fusion): unlike reciprocal rank fusion it keeps how far apart the scores are, which the
-   probabilities below need.
+1. **Evidence per category** (`HybridRetriever.logits`), a weighted sum of scores:
+   - *embedding*: cosine of the product's title + product type (all-MiniLM-L6-v2) with
+     each category's vector (its leaf name's and full path's embeddings averaged), plus
+     the product type's own cosine;
+   - *lexical*: BM25 (`bm25s`) of each merchant field against one document per category
+     and language: its English name with the corrector's synonyms, and its name in every
+     locale the taxonomy has. Fields are weighted evidence (`FIELD_WEIGHTS`). Tokens are
+     accent-folded words with their singular and 5-character prefix (a language-agnostic
+     stemmer: "anillos" and "anillo" meet), and character bigrams for scripts written
+     without spaces (Japanese, Chinese);
+   - *leaf overlap* and *head noun*: the share of a leaf's words the title names, and a
+     bonus for the categories named by the title's head noun ("Silk scarf" is a scarf);
+   - *pseudo-translation*: a title that matches another locale's names better than
+     English ones is embedded together with the English names of its best matches there.
+   Relative score fusion rather than reciprocal rank fusion: RRF keeps only ranks, and the
+   probabilities below need to know how far apart the scores are.
 2. **Probabilities**: a softmax of the fused score over all categories (`TEMPERATURE`), so
    every category, inner nodes included, has an "own" probability.
 3. **Up the tree** (`CategoryTree`): a node's *mass* is its own probability plus its
    descendants'. The answer descends from the most probable vertical, at each node going to
    the child with the largest mass unless the node's own probability is larger: a confident
    parent is not lost to a diffuse set of leaves. The mass of the answered node is the
-   probability that the product belongs in its subtree; back-off (`engine.py`) walks up to
-   the deepest ancestor whose calibrated mass clears a threshold.
+   probability that the product belongs in its subtree; calibration and back-off are in
+   `engine.py` and `calibration.py`.
 """
 
 from __future__ import annotations
@@ -102,8 +102,8 @@ TEMPERATURE = 0.03
 # language better than in English, the English names of its best matches there join the
 # text that is embedded (MiniLM is an English model): "Anillo de plata" is embedded as
 # "Anillo de plata. Rings". Up to this many names, each within this share of the best.
-TRANSLATED_NAMES = 3
-TRANSLATED_SHARE = 0.6
+TRANSLATED_NAMES = 2
+TRANSLATED_SHARE = 0.8
 PREFIX_CHARS = 5
 # The default taxonomy's category vectors, built by `python -m
 # model_repository.product_baseline.retrieval` and shipped so that first use takes seconds.
@@ -270,6 +270,7 @@ class HybridRetriever:
         self._bm25 = self._load_or_build_lexical_index(cache_dir)
         self._block_locales = ("en", *_locales(taxonomy))
         self._type_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._localized_words: dict[str, dict[str, list[int]]] = {}
         self._leaf_word_counts = np.array([len(word_keys(n)) for n in self._leaf_names], dtype=np.float32)
         # word -> the categories whose name has it, for the leaf-overlap feature
         self._categories_with_word: dict[str, list[int]] = {}
@@ -317,7 +318,11 @@ class HybridRetriever:
     def _load_or_build_lexical_index(self, cache_dir: Path) -> bm25s.BM25:
         """The BM25 index, cached as a pickle keyed by every name it is built from: building
         it tokenises 14 x 10,281 names (~3 s), loading it takes a fraction of that."""
-        h = hashlib.sha256(f"bm25 {LEXICAL_INDEX_FORMAT} {PREFIX_CHARS}\n".encode())
+        # The pickle holds numpy and bm25s objects: keyed by their versions too, so that two
+        # environments sharing a cache (the project venv on numpy 2, the Triton venv on
+        # numpy 1) each keep their own file instead of failing to read the other's.
+        versions = f"numpy {np.__version__} bm25s {bm25s.__version__}"
+        h = hashlib.sha256(f"bm25 {LEXICAL_INDEX_FORMAT} {PREFIX_CHARS} {versions}\n".encode())
         h.update("\n".join(self._leaf_names).encode())
         for locale in _locales(self.taxonomy):
             names = _localized_names(self.taxonomy, locale)
@@ -329,7 +334,7 @@ class HybridRetriever:
             if isinstance(index, bm25s.BM25):
                 self._languages = languages
                 return index
-        except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ValueError, TypeError):
+        except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ValueError, TypeError, ImportError):
             pass  # absent, torn or from another bm25s version: rebuilt below
         index = self._build_lexical_index()
         try:
@@ -446,13 +451,28 @@ class HybridRetriever:
         return names, self._block_locales[language]
 
     def _head_bonus(self, title: str, locale: str) -> np.ndarray:
-        """HEAD_NOUN_WEIGHT for the categories whose name has the title's head noun."""
+        """HEAD_NOUN_WEIGHT for the categories whose name, in the product's language, has
+        the title's head noun."""
         bonus = np.zeros(len(self.paths), dtype=np.float32)
         head = head_key(title, head_first=locale.split("-")[0] in HEAD_FIRST_LANGUAGES)
-        hits = self._categories_with_word.get(head) if head else None
+        hits = self._words_in_names(locale).get(head) if head else None
         if hits:
             bonus[hits] = HEAD_NOUN_WEIGHT
         return bonus
+
+    def _words_in_names(self, locale: str) -> dict[str, list[int]]:
+        """word key -> the categories whose name in `locale` has it (built on first use)."""
+        if locale == "en":
+            return self._categories_with_word
+        index = self._localized_words.get(locale)
+        if index is None:
+            index = {}
+            names = _localized_names(self.taxonomy, locale)
+            for j, cid in enumerate(self.tree.ids):
+                for word in word_keys(names.get(cid, "")):
+                    index.setdefault(word, []).append(j)
+            self._localized_words[locale] = index
+        return index
 
     def _leaf_overlap(self, title_words: set[str]) -> np.ndarray:
         """Share of each leaf's words the title names; only leaves sharing a word are scored."""
