@@ -57,6 +57,7 @@ __all__ = [
     "PRODUCT_TYPE_EMBEDDING_WEIGHT",
     "LEAF_OVERLAP_WEIGHT",
     "TEMPERATURE",
+    "NULL_EVIDENCE",
     "CategoryTree",
     "HybridRetriever",
     "head_key",
@@ -98,11 +99,19 @@ HEAD_FIRST_LANGUAGES = frozenset({"es", "fr", "it", "pt", "ca", "ro"})
 # Softmax temperature over fused scores; the calibrator maps the resulting masses to
 # probabilities, so this mostly sets how much mass spreads to a leaf's siblings.
 TEMPERATURE = 0.03
+# The fused score of "none of these categories" (`probabilities`). On the dev stores and
+# examples/ nearly every answer whose best score was under 1.0 was wrong (32 of 33 on the
+# stores), and 72% / 91% above it were right; nonsense titles score 0.3-1.0. Without a
+# product type the scores run ~0.3 lower, and the same split sits near 0.7-0.8.
+NULL_EVIDENCE = 1.0
+NULL_EVIDENCE_WITHOUT_KIND = 0.7
 # Pseudo-translation: when a product's words match the taxonomy's names in another
 # language better than in English, the English names of its best matches there join the
 # text that is embedded (MiniLM is an English model): "Anillo de plata" is embedded as
 # "Anillo de plata. Rings". Up to this many names, each within this share of the best.
 TRANSLATED_NAMES = 2
+# Share of a title's words in MiniLM's vocabulary above which it reads as English.
+ENGLISH_WORD_SHARE = 0.5
 TRANSLATED_SHARE = 0.8
 PREFIX_CHARS = 5
 # The default taxonomy's category vectors, built by `python -m
@@ -271,6 +280,7 @@ class HybridRetriever:
         self._block_locales = ("en", *_locales(taxonomy))
         self._type_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._localized_words: dict[str, dict[str, list[int]]] = {}
+        self._localized_word_counts: dict[str, np.ndarray] = {}
         self._leaf_word_counts = np.array([len(word_keys(n)) for n in self._leaf_names], dtype=np.float32)
         # word -> the categories whose name has it, for the leaf-overlap feature
         self._categories_with_word: dict[str, list[int]] = {}
@@ -371,25 +381,37 @@ class HybridRetriever:
 
     def logits(self, products: Sequence[ModelProduct]) -> np.ndarray:
         """(n, C) fused evidence per product and category (higher is better)."""
+        return self._evidence(products)[0]
+
+    def _evidence(self, products: Sequence[ModelProduct]) -> tuple[np.ndarray, np.ndarray]:
+        """Fused evidence, and each product's "none of them" level: lower without a product
+        type (or translation), whose embedding adds about 0.3 to a right category's score."""
         lexical = np.zeros((len(products), len(self.paths)), dtype=np.float32)
         queries = []
         locales = []
+        # What the product says it is, on its own: the product type, or for a product in
+        # another language the English names it translates to. MiniLM reads English: a
+        # Spanish product type ("Camisetas") embedded alone is surface similarity
+        # ("Camisoles").
+        kinds = []
         for i, p in enumerate(products):
             lexical[i], translated, locale = self._lexical(p)
             locales.append(locale)
             queries.append(". ".join(x for x in (p.title, p.product_type, translated) if x))
+            kinds.append(p.product_type if locale == "en" else translated)
         fused = self.embedder.encode(queries) @ self._embeddings.T
-        typed = [i for i, p in enumerate(products) if p.product_type]
+        typed = [i for i, kind in enumerate(kinds) if kind]
         if typed:
-            types = self._product_type_scores([products[i].product_type for i in typed])
+            types = self._product_type_scores([kinds[i] for i in typed])
             fused[typed] += PRODUCT_TYPE_EMBEDDING_WEIGHT * types
         fused += lexical
         for i, p in enumerate(products):
             title_words = word_keys(f"{p.title} {p.product_type}")
             if title_words:
-                fused[i] += LEAF_OVERLAP_WEIGHT * self._leaf_overlap(title_words)
+                fused[i] += LEAF_OVERLAP_WEIGHT * self._leaf_overlap(title_words, locales[i])
             fused[i] += self._head_bonus(p.title, locales[i])
-        return fused
+        null = np.array([NULL_EVIDENCE if kind else NULL_EVIDENCE_WITHOUT_KIND for kind in kinds], dtype=np.float32)
+        return fused, null
 
     def _product_type_scores(self, types: list[str]) -> np.ndarray:
         """Cosines of each product type with every category, cached: a catalog has a few
@@ -405,11 +427,18 @@ class HybridRetriever:
         return np.stack([self._type_cache[t] for t in types])
 
     def probabilities(self, products: Sequence[ModelProduct]) -> np.ndarray:
-        """(n, C) own probabilities: a softmax of the fused evidence."""
-        z = self.logits(products) / TEMPERATURE
-        z -= z.max(axis=1, keepdims=True)
+        """(n, C) own probabilities: a softmax of the fused evidence over the categories and
+        a "none of them" option at NULL_EVIDENCE. A softmax alone only sees how far apart
+        the scores are, so a product that matches nothing well ("Zzxq vlorp") would still
+        give its least bad category a probability near 1; the null option takes that mass,
+        and the rows then sum to less than 1."""
+        fused, null_level = self._evidence(products)
+        z = fused / TEMPERATURE
+        null = (null_level / TEMPERATURE)[:, None]
+        top = np.maximum(z.max(axis=1, keepdims=True), null)
+        z -= top
         np.exp(z, out=z)
-        z /= z.sum(axis=1, keepdims=True)
+        z /= z.sum(axis=1, keepdims=True) + np.exp(null - top)
         return z
 
     def _lexical(self, product: ModelProduct) -> tuple[np.ndarray, str, str]:
@@ -434,7 +463,20 @@ class HybridRetriever:
             total += weight * best / (best + LEXICAL_HALF_SCORE)
             if name in ("title", "product_type"):
                 naming += per_language
+        if self._reads_as_english(f"{product.title} {product.product_type}"):
+            return total, "", "en"
         return (total, *self._translation(naming))
+
+    def _reads_as_english(self, text: str) -> bool:
+        """More than half of the text's Latin-script words (3+ letters) are whole words of
+        MiniLM's English vocabulary. Guards the pseudo-translation against English words
+        that happen to match another language's names better ("course" is French for
+        race, "presets" prefixes Danish "presenninger")."""
+        words = [w for w in _WORD.findall(text.casefold()) if len(w) >= 3 and not w.isdigit()]
+        if not words or any(_NO_SPACES.search(w) for w in words):
+            return not words
+        known = sum(self.embedder.tokenizer.token_to_id(w) is not None for w in words)
+        return known > ENGLISH_WORD_SHARE * len(words)
 
     def _translation(self, naming: np.ndarray) -> tuple[str, str]:
         """(English names to embed with the product, the locale its words match best)."""
@@ -474,14 +516,26 @@ class HybridRetriever:
             self._localized_words[locale] = index
         return index
 
-    def _leaf_overlap(self, title_words: set[str]) -> np.ndarray:
-        """Share of each leaf's words the title names; only leaves sharing a word are scored."""
+    def _leaf_overlap(self, title_words: set[str], locale: str = "en") -> np.ndarray:
+        """Share of each leaf's words (its name in the product's language) the title names;
+        only leaves sharing a word are scored."""
         shared = np.zeros(len(self.paths), dtype=np.float32)
+        words_in_names = self._words_in_names(locale)
         for word in title_words:
-            hits = self._categories_with_word.get(word)
+            hits = words_in_names.get(word)
             if hits:
                 shared[hits] += 1.0
-        return shared / np.maximum(self._leaf_word_counts, 1.0)
+        return shared / np.maximum(self._name_word_counts(locale), 1.0)
+
+    def _name_word_counts(self, locale: str) -> np.ndarray:
+        if locale == "en":
+            return self._leaf_word_counts
+        counts = self._localized_word_counts.get(locale)
+        if counts is None:
+            names = _localized_names(self.taxonomy, locale)
+            counts = np.array([len(word_keys(names.get(cid, ""))) for cid in self.tree.ids], dtype=np.float32)
+            self._localized_word_counts[locale] = counts
+        return counts
 
 
 def load_shipped_index(fingerprint: str) -> np.ndarray | None:

@@ -207,3 +207,19 @@ def test_the_same_product_gets_the_same_answer_alone_or_in_any_batch(default_mod
     alone = [default_model.infer_batch([r])[0] for r in requests]
     reversed_batch = default_model.infer_batch(requests[::-1])[::-1]
     assert together == alone == reversed_batch
+
+
+def test_a_product_that_matches_nothing_well_gets_a_low_probability(default_model: BaselineModel) -> None:
+    """The "none of them" option of the softmax: a weak best match is not a sure one."""
+    gibberish = default_model.rank([ModelProduct(title="Zzxq vlorp")])[0]
+    clear = default_model.rank([ModelProduct(title="Gold hoop earrings", product_type="Earrings")])[0]
+    assert gibberish.probability < 0.2 < 0.9 < clear.probability
+    assert gibberish.backed_off_from_depth is not None  # answered a coarse ancestor
+
+
+def test_english_words_that_look_foreign_are_not_pseudo_translated(default_model: BaselineModel) -> None:
+    retriever = default_model.retriever
+    # "course" is French for race, yet this title is English.
+    assert retriever._lexical(ModelProduct(title="Online Yoga Course", product_type="Course"))[1:] == ("", "en")
+    translated, locale = retriever._lexical(ModelProduct(title="Anillo de plata", product_type="Anillos"))[1:]
+    assert locale == "es" and "Rings" in translated
