@@ -58,6 +58,7 @@ __all__ = [
     "LEAF_OVERLAP_WEIGHT",
     "TEMPERATURE",
     "NULL_EVIDENCE",
+    "NULL_SCALE",
     "CategoryTree",
     "HybridRetriever",
     "head_key",
@@ -105,6 +106,10 @@ TEMPERATURE = 0.03
 # product type the scores run ~0.3 lower, and the same split sits near 0.7-0.8.
 NULL_EVIDENCE = 1.0
 NULL_EVIDENCE_WITHOUT_KIND = 0.7
+# How sharply the match-strength factor turns from 0 to 1 around those levels: wider than
+# the softmax's temperature, so a middling best match (1.26, the median of the dev
+# stores' football shirts) counts as less sure than a strong one (1.48, the rings).
+NULL_SCALE = 0.1
 # Pseudo-translation: when a product's words match the taxonomy's names in another
 # language better than in English, the English names of its best matches there join the
 # text that is embedded (MiniLM is an English model): "Anillo de plata" is embedded as
@@ -427,18 +432,18 @@ class HybridRetriever:
         return np.stack([self._type_cache[t] for t in types])
 
     def probabilities(self, products: Sequence[ModelProduct]) -> np.ndarray:
-        """(n, C) own probabilities: a softmax of the fused evidence over the categories and
-        a "none of them" option at NULL_EVIDENCE. A softmax alone only sees how far apart
-        the scores are, so a product that matches nothing well ("Zzxq vlorp") would still
-        give its least bad category a probability near 1; the null option takes that mass,
-        and the rows then sum to less than 1."""
+        """(n, C) own probabilities: a softmax of the fused evidence over the categories,
+        times the probability that the best match is a real one at all,
+        sigmoid((best - NULL_EVIDENCE) / NULL_SCALE). A softmax alone only sees how far
+        apart the scores are, so a product that matches nothing well ("Zzxq vlorp") would
+        still give its least bad category a probability near 1; the second factor keeps how
+        strong the best match is, and the rows then sum to less than 1."""
         fused, null_level = self._evidence(products)
-        z = fused / TEMPERATURE
-        null = (null_level / TEMPERATURE)[:, None]
-        top = np.maximum(z.max(axis=1, keepdims=True), null)
-        z -= top
+        best = fused.max(axis=1, keepdims=True)
+        z = (fused - best) / TEMPERATURE
         np.exp(z, out=z)
-        z /= z.sum(axis=1, keepdims=True) + np.exp(null - top)
+        z /= z.sum(axis=1, keepdims=True)
+        z *= 1.0 / (1.0 + np.exp(-(best - null_level[:, None]) / NULL_SCALE))
         return z
 
     def _lexical(self, product: ModelProduct) -> tuple[np.ndarray, str, str]:
