@@ -535,6 +535,7 @@ def _register_evaluate() -> None:
 
 
 _register_evaluate()
+__import__("pipelines.sft_cli", fromlist=["register"]).register(app)  # `productlens sft export`
 
 
 def _json_or_text(value: bytes | None) -> object:
