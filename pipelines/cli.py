@@ -22,6 +22,8 @@ from rich.progress import (
 from rich.table import Table
 
 from pipelines.cli_options import check, option
+from pipelines.model_cli import model_app
+from pipelines.train_cli import train_command
 from transforms.config import (
     KEYED_STATE_CAVEAT,
     BackfillCommand,
@@ -57,6 +59,8 @@ __all__ = [
 app = typer.Typer(help="productlens: product understanding at scale.", no_args_is_help=True, add_completion=False)
 taxonomy_app = typer.Typer(help="Inspect and fetch Shopify taxonomy versions.", no_args_is_help=True)
 app.add_typer(taxonomy_app, name="taxonomy")
+app.command("train")(train_command)
+app.add_typer(model_app, name="model")
 console = Console(stderr=True)
 
 

@@ -1,0 +1,71 @@
+"""`productlens model ...`: model lifecycle commands (the evaluation gate, training/promote.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+__all__ = ["model_app", "promote_command"]
+
+model_app = typer.Typer(help="Model versions: the evaluation gate before one ships.", no_args_is_help=True)
+console = Console(stderr=True)
+
+
+@model_app.command("promote")
+def promote_command(
+    candidate: str = typer.Option(..., "--candidate", help="trained model: a name under model_repository/ or a dir"),
+    baseline: str = typer.Option("product_baseline", "--baseline", help="product_baseline or a trained model"),
+    golden: Path = typer.Option(..., "--golden", help="golden JSONL (the shape of ../shared/datasets/dev)"),
+    tolerance: float = typer.Option(0.01, "--tolerance", min=0.0, help="largest allowed drop of hF1 / attribute F1"),
+    min_vertical: int = typer.Option(30, "--min-vertical", min=1, help="gate verticals with at least this many"),
+    taxonomy: str | None = typer.Option(None, "--taxonomy", help="dist/en taxonomy (default: the bundled 2024-07)"),
+    report: Path = typer.Option(Path("out/promote/report.html"), "--report", help="side-by-side HTML report"),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="golden products to use (default: all)"),
+    model_repository: Path = typer.Option(
+        Path(__file__).resolve().parents[1] / "model_repository", "--model-repository", help="where names resolve"
+    ),
+) -> None:
+    """Evaluate candidate and baseline on the same golden set; exit 1 when the candidate
+    drops hF1 or attribute F1 beyond the tolerance overall or in a large enough vertical."""
+    from training.promote import promote, resolve_model
+
+    if not golden.is_file():
+        console.print(f"[red]error:[/red] --golden {golden} is not a file")
+        raise typer.Exit(2)
+    try:
+        resolve_model(candidate, model_repository)
+        resolve_model(baseline, model_repository)
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    result = promote(
+        candidate,
+        baseline,
+        str(golden),
+        report,
+        taxonomy=taxonomy,
+        tolerance=tolerance,
+        min_vertical=min_vertical,
+        limit=limit,
+        model_repository=model_repository,
+    )
+    table = Table(title=f"{candidate} against {baseline} (tolerance {tolerance})")
+    for col in ("slice", "metric", "n", "baseline", "candidate", "Δ", ""):
+        table.add_column(col)
+    for c in result.checks:
+        delta = "–" if c.delta is None else f"{c.delta:+.4f}"
+        b = "–" if c.baseline is None else f"{c.baseline:.4f}"
+        k = "–" if c.candidate is None else f"{c.candidate:.4f}"
+        table.add_row(c.slice, c.metric, str(c.n), b, k, delta, "[red]FAIL[/red]" if c.failed else "ok")
+    Console().print(table)
+    console.print(f"report: {report}")
+    if not result.promoted:
+        console.print(f"[red]refused:[/red] {len(result.failures)} check(s) dropped beyond {tolerance}")
+        raise typer.Exit(1)
+    console.print(
+        f"[green]promoted[/green] {candidate}: serve it with --model-name {Path(candidate).name} (Triton) "
+        f"or its directory in-process"
+    )
