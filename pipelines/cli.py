@@ -539,6 +539,7 @@ def _register_evaluate() -> None:
 
 
 _register_evaluate()
+__import__("pipelines.dataset_cli", fromlist=["register"]).register(app)  # `productlens dataset ...`
 __import__("pipelines.sft_cli", fromlist=["register"]).register(app)  # `productlens sft export`
 
 
