@@ -367,3 +367,12 @@ def test_cli_refuses_bad_flags(tmp_path):
         ["dataset", "build", "--labelled", str(FIX / "golden_small.jsonl"), "--split", "0.5/0.5", "-o", str(tmp_path)],
     )
     assert res.exit_code == 2 and "split" in res.output
+
+
+def test_two_stores_by_store_fill_train_and_test_and_report_the_empty_split(taxonomy):
+    rows = [_row(taxonomy, TEE, i, store="big" if i < 30 else "small") for i in range(40)]
+    sizes = assign_splits(rows, (0.8, 0.1, 0.1), by_store=True, seed=1)
+    assert sizes["train"] > 0 and sizes["test"] > 0 and sizes["validation"] == 0
+    inputs = BuildInputs(records=[r.record.model_copy(update={"raw_label": TEE}) for r in rows])
+    result = build_dataset(inputs, taxonomy, BuildConfig(cap_per_category=None, split_by_store=True))
+    assert result.stats["empty_splits"] == ["validation"]

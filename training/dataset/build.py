@@ -296,6 +296,14 @@ def assign_splits(
     random.Random(seed).shuffle(keys)
     total = len(rows)
     filled = dict.fromkeys(SPLITS, 0)
+    # Seed every wanted split with one group first (train, then test, then validation):
+    # with few groups (two stores) filling by deficit alone would put them all in train.
+    wanted = [s for s in ("train", "test", "validation") if fractions[SPLITS.index(s)] > 0]
+    for split, key in zip(wanted, list(keys)):
+        for r in groups[key]:
+            r.split = split
+        filled[split] += len(groups[key])
+        keys.remove(key)
     for key in keys:
         deficits = [(fractions[i] * total - filled[s], -i) for i, s in enumerate(SPLITS)]
         split = SPLITS[-max(deficits)[1]]
@@ -500,6 +508,8 @@ def build_dataset(
         "verticals_after": dict(Counter(r.category.vertical for r in sampled).most_common()),
         "splits": split_sizes,
         "split_by": "store" if config.split_by_store else "content_hash",
+        # A wanted split left empty (fewer groups than splits) is said, not hidden.
+        "empty_splits": [s for i, s in enumerate(SPLITS) if config.split[i] > 0 and not split_sizes[s]],
         "stores_by_split": {s: sorted({r.record.store for r in sampled if r.split == s}) for s in SPLITS},
     }
     return BuildResult(sampled, stats)

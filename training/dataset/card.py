@@ -122,6 +122,11 @@ def render_card(stats: dict[str, Any], top: int = 25) -> str:
     lines += ["", "Verticals after sampling:", ""]
     lines += _table(["vertical", "products"], list((stats.get("verticals_after") or {}).items()))
     lines += ["", "## Splits", ""]
+    if stats.get("empty_splits"):
+        lines += [
+            f"**Empty splits: {', '.join(stats['empty_splits'])}** (fewer {stats.get('split_by')} groups than splits).",
+            "",
+        ]
     lines += _table(
         ["split", "products", "stores"],
         [
