@@ -183,7 +183,8 @@ def extract_target(
             raise ValueError(f"malformed_attributes: values of {handle!r} are not a list")
         wanted = {str(v).strip().casefold() for v in values}
         chosen = [v.name for v in attribute.values if v.name.casefold() in wanted]
-        dropped["attribute_value_not_allowed"] += len(wanted) - len(chosen)
+        if len(chosen) < len(wanted):
+            dropped["attribute_value_not_allowed"] += len(wanted) - len(chosen)
         if chosen:
             out[handle] = chosen
     if not out:
