@@ -40,6 +40,8 @@ def parse_split(text: str) -> tuple[float, float, float]:
     return a, b, c
 
 
+# The defaults below repeat BuildConfig's (a test holds them equal): importing the build
+# module here would load pyarrow and the taxonomy code on every `productlens` start.
 @dataset_app.command("build")
 def build(
     output: Annotated[Path, typer.Option("--output", "-o", help="Directory for the Parquet splits, card and stats.")],

@@ -79,6 +79,8 @@ def test_shopify_csv_groups_rows_by_handle_and_reads_metafields():
     assert dict(home.variant_options) == {"Size": ("S", "M", "L"), "Color": ("Red",)}
     assert dict(home.attributes) == {"color-pattern": ("red", "white"), "target-gender": ("male",)}
     assert home.tags == ("football", "home")
+    # The current export's column name: "Age group (product.metafields.shopify.age-group)".
+    assert dict(by_id["striker#kit-away"].attributes)["age-group"] == ("kids",)
     # "Title / Default Title" is Shopify's marker for no options.
     assert by_id["striker#gold-band"].variant_options == ()
     reasons = Counter(p.kind for p in got.problems)
@@ -97,7 +99,8 @@ def test_jsonl_reader_counts_malformed_and_empty():
 
 def test_reviewed_and_predictions_readers():
     labels, problems = read_reviewed(FIX / "reviewed.jsonl")
-    assert [v.product_id for v in labels] == ["store-a#shorts-2", "store-z#nothing", "store-a#shorts-1"]
+    assert [v.product_id for v in labels] == ["store-a#shorts-2", "store-z#nothing", "store-a#shorts-1", None]
+    assert labels[-1].prediction_id == "pred-ring-2"
     assert labels[0].attributes == {"color": ["Blue"]} and labels[0].vetted_by == "reviewer@example.com"
     assert [p.kind for p in problems] == ["malformed_review"]
     opinions, problems = read_predictions(FIX / "predictions_a.jsonl")
@@ -281,6 +284,35 @@ def test_reviewed_label_overrides(taxonomy):
     assert (row.label_source, row.label_status, row.attributes) == ("reviewed", "confirmed", {"color": ["Blue"]})
 
 
+def test_reviewed_label_by_prediction_id_joins_through_predictions(taxonomy):
+    result = build_dataset(
+        _inputs(csv=False, predictions=True, reviewed=True), taxonomy, BuildConfig(cap_per_category=None)
+    )
+    row = next(r for r in result.rows if r.record.product_id == "store-b#ring-2")
+    assert row.category.full_name == "Apparel & Accessories > Jewelry > Necklaces"
+    assert row.label_reason == "vetted by reviewer2@example.com"
+    assert result.stats["reviewed_applied"] == 2
+
+
+def test_hostile_csv_cells_are_counted_not_raised(tmp_path, monkeypatch):
+    import training.dataset.sources as sources
+
+    monkeypatch.setattr(sources, "MAX_CSV_FIELD", 131072)
+    path = tmp_path / "hostile.csv"
+    path.write_text(
+        "Handle,Title,Product Category\n"
+        "ok,Fine Product,Apparel & Accessories > Jewelry > Rings\n"
+        f"big,{'x' * 200_000},Apparel & Accessories > Jewelry > Rings\n"
+        "after,Never Read,Apparel & Accessories > Jewelry > Rings\n"
+    )
+    got = read_shopify_csv(path)
+    assert [r.product_id for r in got.records] == ["hostile#ok"]
+    assert [p.kind for p in got.problems] == ["malformed_row"] and "CSV error" in got.problems[0].reason
+    not_csv = tmp_path / "notes.csv"
+    not_csv.write_text("hello,world\n1,2\n")
+    assert [p.kind for p in read_shopify_csv(not_csv).problems] == ["malformed_row", "empty_input"]
+
+
 # -- annotations -------------------------------------------------------------------------
 
 
@@ -376,3 +408,19 @@ def test_two_stores_by_store_fill_train_and_test_and_report_the_empty_split(taxo
     inputs = BuildInputs(records=[r.record.model_copy(update={"raw_label": TEE}) for r in rows])
     result = build_dataset(inputs, taxonomy, BuildConfig(cap_per_category=None, split_by_store=True))
     assert result.stats["empty_splits"] == ["validation"]
+
+
+def test_cli_defaults_match_build_config():
+    import inspect
+
+    from pipelines.dataset_cli import build, parse_split
+
+    params = inspect.signature(build).parameters
+    d = BuildConfig()
+    assert params["cap_per_category"].default == d.cap_per_category
+    assert params["consensus_k"].default == d.consensus_k
+    assert parse_split(params["split"].default) == d.split
+    assert params["split_by_store"].default == d.split_by_store
+    assert params["seed"].default == d.seed
+    assert params["annotation_sample"].default == d.annotation_sample
+    assert params["replace_threshold"].default == d.replace_threshold

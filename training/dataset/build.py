@@ -403,8 +403,12 @@ def build_dataset(
     reviewed_unmatched = 0
     reviewed_bad_category = 0
     vetted_ids: set[str] = set()
+    # A vetted label may name the prediction it vetted; predictions files say whose it is.
+    product_of_prediction = {
+        op.prediction_id: op.product_id for preds in inputs.predictions for op in preds.values() if op.prediction_id
+    }
     for v in inputs.reviewed:
-        row = by_product.get(v.product_id or "") or by_product.get(v.prediction_id or "")
+        row = by_product.get(v.product_id or "") or by_product.get(product_of_prediction.get(v.prediction_id or "", ""))
         if row is None:
             reviewed_unmatched += 1
             continue

@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 import json
 import re
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,9 +40,11 @@ METAFIELD_PREFIX = "product.metafields.shopify."
 # Shopify writes list metafields as "a; b" in its export.
 _METAFIELD_SPLIT = re.compile(r"\s*;\s*")
 _TAG_RE = re.compile(r"<[^>]+>")
-# A product description can be long and csv's default field limit (128 KiB) is too small
-# for some exports; the records model caps it again.
-csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+# A description can exceed csv's default field limit (128 KiB); past this, a cell is hostile
+# (the records model caps text at 200 KB anyway) and the rest of the file is refused.
+MAX_CSV_FIELD = 4 * 1024 * 1024
+# "Color (product.metafields.shopify.color-pattern)" in current exports, the bare key in older ones.
+_METAFIELD_COLUMN = re.compile(r"product\.metafields\.shopify\.([A-Za-z0-9_-]+)")
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,8 @@ def read_shopify_csv(path: str | Path, store: str | None = None) -> ReadResult:
     shop = store or path.stem
     products: dict[str, dict[str, Any]] = {}
     order: list[str] = []
+    previous_limit = csv.field_size_limit(max(MAX_CSV_FIELD, 131072))
+    number = 1
     try:
         with path.open(newline="", encoding="utf-8-sig", errors="replace") as fh:
             reader = csv.DictReader(fh)
@@ -178,9 +181,9 @@ def read_shopify_csv(path: str | Path, store: str | None = None) -> ReadResult:
                 if p is None:
                     p = products[handle] = {"line": number, "row": row, "images": [], "options": {}, "names": {}}
                     order.append(handle)
-                image = (row.get("Image Src") or "").strip()
-                if image and image not in p["images"]:
-                    p["images"].append(image)
+                for image in ((row.get("Image Src") or "").strip(), (row.get("Variant Image") or "").strip()):
+                    if image and image not in p["images"]:
+                        p["images"].append(image)
                 for i in (1, 2, 3):
                     name = (row.get(f"Option{i} Name") or "").strip()
                     if name:
@@ -190,17 +193,23 @@ def read_shopify_csv(path: str | Path, store: str | None = None) -> ReadResult:
                         values = p["options"].setdefault(p["names"][i], [])
                         if value not in values:
                             values.append(value)
+    except csv.Error as exc:
+        # The csv reader cannot resync after a broken quote or an over-long cell: the
+        # products read so far are kept, the rest of the file is counted as one bad row.
+        out.problems.append(Problem("malformed_row", path.name, number + 1, f"CSV error, rest of file skipped: {exc}"))
     except OSError as exc:
         out.problems.append(Problem("unreadable_file", path.name, 0, str(exc)[:200]))
         return out
+    finally:
+        csv.field_size_limit(previous_limit)
     for handle in order:
         p = products[handle]
         row = p["row"]
         attributes = []
         for column, cell in row.items():
-            if column and column.startswith(METAFIELD_PREFIX) and cell and cell.strip():
-                key = column[len(METAFIELD_PREFIX) :].strip()
-                key = re.sub(r"\s*\(.*\)$", "", key)  # "color-pattern (product.metafields...)" in some exports
+            found = _METAFIELD_COLUMN.search(column or "")
+            if found and cell and cell.strip():
+                key = found.group(1)
                 values = tuple(v for v in _METAFIELD_SPLIT.split(cell.strip()) if v)
                 if values:
                     attributes.append((key, values))
@@ -211,7 +220,7 @@ def read_shopify_csv(path: str | Path, store: str | None = None) -> ReadResult:
                     store=shop,
                     title=row.get("Title") or "",
                     description=_TAG_RE.sub(" ", row.get("Body (HTML)") or ""),
-                    product_type=_col(row, "Type", "Product Type"),
+                    product_type=_col(row, "Type", "Product Type", "Custom Product Type"),
                     vendor=row.get("Vendor") or "",
                     tags=tuple(t.strip() for t in (row.get("Tags") or "").split(",") if t.strip()),
                     image_urls=tuple(p["images"]),
@@ -238,6 +247,8 @@ class ModelOpinion:
     category_id: str | None
     probability: float | None
     attributes: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # Vetted labels may name a prediction rather than a product; this joins them.
+    prediction_id: str = ""
 
 
 def _opinion(data: Any, source: str) -> ModelOpinion:
@@ -273,7 +284,15 @@ def _opinion(data: Any, source: str) -> ModelOpinion:
             pairs.append((str(h), tuple(str(v) for v in vs)))
     else:
         raise ValueError("attributes must be an object or a list")
-    return ModelOpinion(source, str(pid).strip(), cid or None, float(prob) if prob is not None else None, tuple(pairs))
+    prediction = data.get("prediction_id")
+    return ModelOpinion(
+        source,
+        str(pid).strip(),
+        cid or None,
+        float(prob) if prob is not None else None,
+        tuple(pairs),
+        prediction.strip() if isinstance(prediction, str) else "",
+    )
 
 
 def read_predictions(path: str | Path) -> tuple[dict[str, ModelOpinion], list[Problem]]:
