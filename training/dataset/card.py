@@ -51,7 +51,8 @@ def render_card(stats: dict[str, Any], top: int = 25) -> str:
     lines = [
         "# Dataset card",
         "",
-        f"Taxonomy version: `{stats.get('taxonomy_version')}`. Judge: `{stats.get('judge') or 'none'}`. "
+        f"Taxonomy version: `{stats.get('taxonomy_version')}`. Judge: `{stats.get('judge') or 'none'}` "
+        f"(replaces at probability >= `{cfg.get('replace_threshold')}`). "
         f"Split by: `{stats.get('split_by')}`. Seed: `{cfg.get('seed')}`.",
         "",
         "## Sources",
@@ -88,8 +89,9 @@ def render_card(stats: dict[str, Any], top: int = 25) -> str:
         )
     lines += ["", "## Labels", "", "How merchant labels resolved against the taxonomy:", ""]
     lines += _table(["resolution", "records"], list((stats.get("label_resolution") or {}).items()))
-    lines += ["", "Label status of the sampled products (confirmed / replaced / flagged / unreviewed):", ""]
-    lines += _table(["status", "products"], list((stats.get("label_status") or {}).items()))
+    lines += ["", "Label status (confirmed / replaced / flagged / unreviewed), before and after sampling:", ""]
+    everyone, kept = stats.get("label_status_all_rows") or {}, stats.get("label_status") or {}
+    lines += _table(["status", "all products", "sampled"], [(k, everyone.get(k, 0), kept.get(k, 0)) for k in everyone])
     attrs = stats.get("attributes") or {}
     k = cfg.get("consensus_k")
     lines += [
