@@ -88,10 +88,15 @@ def predict_config(
 
 
 def model_factory(options: PipelineOptions) -> ModelClientFactory:
-    """Triton when --triton_url is given, else the in-process baseline."""
+    """Triton when --triton_url is given, else a trained model's directory (--model_dir) or
+    the baseline, in-process."""
     settings: PredictSettings = read_settings(options, PredictOptions)
     if settings.triton_url:
         return TritonModel(settings.triton_url, settings.model_name, timeout_s=settings.model_timeout_s)
+    if settings.model_dir:
+        from transforms.model.trained import InProcessTrained
+
+        return InProcessTrained(settings.model_dir, settings.taxonomy, backoff_threshold=settings.backoff_threshold)
     return InProcessBaseline(settings.taxonomy, backoff_threshold=settings.backoff_threshold)
 
 

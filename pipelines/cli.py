@@ -214,6 +214,7 @@ def backfill(
     batch_max: int = option(PredictSettings, "batch_max"),
     triton_url: str | None = option(PredictSettings, "triton_url"),
     model_name: str = option(PredictSettings, "model_name"),
+    model_dir: str | None = option(PredictSettings, "model_dir"),
     max_in_flight: int = option(PredictSettings, "max_in_flight"),
     classify_candidates: int = option(PredictSettings, "classify_candidates"),
     backoff_threshold: float | None = option(PredictSettings, "backoff_threshold"),
@@ -241,6 +242,8 @@ def backfill(
     local = "://" not in input and not input.startswith("kafka:")
     if local and not glob.glob(input):
         _fail(f"no input file matches {input}" if any(c in input for c in "*?[") else f"input {input} does not exist")
+    if model_dir and not (Path(model_dir) / "1" / "weights.npz").is_file():
+        _fail(f"--model-dir {model_dir} is not a trained model directory (productlens train writes one)")
     values = {
         "input": input,
         "output": output,
@@ -249,6 +252,7 @@ def backfill(
         "batch_max": batch_max,
         "triton_url": triton_url,
         "model_name": model_name,
+        "model_dir": model_dir,
         "max_in_flight": max_in_flight,
         "classify_candidates": classify_candidates,
         "backoff_threshold": backoff_threshold,

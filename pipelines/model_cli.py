@@ -8,6 +8,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from pipelines.cli_options import option
+from transforms.config import EvaluateSettings, PredictSettings
+
 __all__ = ["model_app", "promote_command"]
 
 model_app = typer.Typer(help="Model versions: the evaluation gate before one ships.", no_args_is_help=True)
@@ -18,12 +21,12 @@ console = Console(stderr=True)
 def promote_command(
     candidate: str = typer.Option(..., "--candidate", help="trained model: a name under model_repository/ or a dir"),
     baseline: str = typer.Option("product_baseline", "--baseline", help="product_baseline or a trained model"),
-    golden: Path = typer.Option(..., "--golden", help="golden JSONL (the shape of ../shared/datasets/dev)"),
+    golden: str = option(EvaluateSettings, "golden", default=...),
     tolerance: float = typer.Option(0.01, "--tolerance", min=0.0, help="largest allowed drop of hF1 / attribute F1"),
     min_vertical: int = typer.Option(30, "--min-vertical", min=1, help="gate verticals with at least this many"),
-    taxonomy: str | None = typer.Option(None, "--taxonomy", help="dist/en taxonomy (default: the bundled 2024-07)"),
+    taxonomy: str | None = option(PredictSettings, "taxonomy"),
     report: Path = typer.Option(Path("out/promote/report.html"), "--report", help="side-by-side HTML report"),
-    limit: int | None = typer.Option(None, "--limit", min=1, help="golden products to use (default: all)"),
+    limit: int | None = option(EvaluateSettings, "limit"),
     model_repository: Path = typer.Option(
         Path(__file__).resolve().parents[1] / "model_repository", "--model-repository", help="where names resolve"
     ),
@@ -32,7 +35,7 @@ def promote_command(
     drops hF1 or attribute F1 beyond the tolerance overall or in a large enough vertical."""
     from training.promote import promote, resolve_model
 
-    if not golden.is_file():
+    if not Path(golden).is_file():
         console.print(f"[red]error:[/red] --golden {golden} is not a file")
         raise typer.Exit(2)
     try:
@@ -44,7 +47,7 @@ def promote_command(
     result = promote(
         candidate,
         baseline,
-        str(golden),
+        golden,
         report,
         taxonomy=taxonomy,
         tolerance=tolerance,

@@ -8,6 +8,9 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from pipelines.cli_options import option
+from transforms.config import PredictSettings
+
 __all__ = ["train_command"]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,7 +31,7 @@ def _taxonomy_parameter(taxonomy: str | None, out_root: Path) -> str:
 def train_command(
     data: Path = typer.Option(..., "--data", help="training Parquet (productlens dataset build)"),
     name: str = typer.Option(..., "--name", help="model name: the directory model_repository/NAME"),
-    taxonomy: str | None = typer.Option(None, "--taxonomy", help="dist/en taxonomy (default: the bundled 2024-07)"),
+    taxonomy: str | None = option(PredictSettings, "taxonomy"),
     out_root: Path = typer.Option(ROOT / "model_repository", "--out-root", help="model repository to write into"),
     regularisation: float = typer.Option(1.0, "--c", min=1e-6, help="inverse L2 strength of the logistic layer"),
     alpha: float | None = typer.Option(

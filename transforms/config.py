@@ -390,6 +390,12 @@ class PredictSettings(_Options):
         description="Triton model that answers the contract",
         json_schema_extra=_cli("--model-name"),
     )
+    model_dir: str | None = Field(
+        None,
+        description="a trained model directory (productlens train: model_repository/NAME) run in-process instead of "
+        "the baseline; ignored with --triton-url (serve it there by its --model-name)",
+        json_schema_extra=_cli("--model-dir"),
+    )
     model_timeout_s: float = Field(
         60.0,
         gt=0,

@@ -158,3 +158,13 @@ def test_train_refuses_bad_names_and_existing_models(trained: Path, tmp_path: Pa
     empty = write_parquet(tmp_path / "e.parquet", fixture_records(category_for_all="gid://shopify/TaxonomyCategory/x"))
     result = train_cli(empty, "empty", tmp_path)
     assert result.exit_code == 2 and "no training rows" in result.output
+
+
+def test_backfill_runs_a_trained_model_directory(trained: Path) -> None:
+    from pipelines.backfill import BackfillOptions, model_factory
+    from pipelines.options import build_options
+    from transforms.model.trained import InProcessTrained
+
+    options = build_options(BackfillOptions, {"input": "in.jsonl", "output": "out", "model_dir": str(trained)}, [])
+    factory = model_factory(options)
+    assert isinstance(factory, InProcessTrained) and factory.model_dir == str(trained)
