@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import inspect
 import io
 import json
 import logging
@@ -140,8 +141,11 @@ class Collator:
     """Export records -> a model batch: ids and masked labels from `training.sft.collate`,
     pixel values and grid sizes from the model's image processor."""
 
-    def __init__(self, tokenizer: Any, image_processor: Any, max_length: int) -> None:
+    def __init__(self, tokenizer: Any, image_processor: Any, max_length: int, token_types: bool = False) -> None:
         self.tokenizer = tokenizer
+        # transformers v5 wants `mm_token_type_ids` (1 on image tokens) for M-RoPE; older
+        # versions' forward does not take it.
+        self.token_types = token_types
         self.image_processor = image_processor
         self.max_length = max_length
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -186,6 +190,8 @@ class Collator:
         if images:
             batch["pixel_values"] = torch.cat(images)
             batch["image_grid_thw"] = torch.cat(grids)
+        if self.token_types:
+            batch["mm_token_type_ids"] = (batch["input_ids"] == self.image_pad_id).long()
         return batch
 
 
@@ -234,6 +240,15 @@ def add_lora(model: Any, args: argparse.Namespace) -> Any:
     return model
 
 
+def warmup_kwargs(config_class: type, ratio: float) -> dict[str, float]:
+    """The warmup share in the spelling of the installed transformers: `warmup_ratio` until
+    v5, which dropped it and reads a `warmup_steps` below 1 as a ratio."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(config_class)}
+    return {"warmup_ratio": ratio} if "warmup_ratio" in names else {"warmup_steps": ratio}
+
+
 def resume_checkpoint(args: argparse.Namespace) -> str | None:
     if args.resume == "none":
         return None
@@ -267,7 +282,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         per_device_train_batch_size=args.per_device_batch,
         per_device_eval_batch_size=args.per_device_batch,
         gradient_accumulation_steps=args.grad_accum,
-        warmup_ratio=args.warmup_ratio,
+        **warmup_kwargs(SFTConfig, args.warmup_ratio),
         lr_scheduler_type="cosine",
         bf16=args.dtype == "bfloat16",
         gradient_checkpointing=not args.no_gradient_checkpointing,
@@ -292,7 +307,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
 
     model, tokenizer, image_processor = load_model(args)
-    collator = Collator(tokenizer, image_processor, args.max_length)
+    token_types = "mm_token_type_ids" in inspect.signature(model.forward).parameters
+    collator = Collator(tokenizer, image_processor, args.max_length, token_types)
     image_root = args.image_root or (Path(manifest["images"]["root"]) if manifest["images"].get("root") else None)
     cache = args.image_cache or args.output_dir / "image-cache"
     summary: dict[str, Any] = {"export": manifest, "base_model": args.model, "skipped": {}}

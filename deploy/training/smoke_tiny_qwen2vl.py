@@ -9,7 +9,8 @@ tokenizer over those texts with Qwen's chat and vision tokens, a Qwen2-VL image 
 two-layer Qwen2-VL config, saves them as a checkpoint directory, and runs sft_train.py on it for
 one optimizer step with LoRA. What it checks: the export, the image preparation, the collation
 with expanded image tokens and masked labels, the model's forward and backward through
-LoRA, checkpoint writing, and the final adapter. Quality is not its question.
+LoRA, checkpoint writing, and the final adapter. Quality is not its question. It also runs
+on CPU in a few seconds (float32); README.md has its output.
 """
 
 from __future__ import annotations
