@@ -11,9 +11,12 @@ How it classifies, per product:
 1. features: the MiniLM embedding of "title. product type" (384-d) and the baseline's
    zero-shot own probability and subtree mass of each category that had training data;
 2. a multinomial logistic layer gives p_trained over those categories;
-3. own = (1 - alpha) * zero-shot own + alpha * p_trained (scattered to their indexes), so
-   categories without training data keep their (shrunk) zero-shot scores and remain
-   reachable; alpha is chosen on the validation split;
+3. own = (1 - a) * zero-shot own + a * p_trained (scattered to their indexes), with
+   a = alpha * gate: alpha is chosen on the validation split, and the gate (0..1) says how
+   close the product is to what the model was trained on (cosine of its embedding with the
+   nearest trained category's centroid, between two levels fitted on the training rows).
+   A product unlike any training row (a ring, for a model trained on one football store)
+   keeps its zero-shot probabilities: categories without training data remain reachable;
 4. the baseline's tree masses, descent, calibration and back-off (`BaselineModel._decide`).
 Extract is the baseline's, with values ordered by how often the training rows of the
 answered category carried them (a prior used as a tie-break: it never adds a value).
@@ -30,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from model_repository.contract import ModelProduct, ModelRequest, Task
+from model_repository.product_baseline.embedder import EMBEDDING_DIM
 from model_repository.product_baseline.engine import BaselineModel, CategoryRanking
 from taxonomy.model import Taxonomy
 
@@ -51,6 +55,9 @@ class TrainedWeights:
         coef: np.ndarray,
         intercept: np.ndarray,
         alpha: float,
+        centroids: np.ndarray | None = None,
+        gate_low: float = -1.0,
+        gate_high: float = -1.0,
     ) -> None:
         self.classes = tuple(str(c) for c in classes)
         self.mean = np.asarray(mean, dtype=np.float32)
@@ -58,6 +65,9 @@ class TrainedWeights:
         self.coef = np.asarray(coef, dtype=np.float32)  # (K, F)
         self.intercept = np.asarray(intercept, dtype=np.float32)  # (K,)
         self.alpha = float(alpha)
+        # (K, 384) unit-norm mean embedding per class; None: no gate (always trained).
+        self.centroids = None if centroids is None or not len(centroids) else np.asarray(centroids, np.float32)
+        self.gate_low, self.gate_high = float(gate_low), float(gate_high)
 
     def save(self, path: Path) -> None:
         np.savez(
@@ -68,12 +78,26 @@ class TrainedWeights:
             coef=self.coef,
             intercept=self.intercept,
             alpha=np.array(self.alpha, dtype=np.float64),
+            centroids=np.zeros((0, 0), np.float32) if self.centroids is None else self.centroids,
+            gate=np.array([self.gate_low, self.gate_high], dtype=np.float64),
         )
 
     @classmethod
     def load(cls, path: Path) -> TrainedWeights:
         with np.load(path, allow_pickle=False) as z:  # no pickles: the file is data, not code
-            return cls(z["classes"].tolist(), z["mean"], z["scale"], z["coef"], z["intercept"], float(z["alpha"]))
+            gate = z["gate"] if "gate" in z else np.array([-1.0, -1.0])
+            centroids = z["centroids"] if "centroids" in z else None
+            return cls(
+                z["classes"].tolist(),
+                z["mean"],
+                z["scale"],
+                z["coef"],
+                z["intercept"],
+                float(z["alpha"]),
+                centroids,
+                float(gate[0]),
+                float(gate[1]),
+            )
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """(n, F) features -> (n, K) probabilities over `classes`."""
@@ -83,6 +107,19 @@ class TrainedWeights:
         z -= z.max(axis=1, keepdims=True)
         np.exp(z, out=z)
         return z / z.sum(axis=1, keepdims=True)
+
+    def gate(self, x: np.ndarray) -> np.ndarray:
+        """(n,) in 0..1: how close each product is to the training data (module docstring)."""
+        if self.centroids is None or self.gate_high <= self.gate_low:
+            return np.ones(len(x), dtype=np.float32)
+        return np.clip((nearest_similarity(x, self.centroids) - self.gate_low) / (self.gate_high - self.gate_low), 0, 1)
+
+
+def nearest_similarity(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """Cosine of each row's embedding (the first EMBEDDING_DIM features) with the nearest centroid."""
+    emb = x[:, :EMBEDDING_DIM]
+    emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-9)
+    return (emb @ centroids.T).max(axis=1)
 
 
 def query_text(p: ModelProduct) -> str:
@@ -101,11 +138,17 @@ def features(
     return x, own
 
 
-def blend(own: np.ndarray, p_trained: np.ndarray, class_index: np.ndarray, alpha: float) -> np.ndarray:
-    """Zero-shot own probabilities shrunk by (1 - alpha) plus alpha times the trained
-    probabilities on their categories: untrained categories keep a zero-shot share."""
-    out = (1.0 - alpha) * own
-    out[:, class_index] += alpha * p_trained
+def blend(
+    own: np.ndarray, p_trained: np.ndarray, class_index: np.ndarray, alpha: float, gate: np.ndarray | None = None
+) -> np.ndarray:
+    """Zero-shot own probabilities shrunk by (1 - a) plus a times the trained probabilities
+    on their categories, a = alpha * gate per product: untrained categories keep a
+    zero-shot share, all of it for a product unlike the training data."""
+    a = np.full((len(own), 1), alpha, dtype=np.float32)
+    if gate is not None:
+        a *= gate.reshape(-1, 1)
+    out = (1.0 - a) * own
+    out[:, class_index] += a * p_trained
     return out
 
 
@@ -170,7 +213,8 @@ class TrainedModel:
 
     def own_probabilities(self, products: Sequence[ModelProduct]) -> np.ndarray:
         x, own = features(self.baseline, products, self.class_index)
-        return blend(own, self.weights.predict(x), self.class_index, self.weights.alpha)
+        w = self.weights
+        return blend(own, w.predict(x), self.class_index, w.alpha, w.gate(x))
 
     def rank(self, products: Sequence[ModelProduct]) -> list[CategoryRanking]:
         own = self.own_probabilities(products)

@@ -124,17 +124,26 @@ def test_in_process_client_answers_the_contract(trained: Path) -> None:
 def test_untrained_categories_fall_back_to_zero_shot(trained: Path) -> None:
     from model_repository.contract import ModelProduct
     from model_repository.product_baseline.engine import BaselineModel
-    from model_repository.product_trained.engine import TrainedModel
+    from model_repository.product_trained.engine import TrainedModel, features
     from taxonomy.loader import SAMPLE_TAXONOMY_DIR, load_taxonomy
 
     baseline = BaselineModel(load_taxonomy(SAMPLE_TAXONOMY_DIR))
     model = TrainedModel(trained, baseline=baseline)
-    product = ModelProduct(title="Dog leash", product_type="Dog Supplies")
-    own = model.own_probabilities([product])[0]
-    zero = baseline.retriever.probabilities([product])[0]
-    untrained = np.setdiff1d(np.arange(len(own)), model.class_index)
-    # Categories without training data keep their zero-shot ranking, scaled by (1 - alpha).
-    np.testing.assert_allclose(own[untrained], (1 - model.weights.alpha) * zero[untrained], rtol=1e-5, atol=1e-9)
+    leash = ModelProduct(title="Dog leash", product_type="Dog Supplies")
+    kit = ModelProduct(title="Roma away kit 2025", product_type="Football Kit")
+    own = model.own_probabilities([leash, kit])
+    zero = baseline.retriever.probabilities([leash, kit])
+    x, _ = features(baseline, [leash, kit], model.class_index)
+    gate = model.weights.gate(x)
+    # A product unlike the training rows is answered by the zero-shot model alone; one
+    # like them by the blend.
+    assert gate[0] == 0.0 and gate[1] > 0.5
+    np.testing.assert_allclose(own[0], zero[0], rtol=1e-5, atol=1e-9)
+    assert model.rank([leash])[0].index == baseline.rank([leash])[0].index
+    untrained = np.setdiff1d(np.arange(own.shape[1]), model.class_index)
+    # Categories without training data keep their zero-shot ranking, scaled by (1 - alpha * gate).
+    shrink = 1 - model.weights.alpha * gate[1]
+    np.testing.assert_allclose(own[1, untrained], shrink * zero[1, untrained], rtol=1e-5, atol=1e-9)
 
 
 def test_reader_tolerates_missing_optional_columns(tmp_path: Path) -> None:

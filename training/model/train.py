@@ -65,6 +65,22 @@ def _fit(
     return mean, scale, coef.astype(np.float32), intercept.astype(np.float32)
 
 
+# The gate is fully open at this quantile of the training rows' similarity to their nearest
+# centroid, and closed GATE_WIDTH below it: MiniLM cosines of unrelated products sit far lower.
+GATE_QUANTILE = 0.1
+GATE_WIDTH = 0.25
+
+
+def fit_gate(x: np.ndarray, y: np.ndarray, n_classes: int) -> tuple[np.ndarray, float, float]:
+    """Unit-norm class centroids of the embeddings, and the gate's (low, high) levels."""
+    emb = x[:, : engine.EMBEDDING_DIM]
+    emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-9)
+    centroids = np.stack([emb[y == k].mean(axis=0) for k in range(n_classes)])
+    centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-9)
+    high = float(np.quantile(engine.nearest_similarity(x, centroids), GATE_QUANTILE))
+    return centroids.astype(np.float32), high - GATE_WIDTH, high
+
+
 def evaluate_rows(
     taxonomy: Taxonomy, predicted_ids: Sequence[str], gold_ids: Sequence[str]
 ) -> dict[str, float | int | None]:
@@ -128,7 +144,10 @@ def train(
     x, _ = engine.features(baseline, [r.product for r in train_rows], class_index)
     y = np.array([position[r.category_id] for r in train_rows])
     mean, scale, coef, intercept = _fit(x, y, len(classes), regularisation)
-    weights = engine.TrainedWeights(classes, mean, scale, coef, intercept, DEFAULT_ALPHA if alpha is None else alpha)
+    centroids, low, high = fit_gate(x, y, len(classes))
+    weights = engine.TrainedWeights(
+        classes, mean, scale, coef, intercept, DEFAULT_ALPHA if alpha is None else alpha, centroids, low, high
+    )
 
     metrics: dict[str, Any] = {
         "rows": len(rows),
@@ -140,17 +159,17 @@ def train(
     }
     if valid_rows:
         xv, own = engine.features(baseline, [r.product for r in valid_rows], class_index)
-        p = weights.predict(xv)
+        p, gate = weights.predict(xv), weights.gate(xv)
         gold = [r.category_id for r in valid_rows]
         by_alpha = {
-            a: evaluate_rows(baseline.taxonomy, _decide_ids(baseline, engine.blend(own, p, class_index, a)), gold)
+            a: evaluate_rows(baseline.taxonomy, _decide_ids(baseline, engine.blend(own, p, class_index, a, gate)), gold)
             for a in ALPHAS
         }
         if alpha is None:
             # Ties go to the larger alpha: the trained layer is what the data was given for.
             weights.alpha = max(ALPHAS, key=lambda a: ((by_alpha[a]["hierarchical_f1"] or 0.0), a))
         metrics["validation"] = by_alpha.get(weights.alpha) or evaluate_rows(
-            baseline.taxonomy, _decide_ids(baseline, engine.blend(own, p, class_index, weights.alpha)), gold
+            baseline.taxonomy, _decide_ids(baseline, engine.blend(own, p, class_index, weights.alpha, gate)), gold
         )
         metrics["validation_zero_shot"] = by_alpha[0.0]
         metrics["validation_by_alpha"] = {str(a): m["hierarchical_f1"] for a, m in by_alpha.items()}
