@@ -215,3 +215,13 @@ def score_annotations_cmd(
         output.write_text(text + "\n")
     else:
         typer.echo(text)
+
+
+def _register_export_sft() -> None:
+    # The issue's `productlens dataset export-sft`: the same command as `productlens sft export`.
+    from pipelines.sft_cli import export_command
+
+    dataset_app.command("export-sft", help=export_command.__doc__)(export_command)
+
+
+_register_export_sft()

@@ -318,7 +318,8 @@ def test_image_expansion_checks_counts():
         expand_image_tokens([9, 9], 9, [3])
 
 
-def test_cli_sft_export(tmp_path):
+@pytest.mark.parametrize("command", [("sft", "export"), ("dataset", "export-sft")])
+def test_cli_sft_export(tmp_path, command):
     from typer.testing import CliRunner
 
     from pipelines.cli import app
@@ -326,8 +327,7 @@ def test_cli_sft_export(tmp_path):
 
     data = _write(tmp_path / "d.parquet", [_row(), _row(product_id="bad", title=None)])
     args = [
-        "sft",
-        "export",
+        *command,
         "--data",
         str(data),
         "--output",
