@@ -29,7 +29,9 @@ def _taxonomy_parameter(taxonomy: str | None, out_root: Path) -> str:
 
 
 def train_command(
-    data: Path = typer.Option(..., "--data", help="training Parquet (productlens dataset build)"),
+    data: list[Path] = typer.Option(
+        ..., "--data", help="training Parquet, or a directory of them (productlens dataset build); repeatable"
+    ),
     name: str = typer.Option(..., "--name", help="model name: the directory model_repository/NAME"),
     taxonomy: str | None = option(PredictSettings, "taxonomy"),
     out_root: Path = typer.Option(ROOT / "model_repository", "--out-root", help="model repository to write into"),
@@ -42,7 +44,7 @@ def train_command(
     """Train a classifier on the baseline's features and write model_repository/NAME."""
     from model_repository.product_baseline.engine import BaselineModel
     from taxonomy.loader import TaxonomyError
-    from training.model.data import TrainingDataError, read_rows
+    from training.model.data import TrainingDataError, read_paths
     from training.model.train import NAME_PATTERN, train, write_model
 
     if not NAME_PATTERN.match(name):
@@ -52,14 +54,14 @@ def train_command(
         console.print(f"[red]error:[/red] {out_root / name} exists (pass --overwrite)")
         raise typer.Exit(2)
     try:
-        rows, skipped = read_rows(data)
+        rows, skipped = read_paths(list(data))
         baseline = BaselineModel(taxonomy)
         weights, metrics, priors = train(rows, baseline, regularisation=regularisation, alpha=alpha)
     except (TrainingDataError, TaxonomyError, ValueError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
     metrics["skipped_rows"] = skipped
-    metrics["data"] = str(data)
+    metrics["data"] = [str(d) for d in data]
     model_dir = write_model(
         out_root,
         name,

@@ -147,7 +147,7 @@ def test_untrained_categories_fall_back_to_zero_shot(trained: Path) -> None:
 
 
 def test_reader_tolerates_missing_optional_columns(tmp_path: Path) -> None:
-    from training.model.data import TrainingDataError, read_rows
+    from training.model.data import TrainingDataError, read_paths, read_rows
 
     records = fixture_records()[:3] + [{"title": "", "category_id": KIT}]
     rows, skipped = read_rows(
@@ -158,6 +158,13 @@ def test_reader_tolerates_missing_optional_columns(tmp_path: Path) -> None:
         read_rows(write_parquet(tmp_path / "bad.parquet", records, drop=("category_id",)))
     with pytest.raises(TrainingDataError):
         read_rows(tmp_path / "missing.parquet")
+    # A dataset build directory: train/validation/test.parquet side by side.
+    (tmp_path / "ds").mkdir()
+    records = fixture_records()
+    write_parquet(tmp_path / "ds" / "train.parquet", [r for r in records if r["split"] == "train"])
+    write_parquet(tmp_path / "ds" / "validation.parquet", [r for r in records if r["split"] == "validation"])
+    rows, _ = read_paths([tmp_path / "ds"])
+    assert sorted({r.split for r in rows}) == ["train", "validation"] and len(rows) == len(records)
 
 
 def test_train_refuses_bad_names_and_existing_models(trained: Path, tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 from model_repository.contract import ModelProduct
 
-__all__ = ["TrainingRow", "TrainingDataError", "read_rows", "rows_from_records"]
+__all__ = ["TrainingRow", "TrainingDataError", "read_rows", "read_paths", "rows_from_records"]
 
 REQUIRED = ("title", "category_id")
 
@@ -75,6 +75,24 @@ def rows_from_records(records: list[dict[str, Any]]) -> tuple[list[TrainingRow],
         )
         split = _text(r.get("split")).strip().lower() or "train"
         rows.append(TrainingRow(product, category, _attributes(r.get("attributes")), split, _text(r.get("store"))))
+    return rows, skipped
+
+
+def read_paths(paths: list[str | Path]) -> tuple[list[TrainingRow], int]:
+    """Rows of several Parquet files, or of every *.parquet in a directory (`productlens
+    dataset build` writes train/validation/test.parquet side by side)."""
+    files: list[Path] = []
+    for p in map(Path, paths):
+        found = sorted(p.glob("*.parquet")) if p.is_dir() else [p]
+        if not found:
+            raise TrainingDataError(f"{p}: no *.parquet in this directory")
+        files.extend(found)
+    rows: list[TrainingRow] = []
+    skipped = 0
+    for f in files:
+        more, n = read_rows(f)
+        rows.extend(more)
+        skipped += n
     return rows, skipped
 
 
