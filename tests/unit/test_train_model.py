@@ -184,3 +184,47 @@ def test_backfill_runs_a_trained_model_directory(trained: Path) -> None:
     options = build_options(BackfillOptions, {"input": "in.jsonl", "output": "out", "model_dir": str(trained)}, [])
     factory = model_factory(options)
     assert isinstance(factory, InProcessTrained) and factory.model_dir == str(trained)
+
+
+def test_triton_entry_point_serves_the_model(trained: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """1/model.py under a stand-in for Triton's pb_utils: the config parameters load and check,
+    and a batch of two requests gets one RESPONSE each."""
+    import importlib.util
+    import sys
+    import types
+
+    class Tensor:
+        def __init__(self, name: str, array: np.ndarray) -> None:
+            self.name, self.array = name, array
+
+        def as_numpy(self) -> np.ndarray:
+            return self.array
+
+    class Response:
+        def __init__(self, output_tensors: list[Tensor], error: object = None) -> None:
+            self.output_tensors, self.error = output_tensors, error
+
+    logger = types.SimpleNamespace(log_info=lambda m: None, log_warn=lambda m: None, log_error=lambda m: None)
+    pb = types.ModuleType("triton_python_backend_utils")
+    pb.Logger = logger  # type: ignore[attr-defined]
+    pb.Tensor = Tensor  # type: ignore[attr-defined]
+    pb.InferenceResponse = Response  # type: ignore[attr-defined]
+    pb.TritonError = type("TritonError", (Exception,), {})  # type: ignore[attr-defined]
+    pb.get_input_tensor_by_name = lambda request, name: request.get(name)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", pb)
+    spec = importlib.util.spec_from_file_location("trained_triton_model", trained / "1" / "model.py")
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+
+    from model_repository.product_trained.engine import read_parameters
+
+    params = {k: {"string_value": v} for k, v in read_parameters(trained / "config.pbtxt").items()}
+    model = module.TritonPythonModel()
+    model.initialize({"model_config": json.dumps({"name": trained.name, "parameters": params})})
+    batch = np.array(
+        [[_request("classify", "Roma away kit 2025", "Football Kit")], [_request("classify", "Gold ring")]]
+    )
+    responses = model.execute([{"REQUEST": Tensor("REQUEST", batch)}])
+    assert len(responses) == 1 and responses[0].error is None
+    answers = [json.loads(x) for x in responses[0].output_tensors[0].as_numpy()[:, 0]]
+    assert answers[0]["category"] == KIT_PATH and len(answers) == 2
