@@ -35,6 +35,8 @@ import numpy as np
 from model_repository.contract import ModelProduct, ModelRequest, Task
 from model_repository.product_baseline.embedder import EMBEDDING_DIM
 from model_repository.product_baseline.engine import BaselineModel, CategoryRanking
+from model_repository.product_baseline.engine import _describe as describe_image
+from model_repository.product_baseline.text import simplify_description
 from taxonomy.model import Taxonomy
 
 __all__ = ["TrainedModel", "TrainedWeights", "read_parameters", "features", "blend"]
@@ -228,18 +230,26 @@ class TrainedModel:
                 parsed.append(ModelRequest.model_validate_json(raw))
             except Exception as exc:  # noqa: BLE001 - reported on the response
                 parsed.append(exc)
-        # Extract, bad requests and descriptions are the baseline's; classify is ours.
-        responses = list(self.baseline.infer_batch(requests))
+        # Extract and bad requests are the baseline's; classify is ours (its descriptions the
+        # baseline's functions), so the retrieval runs once per product.
         classify = [i for i, r in enumerate(parsed) if isinstance(r, ModelRequest) and r.task is Task.CLASSIFY]
+        ours = set(classify)
+        others = [i for i in range(len(requests)) if i not in ours]
+        responses: list[bytes] = [b""] * len(requests)
+        for i, reply in zip(others, self.baseline.infer_batch([requests[i] for i in others]) if others else []):
+            responses[i] = reply
         if classify:
             rankings = self.rank([parsed[i].product for i in classify])  # type: ignore[union-attr]
             paths = self.baseline.retriever.paths
             for i, ranking in zip(classify, rankings):
-                answer = json.loads(responses[i])
-                answer["category"] = paths[ranking.index]
-                answer["confidence"] = round(ranking.probability, 4)
-                answer["candidates"] = [{"category": paths[j], "score": round(s, 4)} for j, s in ranking.candidates]
-                answer.pop("backed_off_from_depth", None)
+                product = parsed[i].product  # type: ignore[union-attr]
+                answer: dict[str, object] = {
+                    "category": paths[ranking.index],
+                    "confidence": round(ranking.probability, 4),
+                    "simplified_description": simplify_description(product.description) or product.title,
+                    "image_description": describe_image(requests[i][1]),
+                    "candidates": [{"category": paths[j], "score": round(s, 4)} for j, s in ranking.candidates],
+                }
                 if ranking.backed_off_from_depth is not None:
                     answer["backed_off_from_depth"] = ranking.backed_off_from_depth
                 responses[i] = json.dumps(answer).encode()
