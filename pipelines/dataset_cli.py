@@ -12,7 +12,16 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from pipelines.cli_options import cli_help
+from transforms.config import EvaluateSettings, PredictSettings
+
 __all__ = ["dataset_app", "register", "parse_split"]
+
+# Options that are settings elsewhere read the same here (tests/unit/test_config.py).
+_TAXONOMY_HELP = cli_help(PredictSettings.model_fields["taxonomy"])
+_MAPPING_HELP = (
+    cli_help(EvaluateSettings.model_fields["mapping"]) + " (taxonomy/mapping.py; labels it maps count as other version)"
+)
 
 dataset_app = typer.Typer(help="Build training sets from labelled catalogs; score annotations.", no_args_is_help=True)
 console = Console(stderr=True)
@@ -58,13 +67,8 @@ def build(
     reviewed: Annotated[
         Path | None, typer.Option("--reviewed", help="Vetted review labels (JSONL or CSV; see training/README.md).")
     ] = None,
-    taxonomy: Annotated[
-        str | None, typer.Option("--taxonomy", help="Taxonomy directory or file; default: the bundled full one.")
-    ] = None,
-    mapping: Annotated[
-        Path | None,
-        typer.Option("--mapping", help="Category mapping from another taxonomy version (taxonomy/mapping.py)."),
-    ] = None,
+    taxonomy: Annotated[str | None, typer.Option("--taxonomy", help=_TAXONOMY_HELP)] = None,
+    mapping: Annotated[Path | None, typer.Option("--mapping", help=_MAPPING_HELP)] = None,
     cap_per_category: Annotated[
         int, typer.Option("--cap-per-category", min=0, help="At most this many products per category; 0: no cap.")
     ] = 200,

@@ -14,6 +14,9 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from pipelines.cli_options import cli_help
+from transforms.config import PredictSettings
+
 __all__ = ["sft_app", "export_command", "register"]
 
 sft_app = typer.Typer(help="Supervised fine-tuning data for the production VLM.", no_args_is_help=True)
@@ -32,8 +35,7 @@ def export_command(
     ] = None,
     tasks: Annotated[str, typer.Option("--tasks", help="comma-separated: classify, extract")] = "classify,extract",
     taxonomy: Annotated[
-        str | None,
-        typer.Option("--taxonomy", help="dist/en directory of the taxonomy; default: the bundled 2024-07 taxonomy"),
+        str | None, typer.Option("--taxonomy", help=cli_help(PredictSettings.model_fields["taxonomy"]))
     ] = None,
     prompts: Annotated[
         Path | None,

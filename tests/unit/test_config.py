@@ -188,7 +188,17 @@ def _typer_options() -> list[tuple[str, Any]]:
 # Options whose help is narrower than their field's description (their default is still the field's).
 HELP_OVERRIDES = {("produce", "--topic"), ("consume", "--topic")}
 # CLI-only options spelled like a setting's option (produce --input is a local file to send, search --limit a count).
-CLI_ONLY = {("produce", "--input"), ("taxonomy search", "--limit")}
+# The training commands' --output is their own output directory and dataset build's
+# --predictions a model's answers to read (not a pipeline's output or prediction store).
+CLI_ONLY = {
+    ("produce", "--input"),
+    ("taxonomy search", "--limit"),
+    ("dataset build", "--output"),
+    ("dataset build", "--predictions"),
+    ("dataset score-annotations", "--output"),
+    ("dataset export-sft", "--output"),
+    ("sft export", "--output"),
+}
 
 
 def test_typer_options_take_default_and_help_from_the_fields() -> None:
