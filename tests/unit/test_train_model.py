@@ -186,6 +186,15 @@ def test_backfill_runs_a_trained_model_directory(trained: Path) -> None:
     assert isinstance(factory, InProcessTrained) and factory.model_dir == str(trained)
 
 
+def test_evaluate_runs_a_trained_model_directory(trained: Path) -> None:
+    from pipelines.backfill import model_factory
+    from pipelines.evaluate import evaluation_options
+    from transforms.model.trained import InProcessTrained
+
+    factory = model_factory(evaluation_options("golden.jsonl", "out", model_dir=str(trained)))
+    assert isinstance(factory, InProcessTrained) and factory.model_dir == str(trained)
+
+
 def test_triton_entry_point_serves_the_model(trained: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """1/model.py under a stand-in for Triton's pb_utils: the config parameters load and check,
     and a batch of two requests gets one RESPONSE each."""
