@@ -33,11 +33,19 @@ def promote_command(
 ) -> None:
     """Evaluate candidate and baseline on the same golden set; exit 1 when the candidate
     drops hF1 or attribute F1 beyond the tolerance overall or in a large enough vertical."""
+    from pipelines.evaluate import EvaluationInputError, check_golden_file
     from training.promote import promote, resolve_model
 
     if not Path(golden).is_file():
         console.print(f"[red]error:[/red] --golden {golden} is not a file")
         raise typer.Exit(2)
+    if golden.endswith(".parquet"):
+        golden = _golden_from_split(golden, report.parent)
+    try:
+        check_golden_file(golden, limit)
+    except EvaluationInputError as exc:  # a malformed golden file fails here, before two model runs
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
     try:
         resolve_model(candidate, model_repository)
         resolve_model(baseline, model_repository)
@@ -72,3 +80,21 @@ def promote_command(
         f"[green]promoted[/green] {candidate}: serve it with --model-name {Path(candidate).name} (Triton) "
         f"or its directory in-process"
     )
+
+
+def _golden_from_split(parquet: str, directory: Path) -> str:
+    """A `dataset build` split (e.g. test.parquet) written as golden JSONL beside the report."""
+    import json
+
+    from training.dataset.schema import golden_records
+
+    try:
+        records = golden_records(parquet)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same usage error
+        console.print(f"[red]error:[/red] --golden {parquet} is not a dataset split: {exc}")
+        raise typer.Exit(2) from None
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / (Path(parquet).stem + ".golden.jsonl")
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    console.print(f"golden set: {len(records)} products from {parquet} -> {path}")
+    return str(path)

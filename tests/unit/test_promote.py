@@ -109,3 +109,42 @@ def test_gate_rules() -> None:
 def test_promote_rejects_unknown_models(golden: Path, tmp_path: Path) -> None:
     result = _promote(tmp_path / "nothing", "product_baseline", golden, tmp_path / "r.html")
     assert result.exit_code == 2 and "neither" in result.output
+
+
+def test_a_dataset_split_can_be_the_golden_set(trained: Path, golden: Path, tmp_path: Path) -> None:  # noqa: F811
+    """`dataset build` writes test.parquet; promote reads it as golden records directly."""
+    records = [json.loads(line) for line in golden.read_text().splitlines()]
+    split = write_parquet(
+        tmp_path / "test.parquet",
+        [
+            {
+                "product_id": r["id"],
+                "store": "fixture/store",
+                "title": r["title"],
+                "product_type": r["product_type"],
+                "category_full_name": r["gold_category_path"],
+                "attributes": json.dumps(r["gold_attributes"]),
+                "source": r["source"],
+                "split": "test",
+            }
+            for r in records
+        ],
+    )
+    result = _promote(trained, trained, split, tmp_path / "report" / "r.html")
+    assert result.exit_code == 0, result.output
+    assert f"golden set: {len(records)} products" in result.output
+    written = [json.loads(line) for line in (tmp_path / "report" / "test.golden.jsonl").read_text().splitlines()]
+    assert [(w["id"], w["gold_category_path"], w["gold_attributes"]) for w in written] == [
+        (r["id"], r["gold_category_path"], r["gold_attributes"]) for r in records
+    ]
+
+
+def test_a_malformed_golden_file_is_a_usage_error_before_any_model_runs(trained: Path, tmp_path: Path) -> None:  # noqa: F811
+    bad = tmp_path / "golden.jsonl"
+    bad.write_text("not json\n")
+    result = _promote(trained, "product_baseline", bad, tmp_path / "r.html")
+    assert result.exit_code == 2 and "line 1" in result.output
+    garbage = tmp_path / "split.parquet"
+    garbage.write_text("not parquet")
+    result = _promote(trained, "product_baseline", garbage, tmp_path / "r.html")
+    assert result.exit_code == 2 and "not a dataset split" in result.output

@@ -6,6 +6,9 @@ it, so both import this module rather than repeating column names.
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pyarrow as pa
 
 __all__ = ["PARQUET_SCHEMA", "LABEL_STATUSES", "SPLITS", "COLUMNS"]
@@ -47,3 +50,32 @@ PARQUET_SCHEMA = pa.schema(
 )
 
 COLUMNS = tuple(PARQUET_SCHEMA.names)
+
+
+def golden_records(parquet_path: str | Path) -> list[dict[str, Any]]:
+    """A split written by `dataset build` as golden records (the shape of
+    ../shared/datasets and `productlens evaluate --golden`), so a test split can be the
+    golden set of `model promote` and `evaluate` without a conversion step by hand."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    out = []
+    for row in pq.read_table(parquet_path).to_pylist():
+        attributes = row.get("attributes")
+        out.append(
+            {
+                "id": row["product_id"],
+                "title": row.get("title") or "",
+                "description": row.get("description"),
+                "image_urls": row.get("image_urls") or [],
+                "vendor": row.get("vendor"),
+                "product_type": row.get("product_type"),
+                "gold_category_path": row["category_full_name"],
+                "gold_category_taxonomy": "shopify",
+                "gold_attributes": json.loads(attributes) if attributes else {},
+                # evaluate's per-store figures read owner/repo from `source`
+                "source": row.get("source") or f"{row.get('store') or 'dataset'}/{Path(str(parquet_path)).name}",
+            }
+        )
+    return out
