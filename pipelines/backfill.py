@@ -27,11 +27,10 @@ from transforms.io.files import ReadEvents, WriteDeadLetters, WritePredictions
 from transforms.io.kafka import ReadConfig, ReadFromKafka, commit_offsets, end_offsets
 from transforms.io.kafka_sink import WritePredictionsToKafka
 from transforms.model.client import (
-    InProcessBaseline,
     ModelClientFactory,
     check_taxonomy_version,
 )
-from transforms.model.triton import TritonModel
+from transforms.model.factory import model_factory_of
 from transforms.predict import PredictConfig, PredictProducts
 from transforms.progress import ReportProgress, register, unregister
 from transforms.shared import shared_taxonomy
@@ -88,16 +87,9 @@ def predict_config(
 
 
 def model_factory(options: PipelineOptions) -> ModelClientFactory:
-    """Triton when --triton_url is given, else a trained model's directory (--model_dir) or
-    the baseline, in-process."""
-    settings: PredictSettings = read_settings(options, PredictOptions)
-    if settings.triton_url:
-        return TritonModel(settings.triton_url, settings.model_name, timeout_s=settings.model_timeout_s)
-    if settings.model_dir:
-        from transforms.model.trained import InProcessTrained
-
-        return InProcessTrained(settings.model_dir, settings.taxonomy, backoff_threshold=settings.backoff_threshold)
-    return InProcessBaseline(settings.taxonomy, backoff_threshold=settings.backoff_threshold)
+    """The job's model (`transforms.model.factory.model_factory_of`: Triton, an
+    OpenAI-compatible server, a trained model directory or the in-process baseline)."""
+    return model_factory_of(read_settings(options, PredictOptions))
 
 
 def kafka_input(options: BackfillOptions, stop_offsets: tuple[tuple[str, int, int], ...] | None = None) -> ReadConfig:

@@ -23,6 +23,7 @@ from rich.table import Table
 
 from pipelines.cli_options import check, option
 from pipelines.model_cli import model_app
+from pipelines.serve_cli import serve_command
 from pipelines.train_cli import train_command
 from transforms.config import (
     KEYED_STATE_CAVEAT,
@@ -61,6 +62,7 @@ taxonomy_app = typer.Typer(help="Inspect and fetch Shopify taxonomy versions.", 
 app.add_typer(taxonomy_app, name="taxonomy")
 app.command("train")(train_command)
 app.add_typer(model_app, name="model")
+app.command("serve")(serve_command)
 console = Console(stderr=True)
 
 

@@ -62,6 +62,7 @@ __all__ = [
     "RefreshConfig",
     "RepredictCommand",
     "RepredictSettings",
+    "ServeCommand",
     "StoreSettings",
     "StreamCommand",
     "StreamSettings",
@@ -396,6 +397,19 @@ class PredictSettings(_Options):
         "the baseline; ignored with --triton-url (serve it there by its --model-name)",
         json_schema_extra=_cli("--model-dir"),
     )
+    openai_url: str | None = Field(
+        None,
+        description="base URL of an OpenAI-compatible chat server (LMDeploy, SGLang, vLLM), e.g. "
+        "http://127.0.0.1:23333/v1: product_vlm's prompts are rendered here and sent as chat messages; "
+        "the bearer token comes from the environment variable PRODUCTLENS_OPENAI_API_KEY",
+        json_schema_extra=_cli("--openai-url"),
+    )
+    openai_model: str = Field(
+        "product_vlm",
+        min_length=1,
+        description="the served model name on --openai-url",
+        json_schema_extra=_cli("--openai-model"),
+    )
     model_timeout_s: float = Field(
         60.0,
         gt=0,
@@ -669,6 +683,89 @@ class RepredictCommand(_Options):
     runner: str = Field("FnApiRunner", description="Beam runner", json_schema_extra=_cli("--runner"))
 
 
+class ServeCommand(_Options):
+    """`productlens serve`: the real-time API (service/). The model, taxonomy and image
+    settings are `PredictSettings`' (same flags as the batch jobs, same answers)."""
+
+    host: str = Field(
+        "127.0.0.1",
+        min_length=1,
+        description="address to bind; anything beyond loopback requires API keys (PRODUCTLENS_API_KEYS)",
+        json_schema_extra=_cli("--host"),
+    )
+    port: int = Field(
+        8080, ge=0, le=65535, description="TCP port to bind (0: any free port)", json_schema_extra=_cli("--port")
+    )
+    cache: str = Field(
+        "memory",
+        description="prediction cache: memory (in-process LRU), none, or a Redis URL (redis://host:6379/0) shared by "
+        "replicas; a Redis outage degrades to no cache",
+        json_schema_extra=_cli("--cache"),
+    )
+    cache_size: int = Field(
+        100_000,
+        ge=1,
+        description="entries of the in-process cache (and of the latest-prediction store)",
+        json_schema_extra=_cli("--cache-size"),
+    )
+    cache_ttl_s: float = Field(
+        7 * 24 * 3600.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="seconds a cached prediction lives (the key already changes with content, model and taxonomy "
+        "version); 0 = no expiry",
+        json_schema_extra=_cli("--cache-ttl"),
+    )
+    batch_wait_ms: float = Field(
+        2.0,
+        ge=0,
+        le=1000,
+        allow_inf_nan=False,
+        description="milliseconds a model batch waits for more requests before it starts (while the model is busy, "
+        "requests gather anyway)",
+        json_schema_extra=_cli("--batch-wait-ms"),
+    )
+    batch_workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="model batches run at once (1 for the in-process model, which uses every core; more for Triton "
+        "or an OpenAI-compatible server, which batch on their side)",
+        json_schema_extra=_cli("--batch-workers"),
+    )
+    max_queue: int = Field(
+        512,
+        ge=1,
+        description="products waiting for the model before new requests get 503 + Retry-After",
+        json_schema_extra=_cli("--max-queue"),
+    )
+    deadline_s: float = Field(
+        10.0,
+        gt=0,
+        le=600,
+        allow_inf_nan=False,
+        description="seconds a request may take before it gets 503 + Retry-After (a client may ask for less with "
+        "the X-Request-Timeout header)",
+        json_schema_extra=_cli("--deadline"),
+    )
+    max_body_bytes: int = Field(
+        1 << 20,
+        ge=1024,
+        description="largest request body accepted (413 beyond)",
+        json_schema_extra=_cli("--max-body-bytes"),
+    )
+    max_products: int = Field(
+        32,
+        ge=1,
+        le=1000,
+        description="products one request may carry (422 beyond)",
+        json_schema_extra=_cli("--max-products"),
+    )
+    retry_after_s: int = Field(
+        1, ge=1, le=3600, description="Retry-After seconds of a 503", json_schema_extra=_cli("--retry-after")
+    )
+
+
 # The option groups in the order of docs/CONFIGURATION.md, with their PipelineOptions class.
 OPTION_GROUPS: tuple[tuple[type[_Options], str], ...] = (
     (PredictSettings, "PredictOptions"),
@@ -683,6 +780,7 @@ COMMANDS: tuple[tuple[type[_Options], str], ...] = (
     (BackfillCommand, "productlens backfill"),
     (StreamCommand, "productlens stream"),
     (RepredictCommand, "productlens repredict"),
+    (ServeCommand, "productlens serve"),
 )
 RUNTIME_CONFIGS: tuple[type[_Config], ...] = (
     EventLimits,

@@ -1,0 +1,328 @@
+"""The FastAPI application of `productlens serve`.
+
+| route | what | status codes |
+|---|---|---|
+| `POST /v1/predictions` | predict one product or a small batch | 200; 401 no/wrong key; 413 body too large; 422 bad input (field errors); 503 + Retry-After: loading, overloaded, deadline, model down |
+| `GET /v1/predictions/{product_id}` | the latest prediction served for a product (shared by replicas through Redis) | 200, 401, 404 |
+| `GET /healthz` | the process is up (liveness) | 200 |
+| `GET /readyz` | the model and the taxonomy are loaded (readiness) | 200, 503 |
+| `GET /metrics` | Prometheus metrics (`service/metrics.py`) | 200 |
+| `GET /docs`, `/openapi.json` | OpenAPI, generated from the pydantic records | 200 |
+
+The model and the taxonomy load in the background (seconds for the in-process model; a
+Triton server may still be starting), so `/healthz` answers at once and `/readyz` says when
+predictions can be served; a failed load is retried with back-off and its error shown by
+`/readyz`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.auth import ApiKeys
+from service.batcher import DeadlineExceeded, Overloaded
+from service.cache import Cache, make_cache
+from service.metrics import ServiceMetrics
+from service.predictor import InvalidProducts, ModelUnavailable, Predictor
+from service.runtime import Runtime, load_runtime
+from service.schemas import PredictionRequest, PredictionResponse
+from transforms.config import PredictSettings, ServeCommand
+from transforms.records import Prediction
+
+__all__ = ["ServiceState", "create_app"]
+
+log = logging.getLogger("productlens.serve")
+
+# Back-off between attempts to load the model (a Triton server may still be starting).
+_LOAD_RETRY_S = (1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+@dataclass
+class ServiceState:
+    serve: ServeCommand
+    predict: PredictSettings
+    keys: ApiKeys
+    cache: Cache
+    latest: Cache
+    metrics: ServiceMetrics = field(default_factory=ServiceMetrics)
+    runtime: Runtime | None = None
+    predictor: Predictor | None = None
+    load_error: str | None = None
+    load_attempts: int = 0
+
+    @property
+    def ready(self) -> bool:
+        return self.predictor is not None
+
+
+def create_app(
+    serve: ServeCommand,
+    predict: PredictSettings,
+    keys: ApiKeys,
+    *,
+    load: Callable[[], Runtime] | None = None,
+    cache: Cache | None = None,
+    latest: Cache | None = None,
+) -> FastAPI:
+    """The application. `load` builds the runtime (default: `load_runtime` from the
+    settings); `cache` / `latest` default to `--cache` (predictions, and the latest
+    prediction per product, in separate namespaces of the same backend)."""
+    ttl = serve.cache_ttl_s or None
+    state = ServiceState(
+        serve,
+        predict,
+        keys,
+        cache=cache or make_cache(serve.cache, max_entries=serve.cache_size, ttl_s=ttl, namespace="prediction"),
+        latest=latest or make_cache(serve.cache, max_entries=serve.cache_size, ttl_s=ttl, namespace="latest"),
+    )
+    loader = load or (lambda: load_runtime(predict, serve.batch_workers))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
+        task = asyncio.create_task(_load_forever(state, loader))
+        try:
+            yield
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            if state.predictor is not None:
+                await state.predictor.stop()
+            if state.runtime is not None:
+                state.runtime.close()
+            state.cache.close()
+            state.latest.close()
+
+    app = FastAPI(
+        title="productlens",
+        version="1",
+        summary="Shopify taxonomy category, attributes and descriptions for a product, in real time.",
+        description="Same product core, model and taxonomy as the batch pipelines: the same content gives the same "
+        "prediction and prediction_id online and in a backfill. Authenticate with `Authorization: Bearer KEY` or "
+        "`X-API-Key: KEY` when the server has keys.",
+        lifespan=lifespan,
+    )
+    app.state.service = state
+    app.add_middleware(_BodyLimit, max_bytes=serve.max_body_bytes, on_refusal=lambda: _count(state, "too_large"))
+
+    @app.middleware("http")
+    async def timing(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        start = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        state.metrics.request_seconds.labels(path, str(response.status_code)).observe(time.perf_counter() - start)
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        _count(state, "invalid_input")
+        # Field errors without the input echoed back: merchant data stays out of error logs.
+        errors = [{k: v for k, v in e.items() if k not in ("input", "ctx", "url")} for e in exc.errors()]
+        return JSONResponse({"detail": errors}, status_code=422)
+
+    def authorised(
+        authorization: str | None = Header(default=None), x_api_key: str | None = Header(default=None)
+    ) -> None:
+        if not keys.allows(authorization, x_api_key):
+            _count(state, "unauthorized")
+            raise HTTPException(401, "a valid API key is required", headers={"WWW-Authenticate": "Bearer"})
+
+    @app.post(
+        "/v1/predictions",
+        response_model=PredictionResponse,
+        dependencies=[Depends(authorised)],
+        responses={
+            401: {"description": "no or wrong API key"},
+            413: {"description": "request body too large"},
+            422: {"description": "invalid product(s): the field errors"},
+            503: {"description": "loading, overloaded, past the deadline or model unavailable; see Retry-After"},
+        },
+    )
+    async def predictions(
+        body: PredictionRequest,
+        response: Response,
+        x_request_timeout: float | None = Header(default=None, description="seconds this request may take"),
+    ) -> PredictionResponse:
+        """Predict one product (`product_id` + `product`) or a batch (`products`) of one shop."""
+        products = body.items()
+        if len(products) > serve.max_products:
+            _count(state, "invalid_input")
+            raise HTTPException(422, f"at most {serve.max_products} products per request, got {len(products)}")
+        if state.predictor is None or state.runtime is None:
+            raise _unavailable(state, "loading", "the model is loading; retry shortly")
+        timeout = serve.deadline_s
+        if x_request_timeout is not None and math.isfinite(x_request_timeout) and x_request_timeout > 0:
+            timeout = min(timeout, x_request_timeout)
+        try:
+            served = await state.predictor.predict(body.shop_id, products, timeout)
+        except InvalidProducts as exc:
+            _count(state, "invalid_input")
+            raise HTTPException(422, [e.model_dump() for e in exc.errors]) from None
+        except Overloaded as exc:
+            raise _unavailable(state, "overloaded", str(exc)) from None
+        except DeadlineExceeded as exc:
+            raise _unavailable(state, "deadline", str(exc)) from None
+        except ModelUnavailable as exc:
+            raise _unavailable(state, "model_unavailable", f"the model is unavailable: {exc}"[:500]) from None
+        if served.errors:
+            _count(state, "product_error", len(served.errors))
+        hits = served.cache_hits
+        response.headers["X-Cache"] = "hit" if hits == len(products) else "miss" if hits == 0 else "partial"
+        meta = state.runtime.metadata
+        return PredictionResponse(
+            predictions=served.predictions,
+            errors=served.errors,
+            cache_hits=hits,
+            model_version=meta.model_version,
+            taxonomy_version=meta.taxonomy_version,
+        )
+
+    @app.get(
+        "/v1/predictions/{product_id}",
+        response_model=Prediction,
+        dependencies=[Depends(authorised)],
+        responses={404: {"description": "no prediction served for this product"}},
+    )
+    async def latest_prediction(product_id: str) -> Response:
+        """The latest prediction served for a product (by any replica sharing the cache)."""
+        if state.predictor is None:
+            raise _unavailable(state, "loading", "the model is loading; retry shortly")
+        raw = await state.predictor.latest_prediction(product_id)
+        if raw is None:
+            raise HTTPException(404, f"no prediction served for product {product_id!r}")
+        return Response(raw, media_type="application/json")
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", responses={503: {"description": "not ready: loading, or the last load error"}})
+    async def readyz() -> JSONResponse:
+        """Readiness: the model and the taxonomy are loaded."""
+        body: dict[str, Any] = {
+            "ready": state.ready,
+            "cache": state.cache.backend,
+            "cache_healthy": state.cache.healthy(),
+        }
+        if state.runtime is not None:
+            meta = state.runtime.metadata
+            body |= {"model": meta.name, "model_version": meta.model_version, "taxonomy_version": meta.taxonomy_version}
+        else:
+            body |= {"load_attempts": state.load_attempts, "load_error": state.load_error}
+        return JSONResponse(body, status_code=200 if state.ready else 503)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        """Prometheus metrics."""
+        return Response(state.metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    return app
+
+
+async def _load_forever(state: ServiceState, loader: Callable[[], Runtime]) -> None:
+    while state.runtime is None:
+        state.load_attempts += 1
+        try:
+            runtime = await asyncio.to_thread(loader)
+        except Exception as exc:  # noqa: BLE001 - shown by /readyz and retried
+            state.load_error = f"{type(exc).__name__}: {exc}"[:2000]
+            wait = _LOAD_RETRY_S[min(state.load_attempts - 1, len(_LOAD_RETRY_S) - 1)]
+            log.warning("loading the model failed (attempt %d, retrying in %.0f s): %s", state.load_attempts, wait, exc)
+            await asyncio.sleep(wait)
+            continue
+        predictor = Predictor(
+            runtime,
+            state.cache,
+            state.latest,
+            state.metrics,
+            max_wait_s=state.serve.batch_wait_ms / 1000,
+            max_queue=state.serve.max_queue,
+            workers=state.serve.batch_workers,
+        )
+        await predictor.start()
+        state.runtime, state.predictor, state.load_error = runtime, predictor, None
+        state.metrics.ready.set(1)
+        meta = runtime.metadata
+        log.info("ready: model %s %s, taxonomy %s", meta.name, meta.model_version, meta.taxonomy_version)
+
+
+def _count(state: ServiceState, kind: str, n: int = 1) -> None:
+    state.metrics.errors.labels(kind).inc(n)
+
+
+def _unavailable(state: ServiceState, kind: str, message: str) -> HTTPException:
+    _count(state, kind)
+    return HTTPException(
+        503, {"reason": kind, "message": message}, headers={"Retry-After": str(state.serve.retry_after_s)}
+    )
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _BodyLimit:
+    """413 for a body over `max_bytes`: by Content-Length before reading anything, or while
+    reading a chunked body, so an oversized request never sits in memory whole."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, on_refusal: Callable[[], None]) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.on_refusal = on_refusal
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+            await self._refuse(send)
+            return
+        received = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _TooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _TooLarge:
+            if not started:
+                await self._refuse(send)
+
+    async def _refuse(self, send: Send) -> None:
+        self.on_refusal()
+        body = b'{"detail":"request body too large"}'
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
