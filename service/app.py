@@ -270,8 +270,12 @@ def _unavailable(state: ServiceState, kind: str, message: str) -> HTTPException:
     )
 
 
-class _TooLarge(Exception):
-    pass
+class _TooLarge(HTTPException):
+    """Raised from inside the body read: FastAPI re-raises an HTTPException from there (any
+    other exception would become a 400 "error parsing the body")."""
+
+    def __init__(self) -> None:
+        super().__init__(413, "request body too large")
 
 
 class _BodyLimit:
@@ -300,6 +304,7 @@ class _BodyLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
+                    self.on_refusal()
                     raise _TooLarge
             return message
 
@@ -313,10 +318,11 @@ class _BodyLimit:
             await self.app(scope, limited_receive, tracking_send)
         except _TooLarge:
             if not started:
-                await self._refuse(send)
+                await self._refuse(send, counted=True)
 
-    async def _refuse(self, send: Send) -> None:
-        self.on_refusal()
+    async def _refuse(self, send: Send, counted: bool = False) -> None:
+        if not counted:
+            self.on_refusal()
         body = b'{"detail":"request body too large"}'
         await send(
             {
