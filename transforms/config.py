@@ -445,7 +445,7 @@ class PredictSettings(_Options):
         le=1.0,
         allow_inf_nan=False,
         description="in-process baseline: below this calibrated probability a prediction backs off to the deepest "
-        "ancestor category that clears it (0 never backs off); default: the model's own (0.7). For a model behind "
+        "ancestor category that clears it (0 never backs off); default: the model's own (0.5). For a model behind "
         "Triton it is the `backoff_threshold` parameter of its config.pbtxt",
         json_schema_extra=_cli("--backoff-threshold"),
     )
