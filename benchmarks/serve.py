@@ -24,12 +24,14 @@ Everything is measured, nothing is simulated:
 - latency is the client's (send to full response, on the same 2 cores as the server);
   req/s counts every answered request, products/s the predictions returned; errors are
   counted by HTTP status (503s included) or exception name; the mean model batch is the
-  server's `productlens_model_batch_size_sum / _count` over the row (from /metrics);
+  server's `productlens_model_batch_size_sum / _count` over the row and "server ms" its own
+  mean time per /v1/predictions request (`productlens_request_seconds`), both from
+  /metrics: client latency minus server ms is the HTTP client's and the loopback's share;
 - the baseline for the ratio target: the same model on the same kind of products in batch,
   as a backfill runs it: `ProductCore.predict(events)` in batches of the default batch size
   (64) from the core `service/runtime.py load_runtime` builds (same settings, same factory),
-  in this process before the server starts (so nothing else competes for the cores), on
-  fresh unique contents. ratio = serve products/s at the highest concurrency, uncached /
+  in a child process of its own before the server starts (so nothing else competes for the
+  cores), on fresh unique contents. ratio = serve products/s at the highest concurrency, uncached /
   baseline products/s.
 
 Targets (issue 14): cache-hit p99 < 5 ms; uncached default model at concurrency 1: p50 <
@@ -99,13 +101,22 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
-def parse_batch_metrics(text: str) -> tuple[float, float]:
-    """(sum, count) of `productlens_model_batch_size` from a Prometheus exposition."""
-    values = {}
-    for name in ("sum", "count"):
-        m = re.search(rf"^productlens_model_batch_size_{name}(?:{{[^}}]*}})? ([0-9.eE+-]+)$", text, re.MULTILINE)
-        values[name] = float(m.group(1)) if m else 0.0
-    return values["sum"], values["count"]
+def parse_server_metrics(text: str) -> dict[str, float]:
+    """From a Prometheus exposition: `productlens_model_batch_size` sum and count, and the
+    server's own `productlens_request_seconds` sum and count for `/v1/predictions` (all
+    statuses)."""
+    out = {"batch_sum": 0.0, "batch_count": 0.0, "request_seconds_sum": 0.0, "request_count": 0.0}
+    for m in re.finditer(r"^(productlens_\w+?)(?:\{([^}]*)\})? ([0-9.eE+-]+)$", text, re.MULTILINE):
+        name, labels, value = m.group(1), m.group(2) or "", float(m.group(3))
+        if name == "productlens_model_batch_size_sum":
+            out["batch_sum"] += value
+        elif name == "productlens_model_batch_size_count":
+            out["batch_count"] += value
+        elif 'route="/v1/predictions"' in labels and name == "productlens_request_seconds_sum":
+            out["request_seconds_sum"] += value
+        elif 'route="/v1/predictions"' in labels and name == "productlens_request_seconds_count":
+            out["request_count"] += value
+    return out
 
 
 @dataclass
@@ -119,16 +130,17 @@ class LoadResult:
     wall_s: float = 0.0
 
 
-def summarise(
-    result: LoadResult, batch_before: tuple[float, float], batch_after: tuple[float, float]
-) -> dict[str, Any]:
+def summarise(result: LoadResult, before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:
     """One row's figures: latency percentiles in ms over every answered request, rates over
-    the row's wall time, errors by status, the server's mean model batch over the row."""
+    the row's wall time, errors by status, and from the server's /metrics over the row its
+    mean model batch and its own mean request time (parse_server_metrics before and after)."""
     lat_ms = [x * 1000 for x in result.latencies_s]
     requests = len(lat_ms)
     wall = result.wall_s
-    batches = batch_after[1] - batch_before[1]
-    batched = batch_after[0] - batch_before[0]
+    batches = after["batch_count"] - before["batch_count"]
+    batched = after["batch_sum"] - before["batch_sum"]
+    served = after["request_count"] - before["request_count"]
+    served_s = after["request_seconds_sum"] - before["request_seconds_sum"]
     ok = result.statuses.get("200", 0)
     return {
         "requests": requests,
@@ -145,6 +157,7 @@ def summarise(
         "products_per_s": round(result.predictions / wall, 2) if wall > 0 else None,
         "model_batches": int(batches),
         "mean_model_batch": round(batched / batches, 2) if batches else None,
+        "server_mean_ms": round(1000 * served_s / served, 2) if served else None,
     }
 
 
@@ -234,6 +247,7 @@ def build_table(rows: list[dict[str, Any]], title: str, caption: str) -> Table:
         "req/s",
         "products/s",
         "mean batch",
+        "server ms",
         "errors",
     )
     for col in columns:
@@ -250,6 +264,7 @@ def build_table(rows: list[dict[str, Any]], title: str, caption: str) -> Table:
             "-" if r["requests_per_s"] is None else f"{r['requests_per_s']:.1f}",
             "-" if r["products_per_s"] is None else f"{r['products_per_s']:.1f}",
             "-" if r["mean_model_batch"] is None else f"{r['mean_model_batch']:.1f}",
+            _ms(r.get("server_mean_ms")),
             fmt_errors(r["errors"]),
         )
     return table
@@ -414,9 +429,9 @@ def triton_server(work: Path) -> Iterator[str]:
 # -- load ------------------------------------------------------------------------------
 
 
-def scrape_batches(url: str) -> tuple[float, float]:
+def scrape(url: str) -> dict[str, float]:
     with urllib.request.urlopen(f"{url}/metrics", timeout=10) as r:
-        return parse_batch_metrics(r.read().decode())
+        return parse_server_metrics(r.read().decode())
 
 
 async def closed_loop(
@@ -433,12 +448,14 @@ async def closed_loop(
 
     result = LoadResult()
     counter = itertools.count()
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=timeout_s) as client:
-        start = time.perf_counter()
-        stop_at = start + duration_s
+    start = time.perf_counter()
+    stop_at = start + duration_s
 
-        async def worker() -> None:
+    async def client_loop() -> None:
+        # One client per simulated caller, each with its own connection (a shared pool's
+        # bookkeeping grows with the number of connections and would load the 2 cores).
+        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+        async with httpx.AsyncClient(base_url=url, limits=limits, timeout=timeout_s) as client:
             while True:
                 i = next(counter)
                 if i >= max_requests or time.perf_counter() >= stop_at:
@@ -459,8 +476,8 @@ async def closed_loop(
                 result.latencies_s.append(elapsed)
                 result.statuses[status] += 1
 
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        result.wall_s = time.perf_counter() - start
+    await asyncio.gather(*(client_loop() for _ in range(concurrency)))
+    result.wall_s = time.perf_counter() - start
     return result
 
 
@@ -488,10 +505,10 @@ def measure_backend(
     asyncio.run(closed_loop(url, 1, uncached_body, args.warmup_requests, 120.0))
     for c in concurrencies:
         console.print(f"[bold]{backend}[/bold] uncached, concurrency {c} ...")
-        before = scrape_batches(url)
+        before = scrape(url)
         result = asyncio.run(closed_loop(url, c, uncached_body, args.requests, args.duration))
         rows.append(
-            {"backend": backend, "cache": "uncached", "concurrency": c} | summarise(result, before, scrape_batches(url))
+            {"backend": backend, "cache": "uncached", "concurrency": c} | summarise(result, before, scrape(url))
         )
 
     pool = [unique_product(p, f"{run_id}-c{i}") for i, p in enumerate(products[: args.cached_pool])]
@@ -503,7 +520,7 @@ def measure_backend(
         console.print(f"[yellow]warm-up answers: {dict(warm.statuses)}[/yellow]")
     for c in concurrencies:
         console.print(f"[bold]{backend}[/bold] cached, concurrency {c} ...")
-        before = scrape_batches(url)
+        before = scrape(url)
         result = asyncio.run(
             closed_loop(
                 url,
@@ -513,7 +530,7 @@ def measure_backend(
                 args.duration,
             )
         )
-        row = {"backend": backend, "cache": "cached", "concurrency": c} | summarise(result, before, scrape_batches(url))
+        row = {"backend": backend, "cache": "cached", "concurrency": c} | summarise(result, before, scrape(url))
         if result.cache_hits != result.predictions:
             console.print(
                 f"[yellow]cached row: {result.predictions - result.cache_hits} answers were not cache hits[/yellow]"
@@ -526,6 +543,18 @@ def measure_backend(
 
 
 def backfill_baseline(
+    products: list[dict[str, Any]], n: int, run_id: str, triton_url: str | None, image_base_dir: str | None
+) -> dict[str, Any]:
+    """`_backfill_baseline` in a child process of its own, as a backfill job would run: the
+    model it loads (and its threads) stay out of the load generator's process."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_backfill_baseline, products, n, run_id, triton_url, image_base_dir).result()
+
+
+def _backfill_baseline(
     products: list[dict[str, Any]], n: int, run_id: str, triton_url: str | None, image_base_dir: str | None
 ) -> dict[str, Any]:
     """products/s of the product core in batch, as a backfill runs it: `ProductCore.predict`
@@ -557,7 +586,7 @@ def backfill_baseline(
         runtime.close()
     return {
         "method": "ProductCore.predict in batches of "
-        f"{settings.batch_max} (service/runtime.py load_runtime), in the benchmark process",
+        f"{settings.batch_max} (service/runtime.py load_runtime), in a process of its own",
         "products": n,
         "predictions": len(out.predictions),
         "dead_letters": len(out.dead_letters),
@@ -650,7 +679,8 @@ def main() -> None:
 
     caption = (
         "latency: client-side, send to full response, loopback, clients on the same 2 cores as the server; "
-        "mean batch: the server's productlens_model_batch_size_sum/_count. Backfill baseline: "
+        "mean batch: the server's productlens_model_batch_size_sum/_count; server ms: its mean request time. "
+        "Backfill baseline: "
         + "; ".join(
             f"{b}: {v['products_per_s']:.1f} products/s ({v['method']}, {v['products']} products)"
             for b, v in baselines.items()

@@ -37,16 +37,23 @@ def test_percentile_interpolates_like_numpy(bench) -> None:  # type: ignore[no-u
         bench.percentile([1.0], 101)
 
 
-def test_parse_batch_metrics(bench) -> None:  # type: ignore[no-untyped-def]
+def test_parse_server_metrics(bench) -> None:  # type: ignore[no-untyped-def]
     text = (
         "# HELP productlens_model_batch_size products per model batch\n"
         'productlens_model_batch_size_bucket{le="1.0"} 3.0\n'
         "productlens_model_batch_size_count 12.0\n"
         "productlens_model_batch_size_sum 96.0\n"
         "productlens_model_batch_size_created 1.7e+09\n"
+        'productlens_request_seconds_count{route="/v1/predictions",status="200"} 10.0\n'
+        'productlens_request_seconds_sum{route="/v1/predictions",status="200"} 0.5\n'
+        'productlens_request_seconds_count{route="/v1/predictions",status="503"} 2.0\n'
+        'productlens_request_seconds_sum{route="/v1/predictions",status="503"} 0.1\n'
+        'productlens_request_seconds_count{route="/readyz",status="200"} 7.0\n'
     )
-    assert bench.parse_batch_metrics(text) == (96.0, 12.0)
-    assert bench.parse_batch_metrics("") == (0.0, 0.0)
+    m = bench.parse_server_metrics(text)
+    assert (m["batch_sum"], m["batch_count"]) == (96.0, 12.0)
+    assert m["request_count"] == 12.0 and m["request_seconds_sum"] == pytest.approx(0.6)
+    assert bench.parse_server_metrics("")["batch_count"] == 0.0
 
 
 def test_summarise_counts_errors_and_mean_batch(bench) -> None:  # type: ignore[no-untyped-def]
@@ -57,13 +64,17 @@ def test_summarise_counts_errors_and_mean_batch(bench) -> None:  # type: ignore[
         cache_hits=0,
         wall_s=2.0,
     )
-    row = bench.summarise(result, (10.0, 2.0), (22.0, 5.0))
+    before = {"batch_sum": 10.0, "batch_count": 2.0, "request_seconds_sum": 1.0, "request_count": 6.0}
+    after = {"batch_sum": 22.0, "batch_count": 5.0, "request_seconds_sum": 1.1, "request_count": 10.0}
+    row = bench.summarise(result, before, after)
     assert row["requests"] == 4 and row["ok"] == 3
     assert row["errors"] == {"503": 1}
     assert row["p50_ms"] == 25.0
     assert row["requests_per_s"] == 2.0 and row["products_per_s"] == 1.5
     assert row["model_batches"] == 3 and row["mean_model_batch"] == 4.0
-    empty = bench.summarise(bench.LoadResult(), (0.0, 0.0), (0.0, 0.0))
+    assert row["server_mean_ms"] == 25.0
+    zero = dict.fromkeys(after, 0.0)
+    empty = bench.summarise(bench.LoadResult(), zero, zero)
     assert empty["p99_ms"] is None and empty["mean_model_batch"] is None
 
 
