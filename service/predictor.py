@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import threading
 import time
 import uuid
@@ -43,6 +44,10 @@ from transforms.records import DeadLetter, EventType, Prediction, ProductEvent, 
 __all__ = ["DeadlineExceeded", "InvalidProducts", "ModelUnavailable", "Overloaded", "Predictor", "Served"]
 
 _MODEL_STAGES = frozenset({CLASSIFY_STAGE, EXTRACT_STAGE})
+# Keys of the `latest` store: a product's latest prediction, and what was served under a
+# prediction id (feedback refers to it).
+LATEST_PREFIX = "product:"
+SERVED_PREFIX = "served:"
 # answer_batch's message for an item of a call that failed as a whole (transforms/core/model_calls.py).
 _CALL_FAILED = "model call failed:"
 
@@ -141,15 +146,50 @@ class Predictor:
         await self._model_results(items, keys, results, deadline, loop)
         served = self._assemble(items, keys, results, hits)
         if served.predictions:
-            await self._io(
-                self.latest.put_many, {p.product_id: p.model_dump_json().encode() for p in served.predictions}
-            )
+            await self._io(self.latest.put_many, self._records(items, served.predictions))
         self.metrics.predictions.labels("cache").inc(hits)
         self.metrics.predictions.labels("model").inc(len(served.predictions) - hits)
         return served
 
     async def latest_prediction(self, product_id: str) -> bytes | None:
-        return (await self._io(self.latest.get_many, [product_id]))[0]
+        return (await self._io(self.latest.get_many, [LATEST_PREFIX + product_id]))[0]
+
+    async def served_record(self, prediction_id: str) -> tuple[dict[str, Any] | None, str | None]:
+        """(what was served under `prediction_id`: {"prediction", "product", "served_at"}, or
+        None; the prediction id now latest for that product, or None). Feedback checks both:
+        an unknown prediction, or one that is no longer its product's latest (stale)."""
+        raw = (await self._io(self.latest.get_many, [SERVED_PREFIX + prediction_id]))[0]
+        if raw is None:
+            return None, None
+        try:
+            record = json.loads(raw)
+            product_id = record["prediction"]["product_id"]
+        except (ValueError, KeyError, TypeError):
+            return None, None
+        latest = await self.latest_prediction(product_id)
+        latest_id = None
+        if latest is not None:
+            try:
+                latest_id = json.loads(latest).get("prediction_id")
+            except ValueError:
+                latest_id = None
+        return record, latest_id
+
+    def _records(self, items: list[WorkItem], predictions: list[Prediction]) -> dict[str, bytes]:
+        """The latest prediction per product, and what was served under each prediction id
+        (the product as sent and its prediction) for feedback to refer to."""
+        products = {i.event.product_id: i.event.product for i in items}
+        records: dict[str, bytes] = {}
+        for p in predictions:
+            records[LATEST_PREFIX + p.product_id] = p.model_dump_json().encode()
+            product = products.get(p.product_id)
+            served = {
+                "prediction": p.model_dump(mode="json"),
+                "product": product.model_dump(mode="json") if product is not None else None,
+                "served_at": p.predicted_at.isoformat(),
+            }
+            records[SERVED_PREFIX + p.prediction_id] = json.dumps(served).encode()
+        return records
 
     def _decode(self, shop_id: str, products: list[ProductInput]) -> list[WorkItem]:
         limits = self.runtime.cores[0].config.limits
