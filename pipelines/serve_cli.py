@@ -47,6 +47,10 @@ def serve_command(
     max_body_bytes: int = option(ServeCommand, "max_body_bytes"),
     max_products: int = option(ServeCommand, "max_products"),
     retry_after: int = option(ServeCommand, "retry_after_s"),
+    review_db: str = option(ServeCommand, "review_db"),
+    review_policy: str | None = option(ServeCommand, "review_policy"),
+    feedback_kafka: str | None = option(ServeCommand, "feedback_kafka"),
+    feedback_topic: str = option(ServeCommand, "feedback_topic"),
 ) -> None:
     """Serve real-time predictions over HTTP (POST /v1/predictions; docs at /docs).
 
@@ -68,68 +72,43 @@ def serve_command(
     keys = ApiKeys.from_env()
     try:
         require_keys_for(host, keys)
-        check(
-            ServeCommand,
-            host=host,
-            port=port,
-            cache=cache,
-            cache_size=cache_size,
-            cache_ttl_s=cache_ttl,
-            batch_wait_ms=batch_wait_ms,
-            batch_workers=batch_workers,
-            max_queue=max_queue,
-            deadline_s=deadline,
-            max_body_bytes=max_body_bytes,
-            max_products=max_products,
-            retry_after_s=retry_after,
-        )
-        serve = ServeCommand(
-            host=host,
-            port=port,
-            cache=cache,
-            cache_size=cache_size,
-            cache_ttl_s=cache_ttl,
-            batch_wait_ms=batch_wait_ms,
-            batch_workers=batch_workers,
-            max_queue=max_queue,
-            deadline_s=deadline,
-            max_body_bytes=max_body_bytes,
-            max_products=max_products,
-            retry_after_s=retry_after,
-        )
-        check(
-            PredictSettings,
-            taxonomy=taxonomy,
-            triton_url=triton_url,
-            model_name=model_name,
-            model_dir=model_dir,
-            openai_url=openai_url,
-            openai_model=openai_model,
-            backoff_threshold=backoff_threshold,
-            classify_candidates=classify_candidates,
-            batch_max=batch_max,
-            image_max_side=image_max_side,
-            image_base_dir=image_base_dir,
-            image_gcs_bucket=image_gcs_bucket,
-            image_host=image_host,
-            image_allow_private_addresses=allow_private_image_addresses,
-        )
-        predict = PredictSettings(
-            taxonomy=taxonomy,
-            triton_url=triton_url,
-            model_name=model_name,
-            model_dir=model_dir,
-            openai_url=openai_url,
-            openai_model=openai_model,
-            backoff_threshold=backoff_threshold,
-            classify_candidates=classify_candidates,
-            batch_max=batch_max,
-            image_max_side=image_max_side,
-            image_base_dir=image_base_dir,
-            image_gcs_bucket=image_gcs_bucket,
-            image_host=image_host,
-            image_allow_private_addresses=allow_private_image_addresses,
-        )
+        serve_values = {
+            "host": host,
+            "port": port,
+            "cache": cache,
+            "cache_size": cache_size,
+            "cache_ttl_s": cache_ttl,
+            "batch_wait_ms": batch_wait_ms,
+            "batch_workers": batch_workers,
+            "max_queue": max_queue,
+            "deadline_s": deadline,
+            "max_body_bytes": max_body_bytes,
+            "max_products": max_products,
+            "retry_after_s": retry_after,
+            "review_db": review_db,
+            "review_policy": review_policy,
+            "feedback_kafka": feedback_kafka,
+            "feedback_topic": feedback_topic,
+        }
+        predict_values = {
+            "taxonomy": taxonomy,
+            "triton_url": triton_url,
+            "model_name": model_name,
+            "model_dir": model_dir,
+            "openai_url": openai_url,
+            "openai_model": openai_model,
+            "backoff_threshold": backoff_threshold,
+            "classify_candidates": classify_candidates,
+            "batch_max": batch_max,
+            "image_max_side": image_max_side,
+            "image_base_dir": image_base_dir,
+            "image_gcs_bucket": image_gcs_bucket,
+            "image_host": image_host,
+            "image_allow_private_addresses": allow_private_image_addresses,
+        }
+        check(ServeCommand, **serve_values)  # a ValueError naming the productlens flag
+        check(PredictSettings, **predict_values)
+        serve, predict = ServeCommand(**serve_values), PredictSettings(**predict_values)
         app = create_app(serve, predict, keys)
     except ValueError as exc:
         fail(str(exc))

@@ -764,6 +764,30 @@ class ServeCommand(_Options):
     retry_after_s: int = Field(
         1, ge=1, le=3600, description="Retry-After seconds of a 503", json_schema_extra=_cli("--retry-after")
     )
+    review_db: str = Field(
+        "sqlite:///review.sqlite",
+        min_length=1,
+        description="the review store (feedback, review queue, annotators, ratings): a SQLAlchemy URL, SQLite by "
+        "default, postgresql+psycopg://user@host/db in production",
+        json_schema_extra=_cli("--review-db"),
+    )
+    review_policy: str | None = Field(
+        None,
+        description="vetting policy YAML (service/review/policy.yaml documents the keys); default: the bundled policy",
+        json_schema_extra=_cli("--review-policy"),
+    )
+    feedback_kafka: str | None = Field(
+        None,
+        description="Kafka bootstrap servers to publish merchant feedback to (topic --feedback-topic), so batch jobs "
+        "can use it; default: not published",
+        json_schema_extra=_cli("--feedback-kafka"),
+    )
+    feedback_topic: str = Field(
+        "product-feedback",
+        min_length=1,
+        description="Kafka topic of merchant feedback",
+        json_schema_extra=_cli("--feedback-topic"),
+    )
 
 
 # The option groups in the order of docs/CONFIGURATION.md, with their PipelineOptions class.
