@@ -1,5 +1,6 @@
 """The review store's tables (SQLAlchemy 2.0 ORM). The schema is created and changed only by
-the Alembic migrations in `service/review/migrations/`; these classes must match them.
+the Alembic migrations in `service/review/migrations/`; these classes must match them
+(tests/unit/test_review_store.py compares them with the migrated schema).
 
 | table | one row per |
 |---|---|
@@ -49,6 +50,8 @@ class Feedback(Base):
     shop_id: Mapped[str] = mapped_column(String(256))
     action: Mapped[str] = mapped_column(String(16))  # accept | correct | delete
     corrected_category_id: Mapped[str | None] = mapped_column(String(128))
+    # The corrected category's full path when it was validated (for display and export).
+    corrected_category_path: Mapped[str | None] = mapped_column(Text)
     corrected_attributes: Mapped[dict | None] = mapped_column(JSON)  # {handle: [value ids]}
     reason: Mapped[str | None] = mapped_column(Text)
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
@@ -66,6 +69,8 @@ class ReviewItem(Base):
     status: Mapped[str] = mapped_column(String(16), index=True)
     # Why it was routed: sensitive | correction | disagreement | audit_sample | subjective | delete
     reasons: Mapped[list] = mapped_column(JSON)
+    # The reasons as ",a,b," so the queue can filter by one with LIKE on any database.
+    reasons_key: Mapped[str] = mapped_column(String(256), default=",", index=True)
     sensitive: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
     vertical: Mapped[str | None] = mapped_column(String(128), index=True)
     model_version: Mapped[str] = mapped_column(String(128), index=True)
@@ -73,7 +78,10 @@ class ReviewItem(Base):
     second_opinion: Mapped[dict | None] = mapped_column(JSON)
     # Annotator approvals needed before the label is vetted (k of n for subjective attributes).
     approvals_needed: Mapped[int] = mapped_column(Integer, default=1)
-    # The vetted label once approved: {"category_id", "attributes": {handle: [value ids]}}
+    # Attribute handles (subjective ones) whose values the approving annotators must agree on.
+    agree_on: Mapped[list] = mapped_column(JSON, default=list)
+    # The proposed label, then the vetted one once approved:
+    # {"category_id", "category_path", "attributes": {handle: [value ids]}}
     label: Mapped[dict | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
