@@ -127,6 +127,8 @@ def validate_feedback(feedback: FeedbackIn, taxonomy: Taxonomy) -> FeedbackIn:
             by_id = {v.id: v for v in attribute.values}
             by_name = {v.name.casefold(): v for v in attribute.values}
             by_handle = {v.handle.casefold(): v for v in attribute.values}
+            # Metaobject handles as Shopify exports them: "navy-blazer" for "color__navy-blazer".
+            by_handle.update({h.split("__", 1)[1]: v for h, v in list(by_handle.items()) if "__" in h})
             ids: list[str] = []
             for raw in values:
                 key = raw.strip()
@@ -222,5 +224,6 @@ def process_feedback(
     if feedback.action == "correct" and opinion is not None:
         assert feedback.category_id is not None
         second = opinion.judge(dict(served.product), feedback.category_id, dict(served.prediction))
-    routing = route(policy, served, feedback, second, taxonomy=taxonomy)
+    accepts = store.accept_count(served.model_version) if feedback.action == "accept" else 0
+    routing = route(policy, served, feedback, second, taxonomy=taxonomy, accepts_seen=accepts)
     return store.record_feedback(served, feedback, routing, now)

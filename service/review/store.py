@@ -585,6 +585,17 @@ class ReviewStore:
         with self._tx() as session:
             return session.get(ServedPrediction, prediction_id) is not None
 
+    def accept_count(self, model_version: str) -> int:
+        """Accepts stored for predictions of `model_version` (the audit rate depends on it)."""
+        with self._tx() as session:
+            return int(
+                session.execute(
+                    select(func.count(Feedback.id))
+                    .join(ServedPrediction, Feedback.prediction_id == ServedPrediction.prediction_id)
+                    .where(Feedback.action == "accept", ServedPrediction.model_version == model_version)
+                ).scalar_one()
+            )
+
     def feedback_result(self, prediction_id: str, shop_id: str, action: str) -> FeedbackResult | None:
         """The stored result of this feedback, or None when there is none yet."""
         with self._tx() as session:
