@@ -531,6 +531,8 @@ class ReviewStore:
         if migrate:
             upgrade(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # Feedback inserts that lost a race to a concurrent duplicate and re-read (a metric).
+        self.races_lost = 0
 
     def close(self) -> None:
         self.engine.dispose()
@@ -661,6 +663,7 @@ class ReviewStore:
                     return _result(f, item, created=True)
             except IntegrityError:
                 # A concurrent writer stored the same feedback first: its result is ours.
+                self.races_lost += 1
                 existing = self.feedback_result(feedback.prediction_id, feedback.shop_id, feedback.action)
                 if existing is not None:
                     return existing
