@@ -60,7 +60,9 @@ SECURITY_HEADERS = {
     ),
     "x-frame-options": "DENY",
     "x-content-type-options": "nosniff",
-    "referrer-policy": "no-referrer",
+    # same-origin: a form POST keeps its Origin (no-referrer makes it "null"); other sites get
+    # no referrer, and merchant images carry referrerpolicy=no-referrer themselves.
+    "referrer-policy": "same-origin",
     "cross-origin-opener-policy": "same-origin",
 }
 

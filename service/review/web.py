@@ -781,8 +781,8 @@ class _ReviewApp:
             "by_version": {k: _pct(v) for k, v in stats.acceptance_by_model_version.items()},
             "kappa": {
                 "value": "—" if kappa.kappa is None else f"{kappa.kappa:.2f}",
-                "items": kappa.pairs,
-                "pairs": kappa.annotator_pairs,
+                "n_items": kappa.pairs,
+                "n_pairs": kappa.annotator_pairs,
                 "per_pair": [
                     {"a": a, "b": b, "kappa": "—" if k is None else f"{k:.2f}", "n": n}
                     for (a, b), k, n in kappa.per_pair

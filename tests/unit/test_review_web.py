@@ -46,6 +46,7 @@ def served_record(
     candidates: Sequence[tuple[str, float]] = (),
     image_urls: Sequence[str] = (),
     served_at: datetime | None = None,
+    **product: Any,
 ) -> ServedRecord:
     c = taxonomy.by_full_name(path)
     assert c is not None, path
@@ -78,6 +79,7 @@ def served_record(
         "product_type": "Footwear",
         "tags": ["summer", "running"],
         "image_urls": list(image_urls),
+        **product,
     }
     return ServedRecord(prediction, product, served_at=served_at or datetime.now(UTC))
 
@@ -301,7 +303,7 @@ def test_security_headers_on_review_pages_only(client: TestClient) -> None:
     csp = r.headers["content-security-policy"]
     assert "script-src 'self'" in csp and "unsafe-inline" not in csp
     assert r.headers["x-frame-options"] == "DENY"
-    assert r.headers["referrer-policy"] == "no-referrer"
+    assert r.headers["referrer-policy"] == "same-origin"
     api = client.get("/v1/ping")
     assert "content-security-policy" not in api.headers and "set-cookie" not in api.headers
     # No inline script anywhere: every <script> has a src.
