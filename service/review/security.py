@@ -3,11 +3,11 @@
 The review app is the only part of the service a browser talks to, so its protections are
 scoped to its prefix and the JSON API (`/v1/...`, API keys) is untouched:
 
-- **Session**: a cookie signed with itsdangerous (HMAC-SHA1 over the JSON payload and a
-  timestamp; the secret is `--review-secret`). HttpOnly (no script reads it), SameSite=Lax
-  (not sent on cross-site POSTs), Path=/review, Secure when the service is behind TLS, and
-  it expires `SESSION_TTL_S` after login: an older signature is refused even if a browser
-  kept the cookie. The payload holds the username and the CSRF token only; the role is read
+- **Session**: a cookie signed with itsdangerous (HMAC-SHA256 over the JSON payload and a
+  timestamp, keyed by the secret given to `mount_review`). HttpOnly (no script reads it),
+  SameSite=Lax (not sent on cross-site POSTs), Path=/review, Secure when the service is
+  behind TLS, and it expires `SESSION_TTL_S` after login (the payload's `iat`): an older
+  session is refused even if a browser kept the cookie. The payload holds the username and the CSRF token only; the role is read
   from the store on every request, so a deactivated account or a changed role takes effect
   at once.
 - **CSRF**: one random token per session (a visitor who has not logged in gets one too, for
@@ -22,6 +22,7 @@ scoped to its prefix and the JSON API (`/v1/...`, API keys) is untouched:
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import secrets
 import time
@@ -100,8 +101,10 @@ class Session(dict[str, Any]):
 class SessionCodec:
     def __init__(self, secret_key: str, ttl_s: int = SESSION_TTL_S) -> None:
         if len(secret_key) < 16:
-            raise ValueError("the review app's secret key must be at least 16 characters (--review-secret)")
-        self._serializer = URLSafeTimedSerializer(secret_key, salt="productlens-review-session")
+            raise ValueError("the review app's session secret must have at least 16 characters")
+        self._serializer = URLSafeTimedSerializer(
+            secret_key, salt="productlens-review-session", signer_kwargs={"digest_method": hashlib.sha256}
+        )
         self.ttl_s = ttl_s
 
     def dumps(self, session: dict[str, Any]) -> str:

@@ -241,18 +241,27 @@ class CategoryIndex:
 
 
 _lock = threading.Lock()
+_building = threading.Lock()
 _cache: list[tuple[Taxonomy, CategoryIndex]] = []
 
 
+def _cached(taxonomy: Taxonomy) -> CategoryIndex | None:
+    with _lock:
+        return next((index for t, index in _cache if t is taxonomy), None)
+
+
 def index_for(taxonomy: Taxonomy) -> CategoryIndex:
-    """The index of this taxonomy object, built once (the last two taxonomies are kept:
-    a reload swaps the object, and the old one may still be in use for a moment)."""
-    with _lock:
-        for t, index in _cache:
-            if t is taxonomy:
-                return index
-    index = CategoryIndex(taxonomy)
-    with _lock:
-        _cache.insert(0, (taxonomy, index))
-        del _cache[2:]
+    """The index of this taxonomy object, built once even when several threads ask at
+    the same time (the last two taxonomies are kept: a reload swaps the object, and the old
+    one may still be in use for a moment)."""
+    index = _cached(taxonomy)
+    if index is not None:
+        return index
+    with _building:
+        index = _cached(taxonomy)
+        if index is None:
+            index = CategoryIndex(taxonomy)
+            with _lock:
+                _cache.insert(0, (taxonomy, index))
+                del _cache[2:]
     return index

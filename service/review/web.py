@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import math
+import threading
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Mapping
@@ -264,6 +265,7 @@ class _ReviewApp:
         self.taxonomy = taxonomy
         self.templates = Jinja2Templates(env=_environment())
         self._failures: dict[str, deque[float]] = defaultdict(deque)
+        self._warmed: Taxonomy | None = None
         self.router = self._routes()
 
     # -- rendering ----------------------------------------------------------------------
@@ -353,6 +355,15 @@ class _ReviewApp:
 
     def _taxonomy(self) -> Taxonomy | None:
         return self.taxonomy()
+
+    def warm(self) -> None:
+        """Build the search index in the background once the taxonomy is there, so the
+        first keystroke in the picker does not wait for it."""
+        taxonomy = self._taxonomy()
+        if taxonomy is None or self._warmed is taxonomy:
+            return
+        self._warmed = taxonomy
+        threading.Thread(target=index_for, args=(taxonomy,), name="review-search-index", daemon=True).start()
 
     async def index(self) -> CategoryIndex:
         taxonomy = self._taxonomy()
@@ -462,6 +473,7 @@ class _ReviewApp:
             page: int = Query(1, ge=1, le=100_000),
             user: AnnotatorView = page_user,
         ) -> Response:
+            self.warm()
             f = filters.store_filter()
             total = self.store.count(f)
             pages = max(1, math.ceil(total / PAGE_SIZE))
@@ -504,6 +516,7 @@ class _ReviewApp:
             filters: _Filters = Depends(_filters),
             user: AnnotatorView = page_user,
         ) -> Response:
+            self.warm()
             item = self.store.item(item_id)
             if item is None:
                 raise _PageError(404, f"There is no review item {item_id}.")
