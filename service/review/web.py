@@ -298,8 +298,9 @@ class _ReviewApp:
         )
 
     @staticmethod
-    def flash(request: Request, message: str) -> None:
-        session_of(request).set(flash=message)
+    def flash(request: Request, message: str, *, error: bool = False) -> None:
+        """A message for the next page (kept in the session across the redirect)."""
+        session_of(request).set(flash={"text": message[:500], "error": error})
 
     # -- who is asking ------------------------------------------------------------------
 
@@ -555,7 +556,7 @@ class _ReviewApp:
             except NotFoundError:
                 raise _PageError(404, f"There is no review item {item_id}.") from None
             except ReviewStateError as exc:
-                self.flash(request, str(exc))
+                self.flash(request, str(exc), error=True)
                 return RedirectResponse(f"{PREFIX}/items/{item_id}{filters.query()}", status_code=303)
             done = {"approve": "Approved", "reject": "Rejected", "skip": "Skipped"}[action]
             self.flash(request, f"{done} item #{item_id}.")
@@ -600,7 +601,7 @@ class _ReviewApp:
             except NotFoundError:
                 raise _PageError(404, "There is no such prediction.") from None
             except DuplicateError:
-                self.flash(request, "You rated that prediction already.")
+                self.flash(request, "You rated that prediction already.", error=True)
             else:
                 self.flash(request, f"Rated: {verdict}.")
             return RedirectResponse(f"{PREFIX}/rate", status_code=303)
@@ -745,7 +746,8 @@ class _ReviewApp:
             ],
             "corrected": corrected,
             "corrected_attributes": self._attributes(fb.corrected_attributes),
-            "default_category": proposed or corrected or predicted,
+            # A delete proposes nothing: the annotator must pick the category themselves.
+            "default_category": proposed or corrected,
             "label_name": (proposed or {}).get("full_name"),
             "opinion": opinion,
             "audit": audit,

@@ -476,6 +476,40 @@ def test_unknown_category_or_action_is_refused(
     assert client.get("/review/items/99999").status_code == 404
 
 
+def test_a_delete_needs_a_category_picked_by_the_annotator(
+    client: TestClient, store: ReviewStore, taxonomy: Taxonomy
+) -> None:
+    record = served_record(taxonomy, "pred-d", "Foam dart blaster", SNEAKERS)
+    result = seed_feedback(store, taxonomy, record, "delete", reasons=("delete",))
+    login(client, "ann")
+    page = client.get(f"/review/items/{result.item_id}").text
+    assert 'id="category-id" value=""' in page and "none chosen" in page
+    token = csrf_of(page)
+    url = f"/review/items/{result.item_id}/decision"
+    r = client.post(url, data={"action": "approve", "category_id": "", "csrf_token": token})
+    assert r.status_code == 200 and "approve it with a category" in r.text
+    assert store.item(result.item_id).status == "pending"  # type: ignore[union-attr]
+    toys = taxonomy.by_full_name("Toys & Games > Toys > Toy Weapons & Gadgets")
+    assert toys is not None
+    r = client.post(
+        url, data={"action": "approve", "category_id": toys.id, "csrf_token": token}, follow_redirects=False
+    )
+    assert r.status_code == 303
+    assert {v.prediction_id: v.category_id for v in store.vetted_labels()}["pred-d"] == toys.id
+
+
+def test_pages_work_while_the_taxonomy_loads(
+    store: ReviewStore, taxonomy: Taxonomy, correction: FeedbackResult
+) -> None:
+    app = FastAPI()
+    mount_review(app, store, lambda: None, secret_key=SECRET)
+    client = TestClient(app)
+    login(client, "ann")
+    assert client.get(f"/review/items/{correction.item_id}").status_code == 200
+    r = client.get("/review/api/categories", params={"q": "sock"})
+    assert r.status_code == 503 and "loading" in r.json()["detail"]
+
+
 def test_hostile_product_title_is_shown_as_text(client: TestClient, store: ReviewStore, taxonomy: Taxonomy) -> None:
     record = served_record(
         taxonomy, "pred-x", HOSTILE, SNEAKERS, image_urls=["javascript:alert(1)", "https://cdn.example/a.jpg"]
