@@ -315,8 +315,9 @@ def test_annotator_finds_a_correction_picks_a_category_and_approves(
     assert page.evaluate("document.activeElement.id") == "category-search"
     page.keyboard.type("calcetines largos", delay=30)
     first = page.locator("#category-suggestions li[role=option]").first
-    first.wait_for(state="visible")
-    assert CREW_SOCKS in first.inner_text() and "es:" in first.inner_text()
+    # Retried until the answer to the whole query is shown (not one for a prefix typed so far).
+    sync_api.expect(first).to_contain_text(CREW_SOCKS)
+    sync_api.expect(first).to_contain_text("es: Ropa y accesorios")
     page.screenshot(path=str(shots / "review-item.png"), full_page=True)
     page.keyboard.press("Enter")  # picks the highlighted suggestion, does not submit
     assert page.locator("#category-chosen").inner_text() == CREW_SOCKS

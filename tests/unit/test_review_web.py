@@ -629,3 +629,18 @@ def test_dashboard_shows_rates_intervals_kappa_and_svg(
     assert "95% CI" in html and "<svg" in html and "Wilson" in html
     assert "Apparel &amp; Accessories" in html  # the vertical, escaped in the SVG too
     assert "Cohen" in html and "ann · ann2" in html
+
+
+def test_mounted_on_the_service_app_leaves_its_api_alone(store: ReviewStore, sample_taxonomy: Taxonomy) -> None:
+    from tests.service.conftest import ControlledModel, make_app
+
+    app = make_app(ControlledModel(), sample_taxonomy)
+    mount_review(app, store, lambda: sample_taxonomy, secret_key=SECRET)
+    with TestClient(app) as client:
+        health = client.get("/healthz")
+        assert health.status_code == 200
+        assert "content-security-policy" not in health.headers and "set-cookie" not in health.headers
+        assert not any(p.startswith("/review") for p in client.get("/openapi.json").json()["paths"])
+        login(client, "ann")
+        assert client.get("/review/").status_code == 200
+        assert client.get("/review/static/review.js").status_code == 200
