@@ -342,7 +342,9 @@ def test_annotator_finds_a_correction_picks_a_category_and_approves(
     assert labels["pending-0"].category_id == crew.id and labels["pending-0"].annotators == ("ann",)
     exported = _exported(served["db"], tmp_path)
     if exported is not None:
-        assert any(crew.id in json.dumps(row) and "pending-0" in json.dumps(row) for row in exported)
+        (row,) = [r for r in exported if r["id"] == "shop-100#prod-pending-0"]
+        assert row["gold_category_path"] == CREW_SOCKS and row["title"] == SHOE_TITLE
+        assert "/approved/ann@" in row["source"]
     assert errors == []  # no JS errors, no CSP violations
     context.close()
 
