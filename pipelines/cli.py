@@ -23,6 +23,7 @@ from rich.table import Table
 
 from pipelines.cli_options import check, option
 from pipelines.model_cli import model_app
+from pipelines.review_cli import register as register_review_commands
 from pipelines.serve_cli import serve_command
 from pipelines.train_cli import train_command
 from transforms.config import (
@@ -63,6 +64,7 @@ app.add_typer(taxonomy_app, name="taxonomy")
 app.command("train")(train_command)
 app.add_typer(model_app, name="model")
 app.command("serve")(serve_command)
+register_review_commands(app)  # `productlens review add-user|migrate`, `productlens labels export`
 console = Console(stderr=True)
 
 
@@ -340,8 +342,9 @@ def stream(
     image_host: list[str] = IMAGE_HOST,
     allow_private_image_addresses: bool = option(PredictSettings, "image_allow_private_addresses"),
     kafka_config: list[str] = KAFKA_CONFIG,
-    refresh_quiet_period: float | None = option(PredictSettings, "refresh_quiet_s", note=KEYED_STATE_CAVEAT),
-    dedupe: bool = option(PredictSettings, "dedupe", note=KEYED_STATE_CAVEAT),
+    refresh: bool = option(StreamCommand, "refresh", note=KEYED_STATE_CAVEAT),
+    quiet_period: float = option(StreamCommand, "quiet_period"),
+    dedupe: bool = option(StreamCommand, "dedupe", note=KEYED_STATE_CAVEAT),
     bulk_results_topic: str | None = option(StreamSettings, "bulk_results_topic"),
     bulk_timeout: float = option(StreamSettings, "bulk_timeout_s"),
     runner: str = option(StreamCommand, "runner"),
@@ -364,14 +367,16 @@ def stream(
         "model_name": model_name,
         **_image_values(image_base_dir, image_gcs_bucket, image_host, allow_private_image_addresses),
         "kafka_config": list(kafka_config),
-        "refresh_quiet_s": refresh_quiet_period,
+        "refresh_quiet_s": quiet_period if refresh else None,
         "dedupe": dedupe,
         "bulk_results_topic": bulk_results_topic,
         "bulk_timeout_s": bulk_timeout,
         "runner": runner,
     }
     try:
-        check(StreamCommand, group_id=group_id, runner=runner)
+        check(
+            StreamCommand, group_id=group_id, runner=runner, refresh=refresh, quiet_period=quiet_period, dedupe=dedupe
+        )
         options = build_options(PipelineOptions, values, beam_arg)
     except ValueError as exc:
         _fail(str(exc))

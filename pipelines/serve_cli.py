@@ -49,6 +49,7 @@ def serve_command(
     retry_after: int = option(ServeCommand, "retry_after_s"),
     review_db: str = option(ServeCommand, "review_db"),
     review_policy: str | None = option(ServeCommand, "review_policy"),
+    second_opinion: str = option(ServeCommand, "second_opinion"),
     feedback_kafka: str | None = option(ServeCommand, "feedback_kafka"),
     feedback_topic: str = option(ServeCommand, "feedback_topic"),
 ) -> None:
@@ -87,6 +88,7 @@ def serve_command(
             "retry_after_s": retry_after,
             "review_db": review_db,
             "review_policy": review_policy,
+            "second_opinion": second_opinion,
             "feedback_kafka": feedback_kafka,
             "feedback_topic": feedback_topic,
         }

@@ -18,12 +18,16 @@ predictions can be served; a failed load is retried with back-off and its error 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
+import os
+import secrets
 import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
@@ -36,6 +40,12 @@ from service.batcher import DeadlineExceeded, Overloaded
 from service.cache import Cache, make_cache
 from service.metrics import ServiceMetrics
 from service.predictor import InvalidProducts, ModelUnavailable, Predictor
+from service.publish import FeedbackPublisher
+from service.review.feedback import FeedbackError, FeedbackIn, ServedRecord, process_feedback, validate_feedback
+from service.review.policy import VettingPolicy
+from service.review.second_opinion import BaselineOpinion, CandidatesOpinion, SecondOpinion
+from service.review.store import FeedbackResult, ReviewStore
+from service.review.web import mount_review
 from service.runtime import Runtime, load_runtime
 from service.schemas import PredictionRequest, PredictionResponse
 from transforms.config import PredictSettings, ServeCommand
@@ -45,6 +55,7 @@ __all__ = ["ServiceState", "create_app"]
 
 log = logging.getLogger("productlens.serve")
 
+SESSION_SECRET_ENV = "PRODUCTLENS_SESSION_SECRET"
 # Back-off between attempts to load the model (a Triton server may still be starting).
 _LOAD_RETRY_S = (1.0, 2.0, 5.0, 10.0, 30.0)
 
@@ -61,6 +72,12 @@ class ServiceState:
     predictor: Predictor | None = None
     load_error: str | None = None
     load_attempts: int = 0
+    # Feedback: the review store (opened at start), and once the model is loaded the vetting
+    # policy and the second opinion on corrections.
+    review: ReviewStore | None = None
+    policy: VettingPolicy | None = None
+    opinion: SecondOpinion | None = None
+    publisher: FeedbackPublisher | None = None
 
     @property
     def ready(self) -> bool:
@@ -75,6 +92,8 @@ def create_app(
     load: Callable[[], Runtime] | None = None,
     cache: Cache | None = None,
     latest: Cache | None = None,
+    review: ReviewStore | None = None,
+    session_secret: str | None = None,
 ) -> FastAPI:
     """The application. `load` builds the runtime (default: `load_runtime` from the
     settings); `cache` / `latest` default to `--cache` (predictions, and the latest
@@ -87,6 +106,9 @@ def create_app(
         cache=cache or make_cache(serve.cache, max_entries=serve.cache_size, ttl_s=ttl, namespace="prediction"),
         latest=latest or make_cache(serve.cache, max_entries=serve.cache_size, ttl_s=ttl, namespace="latest"),
     )
+    state.review = review or ReviewStore(serve.review_db)
+    if serve.feedback_kafka:
+        state.publisher = FeedbackPublisher(serve.feedback_kafka, serve.feedback_topic)
     loader = load or (lambda: load_runtime(predict, serve.batch_workers))
 
     @asynccontextmanager
@@ -103,6 +125,9 @@ def create_app(
                 state.runtime.close()
             state.cache.close()
             state.latest.close()
+            if state.publisher is not None:
+                state.publisher.close()
+            state.review.close()
 
     app = FastAPI(
         title="productlens",
@@ -202,6 +227,67 @@ def create_app(
             raise HTTPException(404, f"no prediction served for product {product_id!r}")
         return Response(raw, media_type="application/json")
 
+    @app.post(
+        "/v1/feedback",
+        status_code=201,
+        dependencies=[Depends(authorised)],
+        responses={
+            200: {"description": "the same feedback again (a duplicate or replay): the stored result"},
+            401: {"description": "no or wrong API key"},
+            404: {"description": "unknown prediction (never served, or expired)"},
+            409: {"description": "stale prediction: the product has a newer one"},
+            422: {"description": "invalid feedback: an unknown category, attribute or value is named"},
+            503: {"description": "the model and taxonomy are loading; see Retry-After"},
+        },
+    )
+    async def feedback(body: FeedbackIn) -> JSONResponse:
+        """A merchant accepts, corrects or deletes a served prediction. Stored with its
+        routing (vetting policy, second opinion); idempotent per prediction, shop and action."""
+        if state.predictor is None or state.runtime is None or state.policy is None:
+            raise _unavailable(state, "loading", "the model is loading; retry shortly")
+        store, taxonomy = state.review, state.runtime.taxonomy
+        assert store is not None
+        try:
+            body = validate_feedback(body, taxonomy)
+        except FeedbackError as exc:
+            _count(state, "invalid_feedback")
+            raise _field_error(exc) from None
+        existing = await asyncio.to_thread(store.feedback_result, body.prediction_id, body.shop_id, body.action)
+        if existing is not None:
+            return JSONResponse(_result_json(existing), status_code=200)
+        record, latest_id = await state.predictor.served_record(body.prediction_id)
+        if record is None:
+            _count(state, "unknown_prediction")
+            raise HTTPException(404, f"no prediction {body.prediction_id!r} was served (or it expired)")
+        if latest_id is not None and latest_id != body.prediction_id:
+            _count(state, "stale_prediction")
+            raise HTTPException(
+                409, f"prediction {body.prediction_id!r} is stale: the product's latest prediction is {latest_id!r}"
+            )
+        served = ServedRecord(
+            record["prediction"], record.get("product") or {}, datetime.fromisoformat(record["served_at"])
+        )
+        try:
+            result = await asyncio.to_thread(
+                process_feedback, store, state.policy, state.opinion, taxonomy, served, body
+            )
+        except FeedbackError as exc:
+            _count(state, "invalid_feedback")
+            raise _field_error(exc) from None
+        if result.created and state.publisher is not None:
+            state.publisher.publish(
+                result.prediction_id, {"feedback": body.model_dump(mode="json"), "result": _result_json(result)}
+            )
+        state.metrics.feedback.labels(body.action, result.status).inc()
+        return JSONResponse(_result_json(result), status_code=201 if result.created else 200)
+
+    mount_review(
+        app,
+        state.review,
+        lambda: state.runtime.taxonomy if state.runtime is not None else None,
+        secret_key=session_secret or _session_secret(),
+    )
+
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         """Liveness: the process answers."""
@@ -235,6 +321,7 @@ async def _load_forever(state: ServiceState, loader: Callable[[], Runtime]) -> N
         state.load_attempts += 1
         try:
             runtime = await asyncio.to_thread(loader)
+            policy, opinion = await asyncio.to_thread(_feedback_judges, state, runtime)
         except Exception as exc:  # noqa: BLE001 - shown by /readyz and retried
             state.load_error = f"{type(exc).__name__}: {exc}"[:2000]
             wait = _LOAD_RETRY_S[min(state.load_attempts - 1, len(_LOAD_RETRY_S) - 1)]
@@ -251,10 +338,47 @@ async def _load_forever(state: ServiceState, loader: Callable[[], Runtime]) -> N
             workers=state.serve.batch_workers,
         )
         await predictor.start()
+        state.policy, state.opinion = policy, opinion
         state.runtime, state.predictor, state.load_error = runtime, predictor, None
         state.metrics.ready.set(1)
         meta = runtime.metadata
         log.info("ready: model %s %s, taxonomy %s", meta.name, meta.model_version, meta.taxonomy_version)
+
+
+def _feedback_judges(state: ServiceState, runtime: Runtime) -> tuple[VettingPolicy, SecondOpinion]:
+    """The vetting policy (checked against the loaded taxonomy) and the second opinion on
+    corrections: the CPU baseline when another model serves (a second model), else the
+    served prediction's own candidates (the same model again would add nothing)."""
+    policy = VettingPolicy.load(state.serve.review_policy, taxonomy=runtime.taxonomy)
+    choice = state.serve.second_opinion
+    if choice == "auto":
+        in_process_baseline = runtime.metadata.name == "product_baseline" and not state.predict.triton_url
+        choice = "served" if in_process_baseline else "baseline"
+    if choice == "served":
+        return policy, CandidatesOpinion(runtime.taxonomy)
+    from model_repository.product_baseline.engine import BaselineModel
+
+    return policy, BaselineOpinion(BaselineModel(runtime.taxonomy))
+
+
+def _session_secret() -> str:
+    secret = os.environ.get(SESSION_SECRET_ENV, "")
+    if secret:
+        return secret
+    log.warning(
+        "%s is not set: review-app sessions are signed with a random key, so they end when this process does "
+        "and are not shared between replicas",
+        SESSION_SECRET_ENV,
+    )
+    return secrets.token_urlsafe(32)
+
+
+def _result_json(result: FeedbackResult) -> dict[str, Any]:
+    return dataclasses.asdict(result) | {"reasons": list(result.reasons)}
+
+
+def _field_error(exc: FeedbackError) -> HTTPException:
+    return HTTPException(422, [{"loc": ["body", *exc.field.split(".")], "msg": exc.message, "type": "feedback"}])
 
 
 def _count(state: ServiceState, kind: str, n: int = 1) -> None:

@@ -45,6 +45,12 @@ class ServiceMetrics:
         self.predictions = Counter(
             "productlens_predictions", "predictions served, by source (model, cache)", ("source",), registry=r
         )
+        self.feedback = Counter(
+            "productlens_feedback",
+            "merchant feedback stored, by action and routing status",
+            ("action", "status"),
+            registry=r,
+        )
         self.ready = Gauge("productlens_ready", "1 when the model and the taxonomy are loaded", registry=r)
 
     def exposition(self) -> bytes:

@@ -776,6 +776,13 @@ class ServeCommand(_Options):
         description="vetting policy YAML (service/review/policy.yaml documents the keys); default: the bundled policy",
         json_schema_extra=_cli("--review-policy"),
     )
+    second_opinion: Literal["auto", "baseline", "served"] = Field(
+        "auto",
+        description="who gives the second opinion on a merchant's correction: baseline (the CPU baseline model, loaded "
+        "beside the served model), served (the served prediction's own candidates), auto (served when the in-process "
+        "baseline serves, baseline otherwise)",
+        json_schema_extra=_cli("--second-opinion"),
+    )
     feedback_kafka: str | None = Field(
         None,
         description="Kafka bootstrap servers to publish merchant feedback to (topic --feedback-topic), so batch jobs "

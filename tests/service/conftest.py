@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import tempfile
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,6 +27,7 @@ from transforms.config import PredictSettings, ServeCommand
 from transforms.core import CoreConfig, ProductCore
 from transforms.model.client import ModelMetadata
 
+SAMPLE_POLICY = Path(__file__).parents[1] / "fixtures" / "review" / "policy_sample_taxonomy.yaml"
 META = ModelMetadata("fake", "fake-1", "2024-07")
 DRESS = "Apparel & Accessories > Clothing > Dresses"
 
@@ -89,9 +92,15 @@ def make_app(
     core: dict[str, Any] | None = None,
     **serve: Any,
 ) -> FastAPI:
+    # Each app its own review store in a fresh directory (never review.sqlite in the checkout).
+    serve.setdefault("review_policy", str(SAMPLE_POLICY))
+    serve.setdefault("second_opinion", "served")  # no second model to load for a stand-in
+    serve.setdefault("review_db", f"sqlite:///{tempfile.mkdtemp(prefix='review-')}/review.sqlite")
     settings = ServeCommand(**serve)
     runtime_load = load or (lambda: make_runtime(model, taxonomy, settings.batch_workers, **(core or {})))
-    return create_app(settings, PredictSettings(), ApiKeys(keys), load=runtime_load)
+    return create_app(
+        settings, PredictSettings(), ApiKeys(keys), load=runtime_load, session_secret="test-secret-of-the-service-tests"
+    )
 
 
 @asynccontextmanager

@@ -198,6 +198,7 @@ CLI_ONLY = {
     ("dataset score-annotations", "--output"),
     ("dataset export-sft", "--output"),
     ("sft export", "--output"),
+    ("labels export", "--output"),
 }
 
 
