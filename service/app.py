@@ -278,7 +278,8 @@ def create_app(
             state.publisher.publish(
                 result.prediction_id, {"feedback": body.model_dump(mode="json"), "result": _result_json(result)}
             )
-        state.metrics.feedback.labels(body.action, result.status).inc()
+        if result.created:
+            state.metrics.feedback.labels(body.action, result.status).inc()
         return JSONResponse(_result_json(result), status_code=201 if result.created else 200)
 
     mount_review(

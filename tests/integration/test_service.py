@@ -221,3 +221,28 @@ def test_the_cli_serves_the_readme_request(tmp_path: Path) -> None:
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+
+
+def test_feedback_is_published_to_kafka_once(tmp_path: Path, sample_taxonomy) -> None:
+    from tests.integration.kafka_stack import start_broker
+
+    broker = start_broker(tmp_path)
+    try:
+        broker.create_topics("product-feedback", partitions=1)
+        app = make_app(ControlledModel(), sample_taxonomy, feedback_kafka=broker.bootstrap)
+
+        async def body() -> str:
+            async with running(app) as client:
+                p = (await client.post("/v1/predictions", json=one("p1"))).json()["predictions"][0]
+                feedback = {"prediction_id": p["prediction_id"], "shop_id": "shop-1", "action": "accept"}
+                assert (await client.post("/v1/feedback", json=feedback)).status_code == 201
+                assert (await client.post("/v1/feedback", json=feedback)).status_code == 200  # a replay
+            return p["prediction_id"]
+
+        prediction_id = asyncio.run(body())  # the app's shutdown flushes the producer
+        records = broker.read_all("product-feedback")
+        assert [key for key, _, _ in records] == [prediction_id.encode()]  # published once
+        value = json.loads(records[0][1])
+        assert value["feedback"]["action"] == "accept" and value["result"]["created"] is True
+    finally:
+        broker.sh("down", "--wipe", check=False)
