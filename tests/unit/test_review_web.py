@@ -5,6 +5,7 @@ English and localized names, escaping of merchant text, the rating page and the 
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -631,12 +632,27 @@ def test_dashboard_shows_rates_intervals_kappa_and_svg(
     assert "Cohen" in html and "ann · ann2" in html
 
 
-def test_mounted_on_the_service_app_leaves_its_api_alone(store: ReviewStore, sample_taxonomy: Taxonomy) -> None:
-    from tests.service.conftest import ControlledModel, make_app
+def test_on_the_service_app_the_api_is_left_alone(store: ReviewStore, taxonomy: Taxonomy) -> None:
+    """create_app mounts the review app (service/app.py): its sessions, headers and pages do
+    not touch the JSON API, and the picker searches the taxonomy the service loaded."""
+    from service.app import create_app
+    from service.auth import ApiKeys
+    from tests.service.conftest import ControlledModel, make_runtime
+    from transforms.config import PredictSettings, ServeCommand
 
-    app = make_app(ControlledModel(), sample_taxonomy)
-    mount_review(app, store, lambda: sample_taxonomy, secret_key=SECRET)
+    app = create_app(
+        ServeCommand(second_opinion="served"),  # no baseline model to build
+        PredictSettings(),
+        ApiKeys(frozenset()),
+        load=lambda: make_runtime(ControlledModel(), taxonomy),
+        review=store,
+        session_secret=SECRET,
+    )
     with TestClient(app) as client:
+        for _ in range(500):
+            if client.get("/readyz").status_code == 200:
+                break
+            time.sleep(0.01)
         health = client.get("/healthz")
         assert health.status_code == 200
         assert "content-security-policy" not in health.headers and "set-cookie" not in health.headers
@@ -644,3 +660,5 @@ def test_mounted_on_the_service_app_leaves_its_api_alone(store: ReviewStore, sam
         login(client, "ann")
         assert client.get("/review/").status_code == 200
         assert client.get("/review/static/review.js").status_code == 200
+        found = client.get("/review/api/categories", params={"q": "dress"}).json()["results"]
+        assert found and all(taxonomy.get(m["id"]) is not None for m in found)
