@@ -35,7 +35,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.auth import ApiKeys
+from service.auth import ApiKeys, is_loopback
 from service.batcher import DeadlineExceeded, Overloaded
 from service.cache import Cache, make_cache
 from service.metrics import ServiceMetrics
@@ -287,6 +287,9 @@ def create_app(
         state.review,
         lambda: state.runtime.taxonomy if state.runtime is not None else None,
         secret_key=session_secret or _session_secret(),
+        # Beyond loopback the review app is reached over TLS (a load balancer or ingress):
+        # session cookies are then Secure, never sent in clear.
+        cookie_secure=not is_loopback(serve.host),
     )
 
     @app.get("/healthz")
