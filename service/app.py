@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import logging
 import math
 import os
@@ -47,7 +48,7 @@ from service.review.second_opinion import BaselineOpinion, CandidatesOpinion, Se
 from service.review.store import FeedbackResult, ReviewStore
 from service.review.web import mount_review
 from service.runtime import Runtime, load_runtime
-from service.schemas import PredictionRequest, PredictionResponse
+from service.schemas import PredictionRequest, PredictionResponse, ProductInput
 from transforms.config import PredictSettings, ServeCommand
 from transforms.records import Prediction
 
@@ -78,6 +79,7 @@ class ServiceState:
     policy: VettingPolicy | None = None
     opinion: SecondOpinion | None = None
     publisher: FeedbackPublisher | None = None
+    background: set[asyncio.Future[None]] = field(default_factory=set)
 
     @property
     def ready(self) -> bool:
@@ -119,6 +121,7 @@ def create_app(
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+            await asyncio.gather(*state.background, return_exceptions=True)  # rating samples being written
             if state.predictor is not None:
                 await state.predictor.stop()
             if state.runtime is not None:
@@ -198,6 +201,7 @@ def create_app(
             raise _unavailable(state, "model_unavailable", f"the model is unavailable: {exc}"[:500]) from None
         if served.errors:
             _count(state, "product_error", len(served.errors))
+        _keep_rating_samples(state, served.predictions, products)
         hits = served.cache_hits
         response.headers["X-Cache"] = "hit" if hits == len(products) else "miss" if hits == 0 else "partial"
         meta = state.runtime.metadata
@@ -347,6 +351,35 @@ async def _load_forever(state: ServiceState, loader: Callable[[], Runtime]) -> N
         state.metrics.ready.set(1)
         meta = runtime.metadata
         log.info("ready: model %s %s, taxonomy %s", meta.name, meta.model_version, meta.taxonomy_version)
+
+
+def _keep_rating_samples(state: ServiceState, predictions: list[Prediction], products: list[ProductInput]) -> None:
+    """Keep a share of what was served for blind rating (annotators rate recent predictions,
+    not only those merchants reacted to). Chosen by prediction id, so a replica or a replay
+    picks the same ones; written on a thread after the answer, never delaying it."""
+    rate = state.serve.rating_sample_rate
+    if rate <= 0 or state.review is None:
+        return
+    by_id = {p.product_id: p.product for p in products}
+    for prediction in predictions:
+        if int(hashlib.sha256(prediction.prediction_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF >= rate:
+            continue
+        product = by_id.get(prediction.product_id)
+        record = ServedRecord(
+            prediction.model_dump(mode="json"),
+            product.model_dump(mode="json") if product is not None else {},
+            prediction.predicted_at,
+        )
+        task = asyncio.get_running_loop().run_in_executor(None, _record_served, state.review, record)
+        state.background.add(task)
+        task.add_done_callback(state.background.discard)
+
+
+def _record_served(store: ReviewStore, record: ServedRecord) -> None:
+    try:
+        store.record_served(record)
+    except Exception:  # noqa: BLE001 - a rating sample is optional; the answer was already given
+        log.warning("could not keep a rating sample", exc_info=True)
 
 
 def _feedback_judges(state: ServiceState, runtime: Runtime) -> tuple[VettingPolicy, SecondOpinion]:

@@ -776,6 +776,15 @@ class ServeCommand(_Options):
         description="vetting policy YAML (service/review/policy.yaml documents the keys); default: the bundled policy",
         json_schema_extra=_cli("--review-policy"),
     )
+    rating_sample_rate: float = Field(
+        0.01,
+        ge=0.0,
+        le=1.0,
+        allow_inf_nan=False,
+        description="share of served predictions kept in the review store as blind rating samples for annotators "
+        "(continuous human evaluation), chosen by prediction id",
+        json_schema_extra=_cli("--rating-sample-rate"),
+    )
     second_opinion: Literal["auto", "baseline", "served"] = Field(
         "auto",
         description="who gives the second opinion on a merchant's correction: baseline (the CPU baseline model, loaded "

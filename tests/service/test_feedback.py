@@ -189,3 +189,25 @@ def test_feedback_json_shape_is_documented(sample_taxonomy) -> None:
             assert "prediction_id" in schema and "accept" in schema
 
     run(body())
+
+
+def test_served_predictions_are_sampled_for_blind_rating(sample_taxonomy) -> None:
+    async def body() -> None:
+        app = make_app(ControlledModel(), sample_taxonomy, rating_sample_rate=1.0)
+        async with running(app) as client:
+            served = await _served(client, "p-rated", "Blue denim jacket")
+            store = app.state.service.review
+            store.add_annotator("rater", "a-long-enough-password", "annotator")
+            for _ in range(100):  # written on a thread after the answer
+                if store.has_prediction(served["prediction_id"]):
+                    break
+                await asyncio.sleep(0.02)
+            sample = store.next_for_rating("rater")
+            assert sample is not None and sample.prediction_id == served["prediction_id"]
+            assert sample.product.title == "Blue denim jacket"
+        none_kept = make_app(ControlledModel(), sample_taxonomy, rating_sample_rate=0.0)
+        async with running(none_kept) as client:
+            served = await _served(client, "p-not", "Green coat")
+            assert not none_kept.state.service.review.has_prediction(served["prediction_id"])
+
+    run(body())
