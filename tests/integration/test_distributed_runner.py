@@ -1,5 +1,5 @@
 """The file backfill on a distributed engine: Beam's Dask runner (the fixed one in
-deploy/local/dask/productlens_dask.py) on a dask.distributed cluster whose scheduler and
+pipelines/dask_runner.py) on a dask.distributed cluster whose scheduler and
 workers are separate processes, started by deploy/local/dask/dask.sh on a free loopback
 port. Same predictions, dead letters and counts as on the FnApiRunner: backfill (run() and
 the CLI with refresh + dedupe), repredict. The backfill on Prism (portable job server + Fn
@@ -31,7 +31,7 @@ pytestmark = pytest.mark.integration
 
 DASK_DIR = ROOT / "deploy" / "local" / "dask"
 SCRIPT = DASK_DIR / "dask.sh"
-RUNNER = "productlens_dask.DaskRunner"
+RUNNER = "pipelines.dask_runner.DaskRunner"
 # Scores are floats computed from MiniLM embeddings of whole batches; the batches differ
 # between runners (bundles differ), which moves the last digits (seen: 0.3628 vs 0.3627).
 SCORE_TOLERANCE = 1e-3
@@ -65,7 +65,6 @@ def dask_scheduler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "DASK_WORKERS": "2",
         "DASK_START_TIMEOUT": "90",
     }
-    sys.path.insert(0, str(DASK_DIR))  # the launching side imports the runner as the CLI does
     try:
         up = subprocess.run(["bash", str(SCRIPT), "up"], env=env, capture_output=True, text=True, timeout=150)
         if up.returncode != 0:
@@ -74,7 +73,6 @@ def dask_scheduler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield address
     finally:
         subprocess.run(["bash", str(SCRIPT), "down"], env=env, capture_output=True, text=True, timeout=90)
-        sys.path.remove(str(DASK_DIR))
 
 
 def _backfill(events: Path, out: Path, scheduler: str | None, *runner: str) -> RunSummary:
@@ -174,7 +172,7 @@ def test_dead_letters_on_dask_equal_fnapi_runner(dask_scheduler: str, tmp_path: 
 def test_cli_backfill_with_refresh_and_dedupe_on_dask(dask_scheduler: str, tmp_path: Path) -> None:
     """`productlens backfill` as a user runs it (refresh trigger and content dedupe on: in a
     bounded job both are GroupByKey shuffles, which the Dask runner supports)."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(DASK_DIR), os.environ.get("PYTHONPATH")]))}
+    env = dict(os.environ)
 
     def cli(out: Path, *extra: str) -> dict[str, Any]:
         args = [sys.executable, "-m", "pipelines.cli", "backfill", "--input", str(EXAMPLES / "events.jsonl")]
@@ -233,11 +231,7 @@ def test_stateful_dofns_are_refused_not_run_wrong() -> None:
     from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
     _needs_dask()
-    sys.path.insert(0, str(DASK_DIR))
-    try:
-        from productlens_dask import DaskRunner
-    finally:
-        sys.path.remove(str(DASK_DIR))
+    from pipelines.dask_runner import DaskRunner
 
     class Count(beam.DoFn):
         SEEN = ReadModifyWriteStateSpec("seen", VarIntCoder())

@@ -5,8 +5,8 @@
 # The batch pipelines run on it with the fixed runner beside this script:
 #
 #   eval "$(deploy/local/dask/dask.sh up)"      # prints DASK_SCHEDULER=tcp://127.0.0.1:PORT
-#   PYTHONPATH=deploy/local/dask .venv/bin/productlens backfill --input examples/events.jsonl \
-#       --output out/dask --image-base-dir examples --runner productlens_dask.DaskRunner \
+#   .venv/bin/productlens backfill --input examples/events.jsonl \
+#       --output out/dask --image-base-dir examples --runner pipelines.dask_runner.DaskRunner \
 #       --beam-arg=--dask_client_address=$DASK_SCHEDULER
 #   deploy/local/dask/dask.sh down
 #
@@ -21,8 +21,8 @@
 #   DASK_MEMORY_LIMIT (4GiB per worker)  DASK_STATE_DIR (<repo>/.cache/dask/<port>): pid files,
 #   logs, worker spill space  DASK_PYTHON (<repo>/.venv/bin/python)  DASK_START_TIMEOUT (90)
 #   DASK_STOP_GRACE (15)
-# The scheduler and the workers get this folder on PYTHONPATH: they unpickle the runner's
-# task functions (productlens_dask), as the launching process imports it.
+# The scheduler and the workers run DASK_PYTHON (the project venv), so they import the
+# runner's task functions (pipelines/dask_runner.py) from the installed package.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -73,7 +73,7 @@ check_python() {
 start_group() {
   local pidfile="$1" logfile="$2"
   shift 2
-  PYTHONPATH="$HERE${PYTHONPATH:+:$PYTHONPATH}" setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$pidfile" \
+  setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$pidfile" \
     "$@" </dev/null >>"$logfile" 2>&1 &
   local i
   for i in $(seq 100); do [[ -s "$pidfile" ]] && break; sleep 0.05; done

@@ -1,6 +1,6 @@
 """Beam's DaskRunner (apache_beam 2.77), with the fixes productlens' batch pipelines need.
 
-Use it as `--runner=productlens_dask.DaskRunner --dask_client_address=tcp://HOST:PORT` with
+Use it as `--runner=pipelines.dask_runner.DaskRunner --dask_client_address=tcp://HOST:PORT` with
 this folder on PYTHONPATH, in the launching process and on every Dask worker
 (`deploy/local/dask/dask.sh up` starts its workers so).
 
