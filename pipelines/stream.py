@@ -5,11 +5,14 @@ Locally it runs on Beam's Prism runner (built by deploy/local/prism/prism.sh and
 with --prism_location); on Dataflow the same `build_pipeline` runs with
 --runner DataflowRunner --streaming.
 
-Delivery: the Kafka source commits offsets on bundle finalisation, and the whole flow is
-one fused stage (no shuffle and no Flatten between source and sink: Prism runs a Flatten
-runner-side, which splits the stage), so a bundle is finalised only after WriteToKafka's
-finish_bundle had every output acknowledged. A crash before that re-reads
-the bundle: at-least-once, with identical duplicates (same prediction_id).
+Delivery (DESIGN.md "Delivery"): offsets are committed from the sink side
+(transforms/io/kafka_commit.py). The source commits nothing; each record's Kafka position
+rides on what the flow makes of it, every write emits its positions once the broker
+acknowledged it, and a committer per partition commits the highest offset below which
+every record is done: predicted, tombstoned, dead-lettered or skipped, and with bulk
+results on, its request's record written. Records held in keyed state (the refresh
+trigger's quiet period, the dedupe buffer, an open bulk request) are not done, so a crash
+re-reads them: at-least-once, with identical duplicates (same prediction_id).
 """
 
 from __future__ import annotations
@@ -24,10 +27,11 @@ from apache_beam.options.pipeline_options import PipelineOptions, PrismRunnerOpt
 
 from pipelines.backfill import model_factory, predict_config
 from pipelines.options import KafkaOptions, generated_from, kafka_config, read_settings
-from transforms.bulk.batch import WriteBulkResults
+from transforms.bulk.batch import bulk_result_record
 from transforms.bulk.stream import StreamingBulkResults
 from transforms.config import StreamSettings
-from transforms.io.kafka import ReadConfig, ReadFromKafka
+from transforms.io.kafka import ReadConfig, ReadFromKafka, WriteToKafka
+from transforms.io.kafka_commit import BULK, PREDICT, CommitOffsets
 from transforms.io.kafka_sink import WritePredictionsToKafka
 from transforms.predict import PredictConfig, PredictProducts
 
@@ -52,17 +56,31 @@ def build_pipeline(pipeline: beam.Pipeline, options: PipelineOptions, config: Pr
     s, k = options.view_as(StreamOptions), options.view_as(KafkaOptions)
     kafka = kafka_config(options)
     read = ReadConfig(
-        kafka, (s.events_topic,), k.group_id, bounded=False, start_from=s.start_from, max_bundle_s=s.max_bundle_s
+        kafka,
+        (s.events_topic,),
+        k.group_id,
+        bounded=False,
+        start_from=s.start_from,
+        max_bundle_s=s.max_bundle_s,
+        commit_on_finalize=False,
     )
-    events = pipeline | "ReadEvents" >> ReadFromKafka(read) | "Values" >> beam.Map(lambda r: r.value)
+    source = pipeline | "ReadEvents" >> ReadFromKafka(read)
+    events = source["records"]  # KafkaRecords: decode stamps their positions on its outputs
     outputs = events | "Predict" >> PredictProducts(config)
-    _ = outputs | "Write" >> WritePredictionsToKafka(kafka, k.predictions_topic, k.dlq_topic)
+    done = outputs | "Write" >> WritePredictionsToKafka(kafka, k.predictions_topic, k.dlq_topic, track=True)
+    paths = (PREDICT,)
     if s.bulk_results_topic:
-        _ = (
+        topic = s.bulk_results_topic
+        bulk_done = (
             {"events": events, **outputs}
-            | "BulkResults" >> StreamingBulkResults(s.bulk_timeout_s)
-            | "WriteBulkResults" >> WriteBulkResults(f"kafka:{s.bulk_results_topic}", kafka)
+            | "BulkResults" >> StreamingBulkResults(s.bulk_timeout_s, track=True)
+            | "BulkRecords"
+            >> beam.MapTuple(lambda sources, result: (sources, bulk_result_record(result, topic) if result else None))
+            | "WriteBulkResults" >> beam.ParDo(WriteToKafka(kafka, track=BULK))
         )
+        done, paths = [*done, bulk_done], (PREDICT, BULK)
+    signals = {"ranges": source["ranges"], **{f"done{i}": d for i, d in enumerate(done)}}
+    _ = signals | "CommitOffsets" >> CommitOffsets(read, paths)
 
 
 def prism_binary() -> str | None:

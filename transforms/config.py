@@ -16,7 +16,7 @@ when their values are, validated when built):
   default and the help of every typer option from these fields.
 - **Command defaults** (`BackfillCommand`, `StreamCommand`, `RepredictCommand`): what a
   `productlens` command turns on by default where it differs from the pipeline options'
-  own default (backfill runs the refresh trigger and content dedupe; the stream does not).
+  own default (backfill and the stream run the refresh trigger and content dedupe).
 
 This module imports neither Beam nor a CLI library and parses no flags (DESIGN.md:
 `transforms/` must not). `python -m transforms.config` prints docs/CONFIGURATION.md.
@@ -77,11 +77,12 @@ __all__ = [
 M = TypeVar("M", bound=BaseModel)
 
 # A keyed step (refresh trigger, content dedupe, bulk results) between the Kafka source and
-# sink splits the fused stage on Prism: offsets may then be committed before the outputs
-# are written (docs/ARCHITECTURE.md, "Refresh trigger, dedupe, storage").
+# sink holds records: the stream commits offsets from the sink side, so a held record's
+# offset is committed only after its outputs are written, and the committed offset lags by
+# the longest hold (docs/ARCHITECTURE.md, "Kafka and streaming").
 KEYED_STATE_CAVEAT = (
-    "keyed state between source and sink: on Prism offsets may be committed before outputs "
-    "(docs/ARCHITECTURE.md); on Dataflow it is durable"
+    "keyed state: a held record's offset is committed once its outputs are written, so the committed "
+    "offset lags by the hold and a restart re-reads that much (docs/ARCHITECTURE.md)"
 )
 
 
@@ -662,7 +663,19 @@ class BackfillCommand(_Options):
 
 
 class StreamCommand(_Options):
-    """`productlens stream`: the refresh trigger and dedupe are opt-in (KEYED_STATE_CAVEAT)."""
+    """`productlens stream`: the refresh trigger and dedupe are on unless switched off, as in
+    backfill; offsets are committed from the sink side, so their keyed state is crash-safe
+    (KEYED_STATE_CAVEAT)."""
+
+    refresh: bool = Field(
+        True,
+        description="skip unchanged products; one prediction per burst of edits",
+        json_schema_extra=_cli("--refresh/--no-refresh"),
+    )
+    quiet_period: float = _like(RefreshConfig, "quiet_period_s", cli=("--refresh-quiet-period",))
+    dedupe: bool = Field(
+        True, description="one model call per distinct product content", json_schema_extra=_cli("--dedupe/--no-dedupe")
+    )
 
     group_id: str = Field(
         "productlens-stream",

@@ -33,7 +33,7 @@ from transforms.core.decode import (  # re-exported: the decoding lives in the c
 )
 from transforms.dead_letters import BeamMetrics, dead_letter, guard_stage, tagged
 from transforms.io.files import OversizedLine
-from transforms.records import DeadLetter, ProductEvent
+from transforms.records import DeadLetter, ProductEvent, WorkItem, with_source
 
 __all__ = [
     "DELETED",
@@ -66,8 +66,17 @@ def _event_time(timestamp: Any) -> float | None:
     return timestamp.micros / 1e6
 
 
+def _kafka_position(element: Any) -> tuple[str, int, int] | None:
+    """(topic, partition, offset) of a Kafka record (transforms.io.kafka.KafkaRecord), else None."""
+    offset = getattr(element, "offset", None)
+    if isinstance(offset, int) and hasattr(element, "partition") and hasattr(element, "value"):
+        return (element.topic, element.partition, offset)
+    return None
+
+
 class DecodeEvents(beam.DoFn):
-    """bytes (a JSONL line or a Kafka value) or a dict (a Parquet row) -> WorkItem.
+    """bytes (a JSONL line or a Kafka value), a dict (a Parquet row) or a Kafka record (the
+    stream: its outputs carry the record's position) -> WorkItem.
 
     Outputs: main = WorkItem for create/update/repredict; `deleted` = ProductEvent of a
     delete (no model call); `dead_letter` = DeadLetter at stage `decode`. An OversizedLine
@@ -80,13 +89,27 @@ class DecodeEvents(beam.DoFn):
         # productlens/events, decoded, deletes and dead_letters/decode: counted by the core.
         self.metrics = BeamMetrics()
 
+    def process(self, element: Any, timestamp: Timestamp = beam.DoFn.TimestampParam) -> Iterator[Any]:
+        source = _kafka_position(element)
+        if source is None:
+            yield from self._decode(element, timestamp)
+            return
+        # A Kafka record of the stream: every output carries the record's position, which
+        # the sink-side offset commit follows to the acknowledged writes.
+        for out in self._decode(element.value, timestamp):
+            if isinstance(out, beam.pvalue.TaggedOutput):
+                with_source(out.value, source)
+            elif isinstance(out, WorkItem):
+                with_source(out.event, source)
+            yield out
+
     # The core guards its own decoding; this guard covers the Beam side (an OversizedLine,
     # the event time), so nothing here can fail a bundle either.
     @guard_stage(STAGE)
-    def process(
+    def _decode(
         self,
         element: bytes | str | dict[str, Any] | OversizedLine | None,
-        timestamp: Timestamp = beam.DoFn.TimestampParam,
+        timestamp: Timestamp,
     ) -> Iterator[Any]:
         if isinstance(element, OversizedLine):
             self.metrics.inc("productlens", "events")

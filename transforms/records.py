@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     StringConstraints,
     field_validator,
     model_validator,
@@ -49,7 +50,12 @@ __all__ = [
     "SCHEMAS",
     "export_schemas",
     "WorkItem",
+    "Source",
+    "source_of",
+    "with_source",
 ]
+
+M = TypeVar("M", bound=BaseModel)
 
 NonEmpty = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 
@@ -169,6 +175,9 @@ class Product(BaseModel):
 
 class ProductEvent(BaseModel):
     model_config = _FROZEN
+    # Stream only: the (topic, partition, offset) of the Kafka record this came from; see
+    # `with_source`. Private: not serialised, not in the schemas.
+    _source: tuple[str, int, int] | None = PrivateAttr(default=None)
     event_id: Identifier
     type: EventType
     product_id: Identifier
@@ -246,6 +255,9 @@ class PredictionStatus(StrEnum):
 
 class Prediction(BaseModel):
     model_config = _FROZEN
+    # Stream only: the (topic, partition, offset) of the Kafka record this came from; see
+    # `with_source`. Private: not serialised, not in the schemas.
+    _source: tuple[str, int, int] | None = PrivateAttr(default=None)
     product_id: str
     shop_id: str
     prediction_id: str
@@ -278,6 +290,9 @@ class Prediction(BaseModel):
 
 class DeadLetter(BaseModel):
     model_config = _FROZEN
+    # Stream only: the (topic, partition, offset) of the Kafka record this came from; see
+    # `with_source`. Private: not serialised, not in the schemas.
+    _source: tuple[str, int, int] | None = PrivateAttr(default=None)
     stage: str
     error_type: str
     message: str
@@ -370,3 +385,28 @@ class WorkItem:
     def product(self) -> Product:
         assert self.event.product is not None  # only create/update/repredict become work
         return self.event.product
+
+
+# Where a record came from on a stream: (topic, partition, offset) of its Kafka record.
+Source = tuple[str, int, int]
+
+
+def source_of(element: Any) -> Source | None:
+    """The Kafka position an in-pipeline value carries (a ProductEvent, Prediction or
+    DeadLetter's private `_source`, a WorkItem's event's, a freshness Skip's `source`), else
+    None. The stream's sink-side offset committer (transforms/io/kafka_commit.py) counts a
+    record done when an acknowledged output carries its position."""
+    if isinstance(element, WorkItem):
+        element = element.event
+    if isinstance(element, BaseModel):
+        private = element.__pydantic_private__ or {}
+        return private.get("_source")
+    return getattr(element, "source", None)
+
+
+def with_source(model: M, source: Source | None) -> M:
+    """`model` (a ProductEvent, Prediction or DeadLetter just made) stamped with `source`,
+    in place (a private attribute; frozen fields are untouched). Stamps None too: a copy
+    made for another record must not keep the original's position."""
+    model._source = source  # type: ignore[attr-defined]
+    return model

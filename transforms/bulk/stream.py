@@ -19,10 +19,10 @@ neither reopens it nor writes a second record.
 Layers, as in `transforms/freshness/refresh.py`: `on_element` / `on_deadline` are the pure state
 machine; `TrackBulkRequests` is the stateful DoFn; `StreamingBulkResults` the composite.
 
-Delivery caveat (DESIGN.md "Delivery"): the state lives in the runner. On Dataflow it is
-durable; on Prism a crash loses it while the source has committed its offsets, so a
-request that straddles a crash gets a partial record at its deadline. Opt-in for that
-reason, like the refresh trigger in the stream.
+Delivery (DESIGN.md "Delivery"): the state lives in the runner. With `track` (the stream's
+sink-side offset commit, transforms/io/kafka_commit.py) a request's arrivals are released
+as done only with its written record, so a crash before that re-reads them and the request
+is rebuilt; an event that is not part of a request is done on this path at once.
 """
 
 from __future__ import annotations
@@ -79,6 +79,9 @@ class BulkElement:
     event_id: str
     outcome: str | None = None
     size: int | None = None
+    # An arrival's Kafka position (stream with sink-side commits): released, as done, with
+    # the request's record.
+    source: tuple[str, int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,8 @@ class RequestState:
     outcomes: dict[str, str] = field(default_factory=dict)
     events_seen: int = 0
     done: bool = False
+    # Kafka positions of the arrivals not yet released (see TrackBulkRequests `track`).
+    sources: tuple[tuple[str, int, int], ...] = ()
 
 
 def _size(value: Any) -> int | None:
@@ -96,7 +101,12 @@ def _size(value: Any) -> int | None:
 
 def arrival_of(raw: Any) -> tuple[str, BulkElement] | None:
     """(bulk_request_id, arrival) of a raw event that names a request, else None. Lenient, as
-    `bulk.request_of`: an event that fails validation still belongs to its request."""
+    `bulk.request_of`: an event that fails validation still belongs to its request. A Kafka
+    record's arrival carries the record's position."""
+    source = _kafka_position(raw)
+    if source is not None:
+        found = arrival_of(raw.value)
+        return (found[0], replace(found[1], source=source)) if found else None
     if (isinstance(raw, bytes) and b"bulk_request_id" not in raw) or (
         isinstance(raw, str) and "bulk_request_id" not in raw
     ):
@@ -107,6 +117,13 @@ def arrival_of(raw: Any) -> tuple[str, BulkElement] | None:
         return None
     event_id, bulk = found
     return bulk, BulkElement(event_id, None, _size(data.get("bulk_size")))  # type: ignore[union-attr]
+
+
+def _kafka_position(element: Any) -> tuple[str, int, int] | None:
+    offset = getattr(element, "offset", None)
+    if isinstance(offset, int) and hasattr(element, "partition") and hasattr(element, "value"):
+        return (element.topic, element.partition, offset)
+    return None
 
 
 def _bulk_of(element: Any) -> str | None:
@@ -144,7 +161,8 @@ def on_element(bulk_id: str, state: RequestState, element: BulkElement) -> tuple
         return state, None, "after_done"
     size = state.size if state.size is not None else element.size
     if element.outcome is None:
-        state, what = replace(state, size=size, events_seen=state.events_seen + 1), "arrival"
+        sources = state.sources + ((element.source,) if element.source is not None else ())
+        state, what = replace(state, size=size, events_seen=state.events_seen + 1, sources=sources), "arrival"
     elif element.event_id in state.outcomes:
         return replace(state, size=size), None, "duplicate"
     else:
@@ -166,16 +184,22 @@ def on_deadline(bulk_id: str, state: RequestState) -> tuple[RequestState | None,
 
 
 class TrackBulkRequests(beam.DoFn):
-    """(bulk_request_id, BulkElement) -> BulkResult, one per request."""
+    """(bulk_request_id, BulkElement) -> BulkResult, one per request.
+
+    `track` (the stream's sink-side offset commit): outputs (sources, BulkResult | None)
+    instead, `sources` the Kafka positions of the arrivals the output releases: a
+    request's arrivals are released with its record (their offsets are committed once it
+    is written); an arrival after the record was written, at once (None: nothing to write)."""
 
     REQUEST = ReadModifyWriteStateSpec("request", coders.PickleCoder())
     DEADLINE_SET = ReadModifyWriteStateSpec("deadline_set", coders.BooleanCoder())
     DEADLINE = TimerSpec("deadline", TimeDomain.WATERMARK)
 
-    def __init__(self, timeout_s: float) -> None:
+    def __init__(self, timeout_s: float, track: bool = False) -> None:
         if timeout_s <= 0:
             raise ValueError(f"the bulk request timeout must be positive, got {timeout_s}")
         self.timeout_s = timeout_s
+        self.track = track
         self.counters = {k: Metrics.counter(NAMESPACE, k) for k in ("arrival", "outcome", "duplicate", "after_done")}
         self.records = Metrics.counter(NAMESPACE, "completion_records")
         self.partial = Metrics.counter(NAMESPACE, "partial_records")
@@ -191,6 +215,9 @@ class TrackBulkRequests(beam.DoFn):
         bulk_id, element = kv
         state, result, what = on_element(bulk_id, request.read() or RequestState(), element)
         self.counters[what].inc()
+        released: tuple[tuple[str, int, int], ...] = ()
+        if result is not None:
+            released, state = state.sources, replace(state, sources=())
         request.write(state)
         if result is not None or not deadline_set.read():
             # First element: the deadline. Completion: the done marker lives one more
@@ -199,7 +226,9 @@ class TrackBulkRequests(beam.DoFn):
             deadline_set.write(True)
         if result is not None:
             self.records.inc()
-            yield result
+            yield (released, result) if self.track else result
+        elif what == "after_done" and self.track and element.source is not None:
+            yield (element.source,), None
 
     @on_timer(DEADLINE)
     def expire(
@@ -218,34 +247,65 @@ class TrackBulkRequests(beam.DoFn):
             request.clear()
             deadline_set.clear()
             return
+        released, state = state.sources, replace(state, sources=())
         request.write(state)
         deadline.set(fired + Duration.of(self.timeout_s))
         self.records.inc()
         self.partial.inc()
         assert result is not None
-        yield result
+        yield (released, result) if self.track else result
 
 
 class StreamingBulkResults(beam.PTransform):
     """{"events": raw events, "predictions", "dead_letters", "deletes", "skipped"
-    (optional)} -> PCollection[BulkResult], one per bulk_request_id."""
+    (optional)} -> PCollection[BulkResult], one per bulk_request_id. With `track` the events
+    are Kafka records and the output is (sources, BulkResult | None), every record's
+    position released exactly once (see TrackBulkRequests)."""
 
-    def __init__(self, timeout_s: float = 3600.0) -> None:
+    def __init__(self, timeout_s: float = 3600.0, track: bool = False) -> None:
         super().__init__()
         self.timeout_s = timeout_s
+        self.track = track
 
     def expand(self, streams: dict[str, beam.PCollection]) -> beam.PCollection:  # type: ignore[override]
-        arrivals = streams["events"] | "ArrivalOf" >> beam.Map(arrival_of)
+        if self.track:
+            # Events are Kafka records: one not part of a request is done on the bulk path
+            # at once, (its position, None); the others are released with their record.
+            split = streams["events"] | "ArrivalOf" >> beam.ParDo(_TrackedArrivals()).with_outputs(
+                _NOT_BULK, main="arrivals"
+            )
+            arrivals, not_bulk = split.arrivals, split[_NOT_BULK]
+        else:
+            arrivals = streams["events"] | "ArrivalOf" >> beam.Map(arrival_of)
         kinds = {"predictions": PREDICTED, "skipped": SKIPPED, "dead_letters": FAILED, "deletes": DELETED}
         parts = [arrivals] + [
             streams[name] | f"{name}Outcome" >> beam.Map(outcome_element, kind)
             for name, kind in kinds.items()
             if name in streams
         ]
-        return (
+        results = (
             parts
             | "AllBulkElements" >> beam.Flatten()
             # Typed, so that the state's key coder is the deterministic one for str.
             | "OfARequest" >> beam.Filter(lambda e: e is not None).with_output_types(Tuple[str, Any])
-            | "Track" >> beam.ParDo(TrackBulkRequests(self.timeout_s))
+            | "Track" >> beam.ParDo(TrackBulkRequests(self.timeout_s, self.track))
         )
+        if self.track:
+            return (results, not_bulk) | "AndNotBulk" >> beam.Flatten()
+        return results
+
+
+_NOT_BULK = "not_bulk"
+
+
+class _TrackedArrivals(beam.DoFn):
+    """Kafka record -> its arrival, or ((position,), None) on `not_bulk`."""
+
+    def process(self, record: Any) -> Iterator[Any]:
+        found = arrival_of(record)
+        if found is not None:
+            yield found
+            return
+        source = _kafka_position(record)
+        if source is not None:
+            yield beam.pvalue.TaggedOutput(_NOT_BULK, ((source,), None))

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from transforms.core.metrics import NO_METRICS, MetricsSink
-from transforms.records import DeadLetter, ProductEvent, WorkItem
+from transforms.records import DeadLetter, ProductEvent, WorkItem, source_of, with_source
 
 __all__ = [
     "MAX_MESSAGE_CHARS",
@@ -76,7 +76,7 @@ def make_dead_letter(
     at `stage`; a WorkItem's or event's ids are kept so the letter can be found and replayed.
     Counts nothing: see `new_dead_letter`."""
     event = payload.event if isinstance(payload, WorkItem) else payload
-    return DeadLetter(
+    letter = DeadLetter(
         stage=stage,
         error_type=error_type,
         message=truncate(message, MAX_MESSAGE_CHARS),
@@ -86,6 +86,8 @@ def make_dead_letter(
         product_id=getattr(event, "product_id", None),
         event_id=getattr(event, "event_id", None),
     )
+    # On a stream, the letter carries its record's Kafka position (for the offset commit).
+    return with_source(letter, source_of(event)) if isinstance(event, ProductEvent) else letter
 
 
 def count_dead_letter(letter: DeadLetter, metrics: MetricsSink) -> DeadLetter:
@@ -107,12 +109,15 @@ def member_letters(letter: DeadLetter, item: object) -> list[DeadLetter]:
     dedupe's `members`): each of them ends as a dead letter of its own, nothing silently
     lost. Not counted again: the failure happened once."""
     return [
-        letter.model_copy(
-            update={
-                "original_payload": event.model_dump_json(),
-                "product_id": event.product_id,
-                "event_id": event.event_id,
-            }
+        with_source(
+            letter.model_copy(
+                update={
+                    "original_payload": event.model_dump_json(),
+                    "product_id": event.product_id,
+                    "event_id": event.event_id,
+                }
+            ),
+            source_of(event),  # the member's own Kafka position, not the representative's
         )
         for event in getattr(item, "members", ())
     ]

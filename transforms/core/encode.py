@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from transforms.core.dead_letters import guarded
 from transforms.core.metrics import NO_METRICS, MetricsSink
 from transforms.model.client import ModelMetadata
-from transforms.records import DeadLetter, Prediction, PredictionStatus, WorkItem, prediction_id
+from transforms.records import DeadLetter, Prediction, PredictionStatus, WorkItem, prediction_id, source_of, with_source
 
 __all__ = ["STAGE", "encode_prediction", "utc_now"]
 
@@ -46,6 +46,7 @@ def _encode(item: WorkItem, model: ModelMetadata, metrics: MetricsSink, now: Cal
         occurred_at=event.occurred_at,
         predicted_at=now(),
     )
+    with_source(prediction, source_of(event))  # a stream's Kafka position, for the offset commit
     # Counted once the record is built: a product that fails here is a dead letter only.
     if status is PredictionStatus.UNRESOLVED:
         metrics.inc("productlens", "unresolved")

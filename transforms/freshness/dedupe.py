@@ -17,15 +17,11 @@ item (an event-time timer), so "in flight" means "within max_wait_s of each othe
 Caveats:
 
 - Delivery: the grouping is a shuffle (GroupByKey / stateful step) between the Kafka
-  source and the sink. ``pipelines/stream.py`` relies on the whole flow being one fused
-  stage so a source bundle is finalised (offsets committed) only after its outputs were
-  acknowledged; with a shuffle in between, Prism may finalise the source bundle once its
-  output reached the shuffle, before the predictions are written: a crash then loses
-  those in-flight items instead of replaying them. The same holds for the refresh
-  trigger (``transforms/freshness/refresh.py``), which is keyed state too. Dataflow checkpoints
-  shuffle and state durably, so there it stays at-least-once. Locally, use dedupe in
-  batch jobs (backfill, repredict, bulk files) and keep it off the Prism stream unless
-  the delivery guarantee is restored (e.g. commit offsets from the sink side).
+  source and the sink, and buffered items are held in state. The stream commits offsets
+  from the sink side (``transforms/io/kafka_commit.py``): an item's offset is committed
+  only once its own prediction (or dead letter) was written, so a crash re-reads what the
+  buffer held. Every member's event keeps its Kafka position through ``fan_out`` and
+  ``member_letters``.
 - Dead letters: a failure inside ``inner`` that ends the representative (any stage's
   unexpected error through ``guard_stage``, a failed model call or answer in the model
   steps) is dead-lettered for every member of its group too, each with its own event as

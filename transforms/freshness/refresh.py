@@ -78,7 +78,7 @@ from apache_beam.utils.timestamp import Timestamp
 
 from transforms.config import RefreshConfig  # noqa: F401 - defined once in transforms/config.py
 from transforms.freshness.staleness import DEBOUNCED, STALE, KnownPrediction, Reason, Skip, staleness
-from transforms.records import EventType, ProductEvent, WorkItem, content_hash, prediction_id
+from transforms.records import EventType, ProductEvent, WorkItem, content_hash, prediction_id, source_of
 
 NAMESPACE = "refresh"
 DELETED = "deleted"
@@ -89,7 +89,10 @@ MICROS = 1_000_000
 # A request for one of these reasons in a burst survives later events of the burst, even
 # one that goes back to the predicted content (see Pending.requested).
 _REQUESTED = frozenset({Reason.REPREDICT, Reason.FORCED})
-COUNTERS: tuple[str, ...] = (*(r.value for r in Reason), DEBOUNCED)
+# An event that reached the trigger after a later event of its product (Kafka order): a
+# `debounced` Skip, counted apart so the decision counters' invariant holds.
+OUT_OF_ORDER = "out_of_order"
+COUNTERS: tuple[str, ...] = (*(r.value for r in Reason), DEBOUNCED, OUT_OF_ORDER)
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,10 @@ class Pending:
 class RefreshState:
     last: KnownPrediction | None = None
     pending: Pending | None = None
+    # Stream: the Kafka position (topic, partition, offset) of the newest event taken. The
+    # runner may hand a product's events over out of Kafka order; an older one arriving
+    # after a newer one is superseded (`out_of_order`), so the latest content still wins.
+    newest: tuple[str, int, int] | None = None
 
 
 EMPTY = RefreshState()
@@ -168,6 +175,11 @@ def decide(last: KnownPrediction | None, element: WorkItem | ProductEvent, confi
     return Decision(reason or Reason.SKIPPED_UNCHANGED)
 
 
+def _older(source: tuple[str, int, int] | None, newest: tuple[str, int, int] | None) -> bool:
+    """Whether `source` is an earlier record of the same partition than `newest`."""
+    return source is not None and newest is not None and source[:2] == newest[:2] and source[2] < newest[2]
+
+
 def _superseded(pending: Pending) -> Skip:
     return Skip.of_event(pending.item.event, DEBOUNCED, pending.item.content_hash)
 
@@ -185,13 +197,21 @@ def on_timer(state: RefreshState, now: int, config: RefreshConfig) -> tuple[Refr
     if p is None or p.deadline > now:
         return state, Effects()
     last = KnownPrediction(p.item.content_hash, config.model_version, config.taxonomy_version)
-    return RefreshState(last, None), Effects(predict=(p.item,))
+    return RefreshState(last, None, state.newest), Effects(predict=(p.item,))
 
 
 def on_event(
     state: RefreshState, element: WorkItem | ProductEvent, ts: int, config: RefreshConfig
 ) -> tuple[RefreshState, Effects]:
     """One event of the product at event time ``ts`` (microseconds)."""
+    source = source_of(element)
+    if _older(source, state.newest):
+        # Kafka order says a later event of this product was taken already: this one is
+        # superseded (a counted skip), whatever the order the runner delivered them in.
+        event = _event_of(element)
+        return state, Effects(skipped=(Skip.of_event(event, DEBOUNCED, _hash_of(element)),), counts=(OUT_OF_ORDER,))
+    if source is not None:
+        state = replace(state, newest=source)
     # A pending event whose quiet period ended before this event is due first, whether or
     # not the runner has fired its timer yet.
     state, effects = on_timer(state, ts, config)
@@ -201,7 +221,7 @@ def on_event(
         event = _event_of(element)
         skipped = (_superseded(p),) if p else ()
         counts = (Reason.DELETED.value, *((DEBOUNCED,) if p else ()))
-        return EMPTY, effects + Effects(deleted=(event,), skipped=skipped, counts=counts)
+        return RefreshState(newest=state.newest), effects + Effects(deleted=(event,), skipped=skipped, counts=counts)
     if decision.predict:
         assert isinstance(element, WorkItem), "an event needing a prediction must be a decoded WorkItem"
         deadline = ts + config.quiet_micros
@@ -211,7 +231,7 @@ def on_event(
         pending = Pending(element, decision.reason, deadline, requested)
         skipped = (_superseded(p),) if p else ()
         counts = (decision.reason.value, *((DEBOUNCED,) if p else ()))
-        new_state = RefreshState(state.last, pending)
+        new_state = RefreshState(state.last, pending, state.newest)
         return new_state, effects + Effects(skipped=skipped, counts=counts, timer_at=deadline)
     # Unchanged against the last prediction.
     if p is not None and p.requested is not None:
@@ -220,13 +240,13 @@ def on_event(
         assert isinstance(element, WorkItem)
         deadline = max(ts + config.quiet_micros, p.deadline)
         pending = Pending(element, p.requested, deadline, p.requested)
-        return RefreshState(state.last, pending), effects + Effects(
+        return RefreshState(state.last, pending, state.newest), effects + Effects(
             skipped=(_superseded(p),), counts=(p.requested.value, DEBOUNCED), timer_at=deadline
         )
     own = _unchanged(element, config)
     if p is not None:
         # The burst went back to the predicted content: the pending change is moot.
-        return RefreshState(state.last, None), effects + Effects(
+        return RefreshState(state.last, None, state.newest), effects + Effects(
             skipped=(_superseded(p), own), counts=(Reason.SKIPPED_UNCHANGED.value, DEBOUNCED)
         )
     return state, effects + Effects(skipped=(own,), counts=(Reason.SKIPPED_UNCHANGED.value,))
@@ -259,6 +279,7 @@ class RefreshDoFn(beam.DoFn):
 
     LAST = ReadModifyWriteStateSpec("last", coders.PickleCoder())
     PENDING = ReadModifyWriteStateSpec("pending", coders.PickleCoder())
+    NEWEST = ReadModifyWriteStateSpec("newest", coders.PickleCoder())
     FLUSH = TimerSpec("flush", TimeDomain.WATERMARK)
 
     def __init__(self, config: RefreshConfig) -> None:
@@ -266,11 +287,13 @@ class RefreshDoFn(beam.DoFn):
         self.counters = _counters()
 
     @staticmethod
-    def _read(last: Any, pending: Any) -> RefreshState:
-        return RefreshState(last.read(), pending.read())
+    def _read(last: Any, pending: Any, newest: Any = None) -> RefreshState:
+        return RefreshState(last.read(), pending.read(), newest.read() if newest is not None else None)
 
     @staticmethod
-    def _write(state: RefreshState, last: Any, pending: Any) -> None:
+    def _write(state: RefreshState, last: Any, pending: Any, newest: Any = None) -> None:
+        if newest is not None and state.newest is not None:
+            newest.write(state.newest)  # kept after a delete too: an older create stays stale
         if state.last is None:
             last.clear()
         else:
@@ -287,9 +310,10 @@ class RefreshDoFn(beam.DoFn):
         last: Any = beam.DoFn.StateParam(LAST),
         pending: Any = beam.DoFn.StateParam(PENDING),
         timer: Any = beam.DoFn.TimerParam(FLUSH),
+        newest: Any = beam.DoFn.StateParam(NEWEST),
     ) -> Iterator[Any]:
         _, value = element
-        state = self._read(last, pending)
+        state = self._read(last, pending, newest)
         if isinstance(value, KnownPrediction):
             new = on_known(state, value)
             if new is not state:
@@ -297,7 +321,7 @@ class RefreshDoFn(beam.DoFn):
                 self._write(new, last, pending)
             return
         state, effects = on_event(state, value, timestamp.micros, self.config)
-        self._write(state, last, pending)
+        self._write(state, last, pending, newest)
         if effects.timer_at is not None:
             timer.set(Timestamp(micros=effects.timer_at))
         yield from _emit(effects, self.counters)

@@ -22,11 +22,11 @@ bulk-operation jobs count skips by ``event_id`` / ``bulk_request_id``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
-from transforms.records import ProductEvent
+from transforms.records import ProductEvent, source_of
 
 
 class Reason(StrEnum):
@@ -142,10 +142,21 @@ class Skip:
     bulk_request_id: str | None = None
     reason: str = Reason.SKIPPED_UNCHANGED.value  # or DEBOUNCED
     content_hash: str = ""
+    # Stream only: the event's Kafka (topic, partition, offset); a counted skip completes
+    # its record for the sink-side offset commit (transforms/io/kafka_commit.py).
+    source: tuple[str, int, int] | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def of_event(cls, event: ProductEvent, reason: str, content_hash: str, prediction_id: str | None = None) -> Skip:
-        return cls(event.product_id, event.event_id, prediction_id, event.bulk_request_id, str(reason), content_hash)
+        return cls(
+            event.product_id,
+            event.event_id,
+            prediction_id,
+            event.bulk_request_id,
+            str(reason),
+            content_hash,
+            source_of(event),
+        )
 
 
 __all__ = [

@@ -48,6 +48,11 @@ __all__ = [
     "OutgoingRecord",
     "KafkaDeliveryError",
     "WriteToKafka",
+    "RANGES",
+    "ReadRange",
+    "DoneSignal",
+    "DoneBuffer",
+    "runs_of",
 ]
 
 log = logging.getLogger(__name__)
@@ -114,6 +119,11 @@ class ReadConfig:
     # the source's bundles finish, so the caller commits these ends once the whole pipeline
     # succeeded (`commit_offsets`). None: each partition's end offset at start, no commit.
     stop_offsets: tuple[tuple[str, int, int], ...] | None = None
+    # Unbounded only. True: commit a bundle's offsets when the runner finalises it (right
+    # only when every output is written in the source's fused stage). False: commit
+    # nothing on finalisation; the read emits a `ReadRange` per bundle on its `ranges`
+    # output and the sink side commits (transforms/io/kafka_commit.py, the stream).
+    commit_on_finalize: bool = True
 
     def __post_init__(self) -> None:
         if not self.topics:
@@ -130,6 +140,79 @@ class KafkaPartition:
     topic: str
     partition: int
     config: ReadConfig
+
+
+# Sink-side offset commits (transforms/io/kafka_commit.py) -----------------------------
+
+RANGES = "ranges"
+
+
+def runs_of(offsets: Iterable[int]) -> tuple[tuple[int, int], ...]:
+    """Ascending offsets as [start, end) runs: (5, 6, 7, 9) -> ((5, 8), (9, 10))."""
+    runs: list[list[int]] = []
+    for o in sorted(set(offsets)):
+        if runs and runs[-1][1] == o:
+            runs[-1][1] = o + 1
+        else:
+            runs.append([o, o + 1])
+    return tuple((a, b) for a, b in runs)
+
+
+@dataclass(frozen=True)
+class ReadRange:
+    """What one source bundle read of a partition: offsets [start, end), of which `runs`
+    hold records. A partition's ranges are contiguous (each starts where the last ended)."""
+
+    topic: str
+    partition: int
+    start: int
+    end: int
+    runs: tuple[tuple[int, int], ...]
+
+
+@dataclass(frozen=True)
+class DoneSignal:
+    """Offsets of a partition whose records are done on `path`: an output carrying them
+    was acknowledged by the broker (or, for a counted skip, emitted)."""
+
+    topic: str
+    partition: int
+    path: str
+    runs: tuple[tuple[int, int], ...]
+
+
+class DoneBuffer:
+    """A bundle's positions, emitted at its end as one DoneSignal per partition (a DoFn's
+    finish_bundle outputs need a window and a timestamp: the global window, and the
+    earliest timestamp among the partition's elements)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.clear()
+
+    def clear(self) -> None:
+        self._offsets: dict[tuple[str, int], list[int]] = {}
+        self._stamps: dict[tuple[str, int], Timestamp] = {}
+
+    def add(self, source: tuple[str, int, int] | None, timestamp: Any) -> bool:
+        if source is None:
+            return False
+        topic, partition, offset = source
+        key = (topic, partition)
+        self._offsets.setdefault(key, []).append(offset)
+        if isinstance(timestamp, Timestamp) and (key not in self._stamps or timestamp < self._stamps[key]):
+            self._stamps[key] = timestamp
+        return True
+
+    def drain(self) -> Iterator[Any]:
+        from apache_beam.transforms.window import GlobalWindow
+        from apache_beam.utils.timestamp import MIN_TIMESTAMP
+        from apache_beam.utils.windowed_value import WindowedValue
+
+        for (topic, partition), offsets in self._offsets.items():
+            signal = DoneSignal(topic, partition, self.path, runs_of(offsets))
+            yield WindowedValue(signal, self._stamps.get((topic, partition), MIN_TIMESTAMP), (GlobalWindow(),))
+        self.clear()
 
 
 def _consumer(config: ReadConfig) -> Any:
@@ -210,6 +293,11 @@ class _PartitionOffsets(RestrictionProvider):
             start = max(committed, low)
         else:
             start = low if config.start_from == "earliest" else high
+            if not config.bounded and not config.commit_on_finalize:
+                # Sink-side commits: the committer starts each partition at the group's
+                # committed offset, so there must be one; committing where nothing was read
+                # yet is always safe (and a restart then resumes here, not at a new "latest").
+                commit_offsets(config, ((element.topic, element.partition, start),))
         stop = high if config.bounded else UNBOUNDED
         if config.bounded and config.stop_offsets is not None:
             ends = {(t, p): end for t, p, end in config.stop_offsets}
@@ -362,6 +450,29 @@ class _ReadPartition(beam.DoFn):
             ManualWatermarkEstimator.default_provider()
         ),
     ) -> Iterator[Any]:
+        if self.config.bounded or self.config.commit_on_finalize:
+            yield from self._read(element, finalizer, tracker, watermark, None)
+            return
+        # Sink-side commits: what this bundle read, for the committer (which offsets exist
+        # in [start, end): compaction and transaction markers leave gaps).
+        start = tracker.current_restriction().start
+        claimed: list[int] = []
+        last_ts: Timestamp | None = None
+        for out in self._read(element, finalizer, tracker, watermark, claimed):
+            last_ts = out.timestamp
+            yield out
+        if claimed:
+            read = ReadRange(element.topic, element.partition, start, claimed[-1] + 1, runs_of(claimed))
+            yield beam.pvalue.TaggedOutput(RANGES, beam.window.TimestampedValue(read, last_ts))
+
+    def _read(
+        self,
+        element: KafkaPartition,
+        finalizer: Any,
+        tracker: OffsetRestrictionTracker,
+        watermark: ManualWatermarkEstimator,
+        claimed: list[int] | None,
+    ) -> Iterator[Any]:
         from confluent_kafka import KafkaError
 
         c = self.config
@@ -413,6 +524,8 @@ class _ReadPartition(beam.DoFn):
                     if current is None or ts > current:
                         watermark.set_watermark(ts)
                     last = m.offset()
+                    if claimed is not None:
+                        claimed.append(last)
                     self.records.inc()
                     yield beam.window.TimestampedValue(
                         KafkaRecord(
@@ -424,7 +537,7 @@ class _ReadPartition(beam.DoFn):
                     tracker.defer_remainder()
                     return
         finally:
-            if last is not None and not c.bounded:
+            if last is not None and not c.bounded and c.commit_on_finalize:
                 topic, partition, offset = element.topic, element.partition, last + 1
                 finalizer.register(lambda: self._commit(topic, partition, offset))
             else:
@@ -457,6 +570,25 @@ class _ReadPartition(beam.DoFn):
                 return False
             position = reader.consumer.position([TopicPartition(element.topic, element.partition)])[0].offset
         return max(position, reader.position, restriction.start) >= restriction.stop
+
+
+class _ReadPartitionUnbounded(_ReadPartition):
+    """The unbounded read, declared so: without `unbounded_per_element` Beam marks the
+    output bounded (its input, the partitions, is), and a step that picks its mode by
+    boundedness (the refresh trigger, content dedupe) then ran its batch form on the stream:
+    a GroupByKey in the global window that never fires."""
+
+    @beam.DoFn.unbounded_per_element()
+    def process(
+        self,
+        element: KafkaPartition,
+        finalizer: Any = beam.DoFn.BundleFinalizerParam,
+        tracker: OffsetRestrictionTracker = beam.DoFn.RestrictionParam(_PartitionOffsets()),
+        watermark: ManualWatermarkEstimator = beam.DoFn.WatermarkEstimatorParam(
+            ManualWatermarkEstimator.default_provider()
+        ),
+    ) -> Iterator[Any]:
+        yield from super().process(element, finalizer, tracker, watermark)
 
 
 def partitions_of(kafka: KafkaConfig, topic: str) -> list[int]:
@@ -515,19 +647,28 @@ class _ListPartitions(beam.DoFn):
 
 
 class ReadFromKafka(beam.PTransform):
-    """PBegin -> PCollection[KafkaRecord] (timestamped with the record timestamps)."""
+    """PBegin -> PCollection[KafkaRecord] (timestamped with the record timestamps); with
+    `commit_on_finalize=False` (unbounded) -> {"records": that, "ranges": ReadRange per
+    bundle}, for `transforms.io.kafka_commit.CommitOffsets`."""
 
     def __init__(self, config: ReadConfig) -> None:
         super().__init__()
         self.config = config
 
-    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:  # type: ignore[override]
-        return (
+    def expand(self, pbegin: beam.pvalue.PBegin) -> Any:  # type: ignore[override]
+        partitions = (
             pbegin
             | "Topics" >> beam.Create(list(self.config.topics))
             | "Partitions" >> beam.ParDo(_ListPartitions(self.config))
-            | "Read" >> beam.ParDo(_ReadPartition(self.config))
         )
+        if self.config.bounded:
+            return partitions | "Read" >> beam.ParDo(_ReadPartition(self.config))
+        if self.config.commit_on_finalize:
+            return partitions | "Read" >> beam.ParDo(_ReadPartitionUnbounded(self.config))
+        read = partitions | "Read" >> beam.ParDo(_ReadPartitionUnbounded(self.config)).with_outputs(
+            RANGES, main="records"
+        )
+        return {"records": read.records, "ranges": read[RANGES]}
 
 
 @dataclass(frozen=True)
@@ -546,12 +687,19 @@ class KafkaDeliveryError(RuntimeError):
 
 class WriteToKafka(beam.DoFn):
     """OutgoingRecord -> Kafka. The producer is made in setup(); finish_bundle flushes and
-    fails the bundle when any record of it was not acknowledged."""
+    fails the bundle when any record of it was not acknowledged.
 
-    def __init__(self, kafka: KafkaConfig, flush_timeout_s: float = 60.0) -> None:
+    With `track` (a done path's name, the stream's sink-side commit): the input is
+    (sources, OutgoingRecord | None), `sources` the Kafka positions of the input records
+    the output completes (None: nothing to write, done now); once the bundle's records are
+    all acknowledged, finish_bundle emits a `DoneSignal` per partition."""
+
+    def __init__(self, kafka: KafkaConfig, flush_timeout_s: float = 60.0, track: str | None = None) -> None:
         self.kafka = kafka
         self.flush_timeout_s = flush_timeout_s
+        self.track = track
         self.written = Metrics.counter("kafka", "records_written")
+        self.untracked = Metrics.counter("kafka", "outputs_without_source")
 
     def setup(self) -> None:
         from confluent_kafka import Producer
@@ -565,6 +713,7 @@ class WriteToKafka(beam.DoFn):
     def start_bundle(self) -> None:
         self._errors: list[str] = []
         self._delivered_count = 0
+        self._done = DoneBuffer(self.track or "")
 
     def _delivered(self, err: Any, msg: Any) -> None:
         # librdkafka calls this from poll()/flush(), i.e. on the bundle's own thread.
@@ -573,7 +722,15 @@ class WriteToKafka(beam.DoFn):
         else:
             self._delivered_count += 1
 
-    def process(self, record: OutgoingRecord) -> None:
+    def process(self, element: Any, timestamp: Any = beam.DoFn.TimestampParam) -> None:
+        record = element
+        if self.track is not None:
+            sources, record = element
+            for source in sources:
+                if not self._done.add(source, timestamp):
+                    self.untracked.inc()
+            if record is None:
+                return
         while True:
             try:
                 self._producer.produce(
@@ -588,7 +745,7 @@ class WriteToKafka(beam.DoFn):
                 self._producer.poll(0.5)  # local queue full: let deliveries drain
         self._producer.poll(0)
 
-    def finish_bundle(self) -> None:
+    def finish_bundle(self) -> Iterator[Any]:
         remaining = self._producer.flush(self.flush_timeout_s)
         if remaining or self._errors:
             raise KafkaDeliveryError(
@@ -596,6 +753,8 @@ class WriteToKafka(beam.DoFn):
                 f"failed ({'; '.join(self._errors[:3])}); the bundle will be retried"
             )
         self.written.inc(self._delivered_count)
+        # Every record of the bundle is acknowledged: their inputs are done on this path.
+        yield from self._done.drain()
 
     def teardown(self) -> None:
         if getattr(self, "_producer", None) is not None:
