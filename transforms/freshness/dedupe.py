@@ -189,6 +189,10 @@ class DedupeByContent(beam.PTransform):
                 keyed
                 | "GlobalWindow" >> beam.WindowInto(GlobalWindows())
                 | "BufferByContent" >> beam.ParDo(_BufferByContent(self.config))
+                # A fusion break: the flush timer's bundle then ends at the buffer instead of
+                # running the model path, and Prism does not split it (a split bundle with
+                # timers loses them: apache/beam#35771; the items stayed buffered).
+                | "AfterBuffer" >> beam.Reshuffle()
             )
         out = reps | "Inner" >> self.inner
         if isinstance(out, dict):

@@ -427,6 +427,14 @@ class RefreshTrigger(beam.PTransform):
                 | "GlobalWindow" >> beam.WindowInto(GlobalWindows())
                 | "Trigger" >> beam.ParDo(RefreshDoFn(self.config)).with_outputs(DELETED, SKIPPED, main="items")
             )
+            # A fusion break: the flush timer's bundle ends here instead of running what
+            # follows (the model path), so Prism does not split it (a split bundle with
+            # timers loses them: apache/beam#35771).
+            return {
+                "items": out.items | "AfterTrigger" >> beam.Reshuffle(),
+                DELETED: out[DELETED],
+                SKIPPED: out[SKIPPED],
+            }
         return {"items": out.items, DELETED: out[DELETED], SKIPPED: out[SKIPPED]}
 
 
