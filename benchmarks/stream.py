@@ -12,6 +12,10 @@ the third row the real tritonserver serving the **GPU-cost simulator**
 Rows:
 - passthrough: ReadFromKafka -> WriteToKafka with no processing (the reference);
 - baseline: the full two-step flow with the in-process CPU baseline model;
+- baseline + refresh + dedupe: the same with the refresh trigger and content dedupe on
+  (keyed state between source and sink, as `productlens stream` runs by default), quiet
+  period `--refresh-quiet-s` (default 0: the trigger's state and timers run, but no event
+  waits for a quiet period, which is latency by design, not throughput), dedupe wait 1 s;
 - simulator: the full flow with the model behind Triton = a simulated H100.
 
 Method: start the pipeline on an empty topic, send WARMUP events and wait for their
@@ -166,6 +170,10 @@ def main() -> None:
     parser.add_argument("--simulator-events", type=int, default=300)
     parser.add_argument("--json", default=str(ROOT / "out" / "benchmarks" / "stream.json"))
     parser.add_argument("--max-bundle-s", type=float, default=None, help="source bundle length (stream --max_bundle_s)")
+    parser.add_argument(
+        "--keyed-events", type=int, default=None, help="events of the refresh + dedupe row (default: --baseline-events)"
+    )
+    parser.add_argument("--refresh-quiet-s", type=float, default=0.0, help="quiet period of the refresh + dedupe row")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="productlens-stream-bench-"))
@@ -203,6 +211,15 @@ def main() -> None:
 
         # 2. and 3. the full flow, in-process baseline and GPU-cost simulator behind Triton
         flows: list[tuple[str, int, list[str]]] = [("baseline (in-process CPU model)", args.baseline_events, [])]
+        keyed = args.baseline_events if args.keyed_events is None else args.keyed_events
+        if keyed:
+            flows.append(
+                (
+                    f"baseline + refresh (quiet {args.refresh_quiet_s:g} s) + dedupe",
+                    keyed,
+                    [f"--refresh_quiet_s={args.refresh_quiet_s}", "--dedupe"],
+                )
+            )
         if args.simulator_events:
             repo = work / "repo"
             repo.mkdir()

@@ -262,7 +262,9 @@ def test_bulk_requests_get_one_completion_record_each(broker: Broker, prism: str
     job = _job(broker, prism, tmp_path, "bulk")
     results_topic = job.topics["events"].replace("-events-", "-bulk-results-")
     broker.create_topics(results_topic)
-    job.extra = [f"--bulk-results-topic={results_topic}", "--bulk-timeout=5"]
+    # The quiet period (refresh is on by default) must be shorter than the bulk timeout: a
+    # request's predictions leave the trigger only after it.
+    job.extra = [f"--bulk-results-topic={results_topic}", "--bulk-timeout=5", "--refresh-quiet-period=1"]
     creates = _many_events(5, "bulk")
     complete = [json.loads(line) for line in creates]
     complete.append({**complete[0], "event_id": "bulk-bad", "product": None})  # no product: a decode dead letter
