@@ -277,9 +277,9 @@ class RefreshDoFn(beam.DoFn):
     """Streaming refresh trigger. Input: (product_id, WorkItem | ProductEvent |
     KnownPrediction) in the global window."""
 
+    # (KnownPrediction | None, newest Kafka position | None): one state cell, one read.
     LAST = ReadModifyWriteStateSpec("last", coders.PickleCoder())
     PENDING = ReadModifyWriteStateSpec("pending", coders.PickleCoder())
-    NEWEST = ReadModifyWriteStateSpec("newest", coders.PickleCoder())
     FLUSH = TimerSpec("flush", TimeDomain.WATERMARK)
 
     def __init__(self, config: RefreshConfig) -> None:
@@ -287,17 +287,17 @@ class RefreshDoFn(beam.DoFn):
         self.counters = _counters()
 
     @staticmethod
-    def _read(last: Any, pending: Any, newest: Any = None) -> RefreshState:
-        return RefreshState(last.read(), pending.read(), newest.read() if newest is not None else None)
+    def _read(last: Any, pending: Any) -> RefreshState:
+        known, newest = last.read() or (None, None)
+        return RefreshState(known, pending.read(), newest)
 
     @staticmethod
-    def _write(state: RefreshState, last: Any, pending: Any, newest: Any = None) -> None:
-        if newest is not None and state.newest is not None:
-            newest.write(state.newest)  # kept after a delete too: an older create stays stale
-        if state.last is None:
+    def _write(state: RefreshState, last: Any, pending: Any) -> None:
+        # The newest position is kept after a delete too: an older create stays stale.
+        if state.last is None and state.newest is None:
             last.clear()
         else:
-            last.write(state.last)
+            last.write((state.last, state.newest))
         if state.pending is None:
             pending.clear()
         else:
@@ -310,10 +310,9 @@ class RefreshDoFn(beam.DoFn):
         last: Any = beam.DoFn.StateParam(LAST),
         pending: Any = beam.DoFn.StateParam(PENDING),
         timer: Any = beam.DoFn.TimerParam(FLUSH),
-        newest: Any = beam.DoFn.StateParam(NEWEST),
     ) -> Iterator[Any]:
         _, value = element
-        state = self._read(last, pending, newest)
+        state = self._read(last, pending)
         if isinstance(value, KnownPrediction):
             new = on_known(state, value)
             if new is not state:
@@ -321,7 +320,7 @@ class RefreshDoFn(beam.DoFn):
                 self._write(new, last, pending)
             return
         state, effects = on_event(state, value, timestamp.micros, self.config)
-        self._write(state, last, pending, newest)
+        self._write(state, last, pending)
         if effects.timer_at is not None:
             timer.set(Timestamp(micros=effects.timer_at))
         yield from _emit(effects, self.counters)
