@@ -22,7 +22,7 @@ from service.auth import ApiKeys
 from tests.conftest import EXAMPLES, ROOT
 from tests.integration.redis_server import RedisServer, require_redis_server
 from tests.integration.triton_server import free_ports
-from tests.service.conftest import ControlledModel, make_app, one, running
+from tests.service.conftest import SAMPLE_POLICY, ControlledModel, make_app, one, running
 from transforms.config import PredictSettings, ServeCommand
 from transforms.records import Prediction
 
@@ -123,7 +123,10 @@ def test_the_service_through_an_openai_compatible_server(sample_taxonomy, tmp_pa
     stand_in.thread.start()
     try:
         settings = PredictSettings(taxonomy=str(SAMPLE_TAXONOMY_DIR), openai_url=stand_in.url, openai_model="stand-in")
-        app = create_app(ServeCommand(review_db=f"sqlite:///{tmp_path}/review.sqlite"), settings, ApiKeys(frozenset()))
+        serve = ServeCommand(
+            review_db=f"sqlite:///{tmp_path}/review.sqlite", review_policy=str(SAMPLE_POLICY), second_opinion="served"
+        )
+        app = create_app(serve, settings, ApiKeys(frozenset()))
 
         async def body() -> None:
             async with running(app) as client:
@@ -156,7 +159,9 @@ def test_the_service_through_triton_answers_as_in_process(tmp_path: Path) -> Non
     events = _events()[:12]
     triton = start(tmp_path, {"product_baseline": ROOT / "model_repository" / "product_baseline"})
     try:
-        serve = ServeCommand(max_queue=1000, batch_workers=4, review_db=f"sqlite:///{tmp_path}/review.sqlite")
+        serve = ServeCommand(
+            max_queue=1000, batch_workers=4, review_db=f"sqlite:///{tmp_path}/review.sqlite", second_opinion="served"
+        )
         remote = create_app(
             serve, PredictSettings(image_base_dir=str(EXAMPLES), triton_url=triton.grpc_url), ApiKeys(frozenset())
         )

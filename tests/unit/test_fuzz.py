@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -55,6 +56,15 @@ def _crash_report(target: str, output: str) -> str:
     return "\n".join(lines) or "no crashing input was written (see the output above)"
 
 
+def _rss_limit_mb() -> int:
+    """2 GiB above this process's peak RSS. libFuzzer reads the peak RSS (ru_maxrss), which
+    Linux carries from the parent into a forked child and across exec: a target started by a
+    pytest process that has loaded models would otherwise be over a fixed limit before its
+    first input (seen in CI once the suite grew)."""
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+    return peak_mb + 2048
+
+
 @pytest.mark.parametrize("target", TARGETS)
 def test_fuzz_target(target: str, tmp_path: Path, record_property: pytest.RecordProperty) -> None:
     seconds = _seconds()
@@ -66,7 +76,9 @@ def test_fuzz_target(target: str, tmp_path: Path, record_property: pytest.Record
         sys.executable,
         str(FUZZ_DIR / target),
         f"-max_total_time={seconds}",
-        "-rss_limit_mb=2048",
+        f"-rss_limit_mb={_rss_limit_mb()}",
+        # One allocation over 2 GiB is a bug whatever the process started with.
+        "-malloc_limit_mb=2048",
         f"-timeout={PER_INPUT_TIMEOUT_S}",
         f"-artifact_prefix={artifacts}/",
         "-print_final_stats=1",
