@@ -6,8 +6,9 @@ raw events -> decode -> [refresh trigger] -> [content dedupe: one model path per
 -> encode; every stage's failures flow to one dead-letter output.
 
 The refresh trigger and content dedupe are keyed steps (state or a shuffle). In batch jobs
-they are free of delivery concerns; on the local streaming runner they sit between the
-Kafka source and sink, so they are opt-in there (see transforms/freshness/dedupe.py, "Delivery").
+they are free of delivery concerns; in the stream they hold records between the Kafka
+source and sink, which is safe because offsets are committed from the sink side once a
+record's outputs are written (transforms/io/kafka_commit.py), so they are on there too.
 """
 
 from __future__ import annotations
