@@ -667,15 +667,9 @@ class StreamCommand(_Options):
     backfill; offsets are committed from the sink side, so their keyed state is crash-safe
     (KEYED_STATE_CAVEAT)."""
 
-    refresh: bool = Field(
-        True,
-        description="skip unchanged products; one prediction per burst of edits",
-        json_schema_extra=_cli("--refresh/--no-refresh"),
-    )
+    refresh: bool = _like(BackfillCommand, "refresh", cli=("--refresh/--no-refresh",))
     quiet_period: float = _like(RefreshConfig, "quiet_period_s", cli=("--refresh-quiet-period",))
-    dedupe: bool = Field(
-        True, description="one model call per distinct product content", json_schema_extra=_cli("--dedupe/--no-dedupe")
-    )
+    dedupe: bool = _like(BackfillCommand, "dedupe", cli=("--dedupe/--no-dedupe",))
 
     group_id: str = Field(
         "productlens-stream",
