@@ -337,7 +337,9 @@ def serve_process(args: list[str], log_path: Path, ready_timeout_s: float) -> It
     """A `productlens serve` child in its own process group; yields its base URL once
     /readyz is 200; always stopped (SIGTERM, then SIGKILL to the group)."""
     (port,) = free_ports(1)
-    argv = [*_serve_argv(), "--host", "127.0.0.1", "--port", str(port), *args]
+    # The review store beside the server's log, never review.sqlite in the checkout.
+    review_db = f"sqlite:///{log_path.parent / f'review-{port}.sqlite'}"
+    argv = [*_serve_argv(), "--host", "127.0.0.1", "--port", str(port), "--review-db", review_db, *args]
     log = log_path.open("w")
     env = {k: v for k, v in os.environ.items() if k != "PRODUCTLENS_API_KEYS"}
     proc = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
