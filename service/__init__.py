@@ -16,4 +16,6 @@ taxonomy version give the same prediction and `prediction_id` here and in a back
 | `cache` | the prediction cache: in-process LRU, Redis shared by replicas, or none |
 | `auth` | API keys / bearer tokens; required whenever the server binds beyond loopback |
 | `metrics` | the Prometheus metrics of `/metrics` |
+| `publish` | merchant feedback to Kafka (`--feedback-kafka`) |
+| `review/` | feedback validation and routing, the vetting policy, the review store, the review web app |
 """

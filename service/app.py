@@ -4,8 +4,10 @@
 |---|---|---|
 | `POST /v1/predictions` | predict one product or a small batch | 200; 401 no/wrong key; 413 body too large; 422 bad input (field errors); 503 + Retry-After: loading, overloaded, deadline, model down |
 | `GET /v1/predictions/{product_id}` | the latest prediction served for a product (shared by replicas through Redis) | 200, 401, 404 |
+| `POST /v1/feedback` | a merchant accepts, corrects or deletes a served prediction (service/review/) | 201 new, 200 replay; 401; 404 unknown, 409 stale prediction; 422 naming the unknown category/value; 503 loading |
+| `/review/...` | the review web app (service/review/web.py, docs/REVIEW_APP.md) | pages: login, queue, items, rating, dashboard |
 | `GET /healthz` | the process is up (liveness) | 200 |
-| `GET /readyz` | the model and the taxonomy are loaded (readiness) | 200, 503 |
+| `GET /readyz` | the model, the taxonomy and the vetting policy are loaded (readiness) | 200, 503 |
 | `GET /metrics` | Prometheus metrics (`service/metrics.py`) | 200 |
 | `GET /docs`, `/openapi.json` | OpenAPI, generated from the pydantic records | 200 |
 
